@@ -1,0 +1,302 @@
+//! The job spec: what the jobmanager runs, read from `/data/job.yaml` (application mode:
+//! every jobmanager of an HA group reads the same file).
+
+use crate::duration::{serde_str as dur, parse_duration};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use std::time::Duration;
+
+/// A word-count job: `source(p) -> tokenize -> hash-partition -> count(p) -> sink(p)`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct JobSpec {
+    /// Job id; names the checkpoint and output directories.
+    #[serde(default = "default_job_id")]
+    pub job_id: String,
+    pub parallelism: u32,
+    /// `0` disables periodic checkpoints (a final one is still taken at the end of input).
+    #[serde(default = "default_ckpt_interval", with = "dur")]
+    pub checkpoint_interval: Duration,
+    /// A pending checkpoint older than this is declined.
+    #[serde(default = "default_ckpt_timeout", with = "dur")]
+    pub checkpoint_timeout: Duration,
+    /// Completed checkpoints kept on disk (Flink's `state.checkpoints.num-retained`).
+    #[serde(default = "default_retained")]
+    pub checkpoints_retained: usize,
+    #[serde(default)]
+    pub delivery: Delivery,
+    #[serde(default)]
+    pub restart: RestartStrategy,
+    pub input: InputSpec,
+    #[serde(default)]
+    pub heartbeat: HeartbeatSpec,
+}
+
+fn default_job_id() -> String {
+    "wordcount".into()
+}
+fn default_ckpt_interval() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_ckpt_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_retained() -> usize {
+    3
+}
+
+/// Flink's `CheckpointingMode`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Delivery {
+    /// Barrier alignment + two-phase-commit sink.
+    #[default]
+    ExactlyOnce,
+    /// No alignment; the sink commits eagerly. Exists so a checker can be shown to catch it.
+    AtLeastOnce,
+}
+
+/// Restart strategies with Flink's semantics (`restart-strategy.type`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "strategy", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum RestartStrategy {
+    /// Fail the job at the first failure.
+    None,
+    /// Up to `attempts` restarts, `delay` apart.
+    FixedDelay {
+        attempts: u32,
+        #[serde(with = "dur")]
+        delay: Duration,
+    },
+    /// Restart after `delay` unless more than `max_failures` happened within `interval`.
+    FailureRate {
+        max_failures: u32,
+        #[serde(with = "dur")]
+        interval: Duration,
+        #[serde(with = "dur")]
+        delay: Duration,
+    },
+    /// Delay doubles (times `multiplier`) from `initial` up to `max`, with +-`jitter`
+    /// (a fraction); it resets to `initial` after `reset_threshold` without failure.
+    ExponentialDelay {
+        #[serde(with = "dur")]
+        initial: Duration,
+        #[serde(with = "dur")]
+        max: Duration,
+        #[serde(default = "default_multiplier")]
+        multiplier: f64,
+        #[serde(default = "default_jitter")]
+        jitter: f64,
+        #[serde(default = "default_reset", with = "dur")]
+        reset_threshold: Duration,
+        /// Give up after this many restarts (Flink: `attempts-before-reset-backoff`); default unbounded.
+        #[serde(default)]
+        attempts: Option<u32>,
+    },
+}
+
+fn default_multiplier() -> f64 {
+    2.0
+}
+fn default_jitter() -> f64 {
+    0.1
+}
+fn default_reset() -> Duration {
+    Duration::from_secs(3600)
+}
+
+impl Default for RestartStrategy {
+    /// Flink's default with checkpointing on: exponential-delay 1 s .. 1 min; ours starts
+    /// lower because our recovery target is 2 s.
+    fn default() -> Self {
+        RestartStrategy::ExponentialDelay {
+            initial: Duration::from_millis(200),
+            max: Duration::from_secs(5),
+            multiplier: 2.0,
+            jitter: 0.1,
+            reset_threshold: Duration::from_secs(3600),
+            attempts: None,
+        }
+    }
+}
+
+/// Where the lines come from, and how fast.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct InputSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generate: Option<GenerateSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<FileSpec>,
+    /// Lines per second over all source subtasks; 0 = as fast as possible.
+    #[serde(default)]
+    pub rate: u64,
+}
+
+/// Deterministic Zipf-like lines from a seed (see [`crate::input::Generator`]).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GenerateSpec {
+    pub lines: u64,
+    #[serde(default = "default_wpl")]
+    pub words_per_line: u32,
+    #[serde(default = "default_vocab")]
+    pub vocabulary: u32,
+    #[serde(default)]
+    pub seed: u64,
+}
+fn default_wpl() -> u32 {
+    8
+}
+fn default_vocab() -> u32 {
+    2000
+}
+
+/// A text file; relative paths are resolved against the data directory.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FileSpec {
+    pub path: String,
+    /// Tail the file as it grows until `<path>.end` exists (interactive feeding).
+    #[serde(default)]
+    pub follow: bool,
+}
+
+/// Taskmanager heartbeats (Flink: `heartbeat.interval` / `heartbeat.timeout`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HeartbeatSpec {
+    #[serde(default = "default_hb_interval", with = "dur")]
+    pub interval: Duration,
+    #[serde(default = "default_hb_timeout", with = "dur")]
+    pub timeout: Duration,
+}
+fn default_hb_interval() -> Duration {
+    Duration::from_millis(250)
+}
+fn default_hb_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+impl Default for HeartbeatSpec {
+    fn default() -> Self {
+        HeartbeatSpec { interval: default_hb_interval(), timeout: default_hb_timeout() }
+    }
+}
+
+/// An invalid job spec: what is wrong and where.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("cannot read job spec {path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("invalid job spec {path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+impl JobSpec {
+    /// Reads and validates a job spec file.
+    pub fn load(path: &Path) -> Result<JobSpec, SpecError> {
+        let p = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| SpecError::Io { path: p.clone(), source })?;
+        Self::parse(&text).map_err(|message| SpecError::Invalid { path: p, message })
+    }
+
+    /// Parses and validates YAML text. The error names the field (and line/column when
+    /// the YAML parser knows it).
+    pub fn parse(text: &str) -> Result<JobSpec, String> {
+        let spec: JobSpec = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    /// Checks what types cannot: ranges and exclusive choices.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.parallelism == 0 || self.parallelism > 1024 {
+            return Err(format!("parallelism: expected 1..=1024, got {}", self.parallelism));
+        }
+        if self.job_id.is_empty() || !self.job_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            return Err(format!("job_id: expected letters, digits, `-` or `_`, got `{}`", self.job_id));
+        }
+        match (&self.input.generate, &self.input.file) {
+            (Some(_), Some(_)) => return Err("input: expected exactly one of `generate` or `file`, got both".into()),
+            (None, None) => return Err("input: expected one of `generate` or `file`".into()),
+            (Some(g), None) => {
+                if g.words_per_line == 0 {
+                    return Err("input.generate.words_per_line: expected at least 1".into());
+                }
+                if g.vocabulary == 0 || g.vocabulary > 10_000_000 {
+                    return Err(format!("input.generate.vocabulary: expected 1..=10000000, got {}", g.vocabulary));
+                }
+            }
+            (None, Some(f)) => {
+                if f.path.is_empty() {
+                    return Err("input.file.path: expected a path".into());
+                }
+            }
+        }
+        if self.heartbeat.interval.is_zero() || self.heartbeat.timeout <= self.heartbeat.interval {
+            return Err("heartbeat: expected 0 < interval < timeout".into());
+        }
+        if self.checkpoints_retained == 0 {
+            return Err("checkpoints_retained: expected at least 1".into());
+        }
+        match &self.restart {
+            RestartStrategy::ExponentialDelay { initial, max, multiplier, jitter, .. } => {
+                if initial > max {
+                    return Err("restart.initial: expected at most restart.max".into());
+                }
+                if *multiplier < 1.0 {
+                    return Err("restart.multiplier: expected at least 1.0".into());
+                }
+                if !(0.0..=1.0).contains(jitter) {
+                    return Err("restart.jitter: expected a fraction in 0.0..=1.0".into());
+                }
+            }
+            RestartStrategy::FailureRate { max_failures, .. } if *max_failures == 0 => {
+                return Err("restart.max_failures: expected at least 1".into());
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Reads a duration field by name, for callers that hold strings (CLI flags).
+    pub fn duration(s: &str) -> Result<Duration, String> {
+        parse_duration(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_full_spec() {
+        let s = JobSpec::parse(
+            "parallelism: 4\ncheckpoint_interval: 500ms\ndelivery: at-least-once\n\
+             restart: { strategy: fixed-delay, attempts: 3, delay: 1s }\n\
+             input: { generate: { lines: 100, words_per_line: 4, vocabulary: 50, seed: 7 }, rate: 1000 }\n",
+        )
+        .unwrap();
+        assert_eq!(s.parallelism, 4);
+        assert_eq!(s.delivery, Delivery::AtLeastOnce);
+        assert_eq!(s.restart, RestartStrategy::FixedDelay { attempts: 3, delay: Duration::from_secs(1) });
+        assert_eq!(s.heartbeat.timeout, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn rejects_unknown_fields_and_names_them() {
+        let e = JobSpec::parse("parallelism: 2\nparalelism: 3\ninput: { file: { path: x } }\n").unwrap_err();
+        assert!(e.contains("paralelism"), "{e}");
+        let e = JobSpec::parse("parallelism: 2\ninput: { file: { path: x } }\nrestart: { strategy: fixed-delay, attempts: 1, delay: 1s, foo: 1 }\n").unwrap_err();
+        assert!(e.contains("foo"), "{e}");
+    }
+
+    #[test]
+    fn rejects_bad_values() {
+        assert!(JobSpec::parse("parallelism: 0\ninput: { file: { path: x } }\n").unwrap_err().contains("parallelism"));
+        assert!(JobSpec::parse("parallelism: 1\ninput: { rate: 5 }\n").unwrap_err().contains("input"));
+        assert!(JobSpec::parse("parallelism: 1\ncheckpoint_interval: 5 parsecs\ninput: { file: { path: x } }\n")
+            .unwrap_err()
+            .contains("unknown unit"));
+    }
+}
