@@ -30,6 +30,10 @@ pub struct JobSpec {
     pub input: InputSpec,
     #[serde(default)]
     pub heartbeat: HeartbeatSpec,
+    /// The first deployment waits until this many taskmanagers registered (so a test's
+    /// cluster is spread as planned); later restarts take whatever slots there are.
+    #[serde(default)]
+    pub wait_for_taskmanagers: u32,
 }
 
 fn default_job_id() -> String {

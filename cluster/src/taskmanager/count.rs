@@ -1,0 +1,204 @@
+//! The count task with the sink chained into it: keeps a running count per word (keyed
+//! state of its hash partition), aligns barriers across its inputs, snapshots state, and
+//! commits output through the two-phase-commit [`FileSink`].
+
+use super::alignment::Aligner;
+use super::sink::FileSink;
+use super::TaskCtx;
+use crate::snapshot;
+use crate::spec::Delivery;
+use crate::wire::{self, TaskId, TmToJm, WireError};
+use ahash::AHashMap;
+use serde::{Deserialize, Serialize};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::io::BufReader;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+
+/// Commands from the taskmanager to a running count task.
+#[derive(Debug)]
+pub enum CountCmd {
+    /// Checkpoint `n` completed: commit.
+    Complete(u64),
+}
+
+/// The count task's checkpoint state: the counts and the sink's pending epochs.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CountState {
+    pub counts: Vec<(String, u64)>,
+    pub pending: Vec<u64>,
+}
+
+/// What the input readers hand to the task.
+enum Input {
+    Batch(Vec<u8>),
+    Barrier(u32, u64),
+    Closed(u32, String),
+}
+
+/// How often at-least-once commits eagerly between barriers.
+const EAGER_COMMIT_EVERY: Duration = Duration::from_millis(100);
+
+struct Entry {
+    count: u64,
+    /// The epoch generation in which this word last changed (dirty tracking).
+    gen: u64,
+}
+
+pub async fn run(
+    ctx: TaskCtx,
+    subtask: u32,
+    restore: Option<(u64, CountState)>,
+    mut conns: mpsc::Receiver<(u32, TcpStream)>,
+    mut cmds: mpsc::Receiver<CountCmd>,
+) -> Result<(), String> {
+    let job = ctx.job.clone();
+    let p = job.parallelism;
+    let exactly_once = job.delivery == Delivery::ExactlyOnce;
+    let out_dir = ctx.data_dir.join("output").join(&job.job_id).join(subtask.to_string());
+    let mut sink = FileSink::open(out_dir, ctx.attempt).map_err(|e| format!("opening the sink: {e}"))?;
+
+    let mut counts: AHashMap<Box<str>, Entry> = AHashMap::new();
+    let (restored_checkpoint, restored) = restore.unwrap_or_default();
+    sink.restore(&restored.pending).map_err(|e| format!("restoring the sink: {e}"))?;
+    for (w, c) in restored.counts {
+        counts.insert(w.into_boxed_str(), Entry { count: c, gen: 0 });
+    }
+    let mut gen = 1u64;
+    let mut dirty: Vec<Box<str>> = Vec::new();
+
+    // Accept one connection per source subtask.
+    let (tx, mut rx) = mpsc::channel::<Input>(16 * p as usize);
+    let (release_tx, release_rx) = watch::channel(0u64);
+    let mut connected = vec![false; p as usize];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while connected.iter().any(|c| !c) {
+        let (from, stream) = tokio::time::timeout_at(deadline, conns.recv())
+            .await
+            .map_err(|_| "timed out waiting for every source to connect".to_string())?
+            .ok_or("cancelled")?;
+        if from >= p || connected[from as usize] {
+            tracing::warn!(from, "unexpected or duplicate data connection; closing it");
+            continue;
+        }
+        connected[from as usize] = true;
+        tokio::spawn(read_input(from, stream, tx.clone(), release_rx.clone(), exactly_once));
+    }
+    drop(tx);
+
+    let mut aligner = Aligner::new(p);
+    // Epochs continue from the restored checkpoint, so this attempt's at-least-once parts
+    // sort after the ones the failed attempt wrote.
+    let mut last_barrier = restored_checkpoint;
+    let mut eager = tokio::time::interval(EAGER_COMMIT_EVERY);
+    eager.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let id = TaskId::Count(subtask);
+
+    loop {
+        tokio::select! {
+            msg = rx.recv() => {
+                let Some(msg) = msg else { return Err("every input closed".into()) };
+                match msg {
+                    Input::Batch(payload) => {
+                        let words = wire::for_each_entry(&payload, |w, c| {
+                            if let Some(e) = counts.get_mut(w) {
+                                e.count += c as u64;
+                                if e.gen != gen {
+                                    e.gen = gen;
+                                    dirty.push(w.into());
+                                }
+                            } else {
+                                counts.insert(w.into(), Entry { count: c as u64, gen });
+                                dirty.push(w.into());
+                            }
+                        }).map_err(|e| format!("bad batch from a source: {e}"))?;
+                        ctx.counters.words.fetch_add(words, Ordering::Relaxed);
+                    }
+                    Input::Barrier(input, n) => {
+                        if let Some(n) = aligner.on_barrier(input, n) {
+                            // Epoch n is complete on every input: stage its updates, snapshot, ack.
+                            let records: Vec<(&str, u64)> =
+                                dirty.iter().map(|w| (&**w, counts.get(w).map(|e| e.count).unwrap_or(0))).collect();
+                            let staged = if exactly_once {
+                                sink.pre_commit(n, records)
+                            } else {
+                                sink.commit_eager(n, records)
+                            };
+                            let result = staged.map_err(|e| e.to_string()).and_then(|()| {
+                                let state = CountState {
+                                    counts: counts.iter().map(|(w, e)| (w.to_string(), e.count)).collect(),
+                                    pending: sink.pending(),
+                                };
+                                snapshot::write_task_snapshot(&ctx.data_dir, &job.job_id, n, id, &state)
+                                    .map_err(|e| e.to_string())
+                            });
+                            dirty.clear();
+                            gen += 1;
+                            last_barrier = n;
+                            // Release the blocked inputs (exactly-once alignment).
+                            let _ = release_tx.send(n);
+                            match result {
+                                Ok(handle) => {
+                                    let _ = ctx.outbox.send(TmToJm::Ack { attempt: ctx.attempt, checkpoint: n, task: id, handle, lines: 0 });
+                                }
+                                Err(reason) => {
+                                    let _ = ctx.outbox.send(TmToJm::Decline { attempt: ctx.attempt, checkpoint: n, task: id, reason });
+                                }
+                            }
+                        }
+                    }
+                    Input::Closed(input, why) => return Err(format!("input from source-{input} lost: {why}")),
+                }
+            }
+            cmd = cmds.recv() => match cmd {
+                Some(CountCmd::Complete(n)) => {
+                    if exactly_once {
+                        sink.commit_up_to(n).map_err(|e| format!("committing epoch {n}: {e}"))?;
+                    }
+                    let _ = ctx.outbox.send(TmToJm::Committed { attempt: ctx.attempt, subtask, checkpoint: n });
+                }
+                None => return Ok(()),
+            },
+            _ = eager.tick(), if !exactly_once && !dirty.is_empty() => {
+                // at-least-once: output goes out at once, not at checkpoint completion.
+                let records: Vec<(&str, u64)> =
+                    dirty.iter().map(|w| (&**w, counts.get(w).map(|e| e.count).unwrap_or(0))).collect();
+                sink.commit_eager(last_barrier + 1, records).map_err(|e| format!("eager commit: {e}"))?;
+                dirty.clear();
+                gen += 1;
+            }
+        }
+    }
+}
+
+/// Reads one input connection; in exactly-once mode, stops after each barrier until the
+/// task releases it (so the sender is backpressured while this input is blocked).
+async fn read_input(from: u32, stream: TcpStream, tx: mpsc::Sender<Input>, mut release: watch::Receiver<u64>, align: bool) {
+    let mut r = BufReader::with_capacity(256 * 1024, stream);
+    let mut buf = Vec::new();
+    loop {
+        let msg = match wire::read_frame(&mut r, &mut buf).await {
+            Ok(()) => match wire::decode_kind(&buf) {
+                Ok(None) => Input::Batch(std::mem::take(&mut buf)),
+                Ok(Some(n)) => Input::Barrier(from, n),
+                Err(e) => Input::Closed(from, e.to_string()),
+            },
+            Err(WireError::Closed) => Input::Closed(from, "connection closed".into()),
+            Err(e) => Input::Closed(from, e.to_string()),
+        };
+        let (barrier, closed) = match &msg {
+            Input::Barrier(_, n) => (Some(*n), false),
+            Input::Closed(..) => (None, true),
+            _ => (None, false),
+        };
+        if tx.send(msg).await.is_err() || closed {
+            return;
+        }
+        if let (Some(n), true) = (barrier, align) {
+            if release.wait_for(|&r| r >= n).await.is_err() {
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,275 @@
+//! The source task, with the tokenizer chained into it: reads its partition of the input
+//! (replayable from a position in checkpoint state), tokenizes, pre-aggregates each chunk
+//! of lines into `(word, count)` pairs, hash-partitions them to the count tasks over TCP,
+//! and injects checkpoint barriers between chunks.
+
+use super::TaskCtx;
+use crate::input::{FilePosition, Generator, PartitionReader, ReadOutcome};
+use crate::snapshot;
+use crate::spec::InputSpec;
+use crate::tokenizer::for_each_token;
+use crate::wire::{self, Assignment, DataHello, TaskId, TmToJm};
+use ahash::AHashMap;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::io::{AsyncWriteExt, BufWriter};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// Commands from the taskmanager to a running source.
+#[derive(Debug)]
+pub enum SourceCmd {
+    Trigger(u64),
+}
+
+/// A source's checkpoint state.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SourceState {
+    /// Lines of this subtask's partition consumed so far.
+    pub lines: u64,
+    /// File sources: where to resume reading.
+    pub file: FilePosition,
+}
+
+/// Where lines come from.
+enum Lines {
+    Generate { gen: Generator, next: u64, subtask: u64, p: u64 },
+    File(PartitionReader),
+}
+
+/// Bytes of text per chunk when unthrottled; a barrier can only wait this long.
+const CHUNK_BYTES: usize = 256 * 1024;
+
+pub async fn run(
+    ctx: TaskCtx,
+    subtask: u32,
+    outputs: Vec<Assignment>,
+    restore: Option<SourceState>,
+    mut cmds: mpsc::Receiver<SourceCmd>,
+) -> Result<(), String> {
+    let job = ctx.job.clone();
+    let p = job.parallelism;
+    let mut state = restore.unwrap_or_default();
+    let mut lines = open_lines(&job.input, &ctx.data_dir, subtask, p, &state)?;
+    ctx.counters.lines.store(state.lines, Ordering::Relaxed);
+
+    let mut outs = connect_outputs(&ctx, subtask, &outputs).await?;
+    let id = TaskId::Source(subtask);
+
+    // Rate limit: this subtask's share of the lines per second.
+    let rate = if job.input.rate == 0 { 0.0 } else { (job.input.rate as f64 / p as f64).max(0.001) };
+    let chunk_lines = if rate > 0.0 { ((rate / 100.0) as usize).max(1) } else { usize::MAX };
+    let start = Instant::now();
+    let start_lines = state.lines;
+
+    let mut chunk = String::with_capacity(CHUNK_BYTES + 4096);
+    let mut frames: Vec<Vec<u8>> = vec![Vec::new(); p as usize];
+    let mut ended = false;
+    loop {
+        // Barriers go between chunks, so a chunk never straddles a checkpoint.
+        while let Ok(cmd) = cmds.try_recv() {
+            handle_cmd(&ctx, id, cmd, &state, &mut outs).await?;
+        }
+        if ended {
+            match cmds.recv().await {
+                Some(cmd) => {
+                    handle_cmd(&ctx, id, cmd, &state, &mut outs).await?;
+                    continue;
+                }
+                None => return Ok(()),
+            }
+        }
+        if rate > 0.0 {
+            let due = start + Duration::from_secs_f64((state.lines - start_lines) as f64 / rate);
+            let now = Instant::now();
+            if due > now {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(due) => {}
+                    cmd = cmds.recv() => if let Some(cmd) = cmd { handle_cmd(&ctx, id, cmd, &state, &mut outs).await? },
+                }
+                continue;
+            }
+        }
+        // Read a chunk.
+        chunk.clear();
+        let mut n = 0usize;
+        let mut pending = false;
+        while n < chunk_lines && chunk.len() < CHUNK_BYTES {
+            match next_line(&mut lines, &mut chunk)? {
+                ReadOutcome::Line(_) => {
+                    chunk.push('\n');
+                    n += 1;
+                }
+                ReadOutcome::Pending => {
+                    pending = true;
+                    break;
+                }
+                ReadOutcome::End => {
+                    ended = true;
+                    break;
+                }
+            }
+        }
+        if n > 0 {
+            let words = emit_chunk(&chunk, p, &mut frames, &mut outs).await?;
+            state.lines += n as u64;
+            if let Lines::File(r) = &lines {
+                state.file = r.position();
+            }
+            ctx.counters.lines.store(state.lines, Ordering::Relaxed);
+            ctx.counters.words.fetch_add(words, Ordering::Relaxed);
+        }
+        if ended {
+            tracing::info!(subtask, lines = state.lines, "source reached the end of its input");
+            let _ = ctx.outbox.send(TmToJm::SourceEnded { attempt: ctx.attempt, subtask, lines: state.lines });
+        } else if pending && n == 0 {
+            // Follow mode, nothing new yet: wait a little (or for a trigger).
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+                cmd = cmds.recv() => if let Some(cmd) = cmd { handle_cmd(&ctx, id, cmd, &state, &mut outs).await? },
+            }
+        }
+    }
+}
+
+fn open_lines(input: &InputSpec, data: &Path, subtask: u32, p: u32, state: &SourceState) -> Result<Lines, String> {
+    if let Some(g) = &input.generate {
+        Ok(Lines::Generate {
+            gen: Generator::new(g),
+            next: subtask as u64 + state.lines * p as u64,
+            subtask: subtask as u64,
+            p: p as u64,
+        })
+    } else if let Some(f) = &input.file {
+        let path = data.join(&f.path);
+        PartitionReader::open(&path, subtask, p, f.follow, state.file)
+            .map(Lines::File)
+            .map_err(|e| format!("cannot open input file {}: {e}", path.display()))
+    } else {
+        Err("the job has no input".into())
+    }
+}
+
+fn next_line(lines: &mut Lines, out: &mut String) -> Result<ReadOutcome, String> {
+    match lines {
+        Lines::Generate { gen, next, p, subtask } => {
+            let _ = subtask;
+            if *next >= gen.lines() {
+                return Ok(ReadOutcome::End);
+            }
+            gen.line_into(*next, out);
+            let i = *next;
+            *next += *p;
+            Ok(ReadOutcome::Line(i))
+        }
+        Lines::File(r) => {
+            let o = r.next_line().map_err(|e| format!("reading input: {e}"))?;
+            if let ReadOutcome::Line(_) = o {
+                out.push_str(&r.text);
+            }
+            Ok(o)
+        }
+    }
+}
+
+/// Tokenizes a chunk, pre-aggregates, partitions and sends. Returns the words emitted.
+async fn emit_chunk(chunk: &str, p: u32, frames: &mut [Vec<u8>], outs: &mut [BufWriter<OwnedWriteHalf>]) -> Result<u64, String> {
+    let mut agg: AHashMap<&str, u32> = AHashMap::with_capacity(4096);
+    let mut words = 0u64;
+    for_each_token(chunk, |w| {
+        *agg.entry(w).or_insert(0) += 1;
+        words += 1;
+    });
+    for f in frames.iter_mut() {
+        wire::begin_batch(f);
+    }
+    for (w, c) in agg {
+        let dest = wire::partition(w, p) as usize;
+        wire::push_entry(&mut frames[dest], w, c);
+    }
+    for (f, out) in frames.iter().zip(outs.iter_mut()) {
+        if f.len() > 1 {
+            wire::write_frame(out, f).await.map_err(|e| format!("sending to a count task: {e}"))?;
+        }
+    }
+    for out in outs.iter_mut() {
+        out.flush().await.map_err(|e| format!("sending to a count task: {e}"))?;
+    }
+    Ok(words)
+}
+
+async fn handle_cmd(
+    ctx: &TaskCtx,
+    id: TaskId,
+    cmd: SourceCmd,
+    state: &SourceState,
+    outs: &mut [BufWriter<OwnedWriteHalf>],
+) -> Result<(), String> {
+    match cmd {
+        SourceCmd::Trigger(n) => {
+            // Snapshot first, then the barrier: everything before the barrier is covered
+            // by the position we just saved.
+            let data = ctx.data_dir.clone();
+            let job = ctx.job.job_id.clone();
+            let st = state.clone();
+            let res = tokio::task::spawn_blocking(move || snapshot::write_task_snapshot(&data, &job, n, id, &st))
+                .await
+                .map_err(|e| e.to_string())?;
+            match res {
+                Ok(handle) => {
+                    let b = wire::barrier_payload(n);
+                    for out in outs.iter_mut() {
+                        wire::write_frame(out, &b).await.map_err(|e| format!("sending a barrier: {e}"))?;
+                        out.flush().await.map_err(|e| format!("sending a barrier: {e}"))?;
+                    }
+                    let _ = ctx.outbox.send(TmToJm::Ack {
+                        attempt: ctx.attempt,
+                        checkpoint: n,
+                        task: id,
+                        handle,
+                        lines: state.lines,
+                    });
+                }
+                Err(e) => {
+                    let _ = ctx.outbox.send(TmToJm::Decline {
+                        attempt: ctx.attempt,
+                        checkpoint: n,
+                        task: id,
+                        reason: e.to_string(),
+                    });
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Connects to every count task (retrying while their taskmanagers deploy).
+async fn connect_outputs(ctx: &TaskCtx, subtask: u32, outputs: &[Assignment]) -> Result<Vec<BufWriter<OwnedWriteHalf>>, String> {
+    let mut outs = Vec::with_capacity(outputs.len());
+    for a in outputs {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let stream = loop {
+            match TcpStream::connect(&a.data_address).await {
+                Ok(s) => break s,
+                Err(e) if Instant::now() < deadline => {
+                    tracing::debug!("connect to {} failed ({e}); retrying", a.data_address);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => return Err(format!("cannot connect to count-{} at {}: {e}", a.subtask, a.data_address)),
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let (_r, w) = stream.into_split();
+        let mut w = BufWriter::with_capacity(256 * 1024, w);
+        let hello = DataHello { attempt: ctx.attempt, from: subtask, to: a.subtask };
+        wire::write_json(&mut w, &hello).await.map_err(|e| format!("handshake with {}: {e}", a.data_address))?;
+        outs.push(w);
+    }
+    Ok(outs)
+}
+
