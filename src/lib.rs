@@ -7,3 +7,11 @@
 //! - [`verdict`]: the oracle and the three checks on the committed output.
 //! - [`report`]: terminal summary, JSON, JUnit, HTML.
 pub mod runtime;
+pub mod scenario;
+pub mod executor;
+pub mod images;
+pub mod client;
+pub mod cli;
+pub mod current;
+pub mod verdict;
+pub mod report;

@@ -1,0 +1,712 @@
+//! The `docker` runtime, the product: every node is a container of the streamd image on a
+//! per-cluster bridge network, and faults go through the Docker Engine API (bollard).
+//!
+//! - [`labels`]: the `chaos.*` labels, the only way `chaos` recognises its resources.
+//! - [`spec`]: what a node's container looks like (command line, mounts, limits).
+//! - `errors`: bollard errors phrased for the user.
+//!
+//! Every operation on a node goes through the container id found by listing containers
+//! labelled with this cluster's id, so `chaos` never touches a container it did not
+//! label. Separate `chaos` invocations find a live cluster with [`discover`].
+
+pub(crate) mod errors;
+pub mod labels;
+pub mod spec;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use bollard::models::{ContainerSummary, ContainerSummaryStateEnum, NetworkCreateRequest};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, KillContainerOptionsBuilder, ListContainersOptionsBuilder,
+    ListImagesOptionsBuilder, ListNetworksOptionsBuilder, RemoveContainerOptionsBuilder,
+    RemoveImageOptionsBuilder, StopContainerOptionsBuilder,
+};
+use bollard::Docker;
+use futures_util::future::join_all;
+
+use super::{ClusterDef, NodeState, NodeStatus, Result, Role, Runtime, RuntimeError};
+
+/// How long to wait for the daemon's first answer before calling it unreachable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Slack added to a stop's grace for the HTTP request that waits through it.
+const STOP_SLACK: Duration = Duration::from_secs(30);
+
+/// Connects to the local Docker daemon and negotiates the API version (the daemons we
+/// meet speak 1.41, older than bollard's default).
+pub async fn connect_docker() -> Result<Docker> {
+    negotiate(Docker::connect_with_local_defaults().map_err(errors::unreachable)?).await
+}
+
+/// The first request: bollard connects lazily, so this is where a missing daemon shows.
+async fn negotiate(docker: Docker) -> Result<Docker> {
+    match tokio::time::timeout(CONNECT_TIMEOUT, docker.negotiate_version()).await {
+        Ok(Ok(docker)) => Ok(docker),
+        Ok(Err(e)) => Err(errors::unreachable(e)),
+        Err(_) => Err(errors::unreachable(format!(
+            "no answer within {}s",
+            CONNECT_TIMEOUT.as_secs()
+        ))),
+    }
+}
+
+/// A live cluster found by its labels.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ClusterInfo {
+    pub id: String,
+    /// Host run directory (label `chaos.run_dir`).
+    pub run_dir: PathBuf,
+    pub nodes: Vec<NodeStatus>,
+}
+
+/// What a cleanup removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct DownSummary {
+    pub containers: usize,
+    pub networks: usize,
+    pub images: usize,
+}
+
+/// The live clusters: containers labelled `chaos.cluster`, grouped by cluster id, sorted
+/// by id. Clusters with only sidecars left are not listed ([`down_all`] removes them).
+pub async fn discover(docker: &Docker) -> Result<Vec<ClusterInfo>> {
+    let containers = list_containers(docker, labels::filter_has(labels::CLUSTER)).await?;
+    let mut clusters: BTreeMap<String, ClusterInfo> = BTreeMap::new();
+    for c in &containers {
+        let Some(status) = node_status(c) else { continue };
+        let l = c.labels.as_ref();
+        let (Some(id), Some(run_dir)) = (
+            l.and_then(|l| l.get(labels::CLUSTER)),
+            l.and_then(|l| l.get(labels::RUN_DIR)),
+        ) else {
+            continue;
+        };
+        clusters
+            .entry(id.clone())
+            .or_insert_with(|| ClusterInfo {
+                id: id.clone(),
+                run_dir: PathBuf::from(run_dir),
+                nodes: Vec::new(),
+            })
+            .nodes
+            .push(status);
+    }
+    let mut out: Vec<ClusterInfo> = clusters.into_values().collect();
+    for c in &mut out {
+        sort_nodes(&mut c.nodes);
+    }
+    Ok(out)
+}
+
+/// Removes everything labelled `chaos.cluster` (containers of every cluster, sidecars,
+/// networks) and, with `include_images`, the images labelled `chaos.image`. For cleaning up
+/// after a crash of `chaos` itself. Idempotent.
+pub async fn down_all(docker: &Docker, include_images: bool) -> Result<DownSummary> {
+    let mut summary = remove_labelled(docker, labels::filter_has(labels::CLUSTER)).await?;
+    if include_images {
+        summary.images = remove_images(docker).await?;
+    }
+    Ok(summary)
+}
+
+/// A cluster's nodes as containers. Bound to one cluster id (from [`DockerRuntime::connect`]
+/// or from the [`ClusterDef`] given to `up`).
+pub struct DockerRuntime {
+    docker: Docker,
+    cluster: Option<String>,
+    /// The image to run; built from the workspace on `up` when absent.
+    image: Option<String>,
+    /// Node name -> container id, for containers listed under this cluster's label.
+    containers: Mutex<HashMap<String, String>>,
+}
+
+impl DockerRuntime {
+    /// Connects to the daemon. With `Some(id)`, binds to that cluster (live or about to be
+    /// started). With `None`, binds to the one live cluster if there is exactly one, stays
+    /// unbound when there is none (for `up`), and refuses to guess among several.
+    pub async fn connect(cluster_id: Option<&str>) -> Result<Self> {
+        let docker = connect_docker().await?;
+        let cluster = match cluster_id {
+            Some(id) => Some(id.to_string()),
+            None => {
+                let live = discover(&docker).await?;
+                match live.as_slice() {
+                    [] => None,
+                    [one] => Some(one.id.clone()),
+                    several => {
+                        let ids: Vec<&str> = several.iter().map(|c| c.id.as_str()).collect();
+                        return Err(RuntimeError::Usage(format!(
+                            "several chaos clusters are live ({}): name the one to use",
+                            ids.join(", ")
+                        )));
+                    }
+                }
+            }
+        };
+        Ok(Self::with_docker(docker, cluster))
+    }
+
+    /// A runtime over an existing connection.
+    pub fn with_docker(docker: Docker, cluster_id: Option<String>) -> Self {
+        DockerRuntime {
+            docker,
+            cluster: cluster_id,
+            image: None,
+            containers: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Runs `image` instead of building the streamd image from the workspace on `up`.
+    pub fn with_image(mut self, image: impl Into<String>) -> Self {
+        self.image = Some(image.into());
+        self
+    }
+
+    /// The Docker connection (for sidecars and helper images).
+    pub fn docker(&self) -> &Docker {
+        &self.docker
+    }
+
+    /// The cluster this runtime is bound to, if any.
+    pub fn cluster_id(&self) -> Option<&str> {
+        self.cluster.as_deref()
+    }
+
+    /// The cluster's bridge network, `<cluster>-internal`.
+    pub fn network_name(&self) -> Result<String> {
+        Ok(spec::network_name(self.bound()?))
+    }
+
+    fn bound(&self) -> Result<&str> {
+        self.cluster.as_deref().ok_or_else(|| {
+            RuntimeError::Usage("no live chaos cluster: start one with `chaos up`".into())
+        })
+    }
+
+    /// The id of `node`'s container, which is guaranteed to carry this cluster's label.
+    pub async fn container_id(&self, node: &str) -> Result<String> {
+        if let Some(id) = self.cached(node) {
+            return Ok(id);
+        }
+        let cluster = self.bound()?;
+        let mut filter = labels::filter_eq(labels::CLUSTER, cluster);
+        filter
+            .entry("label".to_string())
+            .or_default()
+            .push(format!("{}={node}", labels::NODE));
+        let found = list_containers(&self.docker, filter).await?;
+        match found.iter().find_map(|c| c.id.clone()) {
+            Some(id) => {
+                self.remember(node, &id);
+                Ok(id)
+            }
+            None => {
+                let known = list_containers(&self.docker, labels::filter_eq(labels::CLUSTER, cluster))
+                    .await?
+                    .iter()
+                    .filter_map(node_status)
+                    .map(|s| s.name)
+                    .collect::<Vec<_>>();
+                Err(RuntimeError::Usage(format!(
+                    "cluster {cluster} has no node `{node}` (nodes: {})",
+                    if known.is_empty() { "none".into() } else { known.join(", ") }
+                )))
+            }
+        }
+    }
+
+    fn cached(&self, node: &str) -> Option<String> {
+        self.containers.lock().ok()?.get(node).cloned()
+    }
+
+    fn remember(&self, node: &str, id: &str) {
+        if let Ok(mut map) = self.containers.lock() {
+            map.insert(node.to_string(), id.to_string());
+        }
+    }
+
+    fn forget_all(&self) {
+        if let Ok(mut map) = self.containers.lock() {
+            map.clear();
+        }
+    }
+
+    /// Runs a container operation on `node`; a 404 means the container vanished behind our
+    /// back, so the cached id is dropped and the user told.
+    async fn on_node<F, Fut>(&self, node: &str, what: &str, op: F) -> Result<()>
+    where
+        F: FnOnce(String) -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<(), bollard::errors::Error>>,
+    {
+        let id = self.container_id(node).await?;
+        match op(id).await {
+            Ok(()) => Ok(()),
+            Err(e) if errors::is_not_found(&e) => {
+                self.forget_all();
+                Err(RuntimeError::Usage(format!("{what} {node}: its container is gone")))
+            }
+            Err(e) => Err(errors::map(&format!("{what} {node}"), e)),
+        }
+    }
+
+    /// The image for `up`: the configured one, or the streamd image built from the
+    /// workspace (cargo, then an offline image build when the binary changed).
+    async fn image(&self) -> Result<String> {
+        if let Some(image) = &self.image {
+            return Ok(image.clone());
+        }
+        let binary = tokio::task::spawn_blocking(crate::images::build_streamd_binary)
+            .await
+            .map_err(|e| RuntimeError::Other(format!("building streamd: {e}")))??;
+        crate::images::ensure_streamd_image(&self.docker, &binary).await
+    }
+
+    /// Checks everything `up` can check before creating anything.
+    async fn preflight(&self, def: &ClusterDef) -> Result<PathBuf> {
+        if let Some(bound) = &self.cluster {
+            if bound != &def.id {
+                return Err(RuntimeError::Usage(format!(
+                    "this runtime manages cluster {bound}, not {}",
+                    def.id
+                )));
+            }
+        }
+        if def.nodes.is_empty() {
+            return Err(RuntimeError::Usage(format!("cluster {} has no nodes", def.id)));
+        }
+        let jobmanager = spec::first_jobmanager(def)?;
+        let mut seen = std::collections::HashSet::new();
+        for node in &def.nodes {
+            if !seen.insert(node.name.as_str()) {
+                return Err(RuntimeError::Usage(format!("node {} is defined twice", node.name)));
+            }
+            spec::node_command(node, jobmanager)?;
+            spec::limits(&node.name, &node.resources)?;
+        }
+        let run_dir = std::fs::canonicalize(&def.run_dir).map_err(|e| {
+            RuntimeError::Usage(format!("run directory {}: {e}", def.run_dir.display()))
+        })?;
+        // The bind-mount syntax `src:dst` cannot carry a ':' in the source.
+        if run_dir.to_str().is_none_or(|s| s.contains(':')) {
+            return Err(RuntimeError::Usage(format!(
+                "run directory {} must be valid UTF-8 without ':' to be mounted",
+                run_dir.display()
+            )));
+        }
+        let filter = labels::filter_eq(labels::CLUSTER, &def.id);
+        let leftovers = list_containers(&self.docker, filter.clone()).await?;
+        let networks = self
+            .docker
+            .list_networks(Some(ListNetworksOptionsBuilder::default().filters(&filter).build()))
+            .await
+            .map_err(|e| errors::map("listing networks", e))?;
+        if !leftovers.is_empty() || !networks.is_empty() {
+            return Err(RuntimeError::Usage(format!(
+                "cluster {} already exists ({} containers, {} networks): remove it with \
+                 `chaos down` first",
+                def.id,
+                leftovers.len(),
+                networks.len()
+            )));
+        }
+        Ok(run_dir)
+    }
+
+    /// Creates and starts one node's container; returns its id.
+    async fn start_node(
+        &self,
+        def: &ClusterDef,
+        node: &super::NodeDef,
+        image: &str,
+        run_dir: &Path,
+        jobmanager: &str,
+    ) -> Result<String> {
+        let body = spec::container_body(def, node, image, run_dir, jobmanager)?;
+        let name = spec::container_name(&def.id, &node.name);
+        let options = CreateContainerOptionsBuilder::default().name(&name).build();
+        let created = self
+            .docker
+            .create_container(Some(options), body)
+            .await
+            .map_err(|e| errors::map(&format!("creating container {name}"), e))?;
+        self.remember(&node.name, &created.id);
+        self.docker
+            .start_container(&created.id, None)
+            .await
+            .map_err(|e| errors::map(&format!("starting container {name}"), e))?;
+        Ok(created.id)
+    }
+}
+
+impl Runtime for DockerRuntime {
+    fn name(&self) -> &'static str {
+        "docker"
+    }
+
+    async fn up(&mut self, def: &ClusterDef) -> Result<()> {
+        let run_dir = self.preflight(def).await?;
+        let jobmanager = spec::first_jobmanager(def)?;
+        let image = self.image().await?;
+        self.cluster = Some(def.id.clone());
+        self.forget_all();
+
+        let network = NetworkCreateRequest {
+            name: spec::network_name(&def.id),
+            driver: Some("bridge".into()),
+            labels: Some(HashMap::from([
+                (labels::CLUSTER.to_string(), def.id.clone()),
+                (labels::ROLE.to_string(), labels::ROLE_NETWORK.to_string()),
+            ])),
+            ..Default::default()
+        };
+        self.docker
+            .create_network(network)
+            .await
+            .map_err(|e| errors::map(&format!("creating network {}-internal", def.id), e))?;
+
+        let starts = def
+            .nodes
+            .iter()
+            .map(|node| self.start_node(def, node, &image, &run_dir, jobmanager));
+        let failures: Vec<RuntimeError> = join_all(starts)
+            .await
+            .into_iter()
+            .filter_map(|r| r.err())
+            .collect();
+        if let Some(first) = failures.into_iter().next() {
+            // Leave nothing half-started behind; the first error is the one to report.
+            if let Err(e) = self.down().await {
+                tracing::warn!("cleaning up after a failed start: {e}");
+            }
+            return Err(first);
+        }
+        Ok(())
+    }
+
+    async fn rest_url(&self, node: &str) -> Result<String> {
+        let id = self.container_id(node).await?;
+        let info = self
+            .docker
+            .inspect_container(&id, None)
+            .await
+            .map_err(|e| errors::map(&format!("inspecting {node}"), e))?;
+        let role = info
+            .config
+            .as_ref()
+            .and_then(|c| c.labels.as_ref())
+            .and_then(|l| l.get(labels::ROLE));
+        if role.map(String::as_str) != Some(Role::Jobmanager.as_str()) {
+            return Err(RuntimeError::Usage(format!("{node} is not a jobmanager: it has no REST API")));
+        }
+        let network = self.network_name()?;
+        let ip = info
+            .network_settings
+            .and_then(|s| s.networks)
+            .and_then(|mut n| n.remove(&network))
+            .and_then(|e| e.ip_address)
+            .filter(|ip| !ip.is_empty())
+            .ok_or_else(|| {
+                RuntimeError::Other(format!("{node} has no address on {network}: is it running?"))
+            })?;
+        Ok(format!("http://{ip}:{}", spec::REST_PORT))
+    }
+
+    async fn kill(&self, node: &str, signal: &str) -> Result<()> {
+        let options = KillContainerOptionsBuilder::default().signal(signal).build();
+        self.on_node(node, "kill", |id| async move {
+            self.docker.kill_container(&id, Some(options)).await
+        })
+        .await
+    }
+
+    async fn stop(&self, node: &str, grace: Duration) -> Result<()> {
+        // Docker counts the grace in whole seconds: round up, never kill earlier than asked.
+        let secs = grace.as_secs() + u64::from(grace.subsec_nanos() > 0);
+        let t = i32::try_from(secs).unwrap_or(i32::MAX);
+        let options = StopContainerOptionsBuilder::default().t(t).build();
+        // The request lasts as long as the grace: give the client more than that.
+        let docker = self.docker.clone().with_timeout(grace + STOP_SLACK);
+        self.on_node(node, "stop", |id| async move {
+            match docker.stop_container(&id, Some(options)).await {
+                Err(e) if errors::is_not_modified(&e) => Ok(()), // already stopped
+                other => other,
+            }
+        })
+        .await
+    }
+
+    async fn start(&self, node: &str) -> Result<()> {
+        self.on_node(node, "start", |id| async move {
+            match self.docker.start_container(&id, None).await {
+                Err(e) if errors::is_not_modified(&e) => Ok(()), // already running
+                other => other,
+            }
+        })
+        .await
+    }
+
+    async fn restart(&self, node: &str, grace: Duration) -> Result<()> {
+        // Two calls rather than Docker's restart, so each step's timing is observable.
+        self.stop(node, grace).await?;
+        self.start(node).await
+    }
+
+    async fn pause(&self, node: &str) -> Result<()> {
+        self.on_node(node, "pause", |id| async move {
+            self.docker.pause_container(&id).await
+        })
+        .await
+    }
+
+    async fn unpause(&self, node: &str) -> Result<()> {
+        self.on_node(node, "unpause", |id| async move {
+            self.docker.unpause_container(&id).await
+        })
+        .await
+    }
+
+    async fn nodes(&self) -> Result<Vec<NodeStatus>> {
+        let cluster = self.bound()?;
+        let containers = list_containers(&self.docker, labels::filter_eq(labels::CLUSTER, cluster)).await?;
+        let mut nodes: Vec<NodeStatus> = containers.iter().filter_map(node_status).collect();
+        // Nodes this runtime started or touched whose container has disappeared.
+        let known: Vec<String> = self
+            .containers
+            .lock()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
+        for name in known {
+            if !nodes.iter().any(|n| n.name == name) {
+                if let Some(role) = role_of_name(&name) {
+                    nodes.push(NodeStatus {
+                        name,
+                        role,
+                        state: NodeState::Missing,
+                    });
+                }
+            }
+        }
+        sort_nodes(&mut nodes);
+        Ok(nodes)
+    }
+
+    async fn down(&mut self) -> Result<()> {
+        let Some(cluster) = self.cluster.clone() else {
+            return Ok(());
+        };
+        self.forget_all();
+        remove_labelled(&self.docker, labels::filter_eq(labels::CLUSTER, &cluster)).await?;
+        Ok(())
+    }
+}
+
+async fn list_containers(
+    docker: &Docker,
+    filters: HashMap<String, Vec<String>>,
+) -> Result<Vec<ContainerSummary>> {
+    let options = ListContainersOptionsBuilder::default()
+        .all(true)
+        .filters(&filters)
+        .build();
+    docker
+        .list_containers(Some(options))
+        .await
+        .map_err(|e| errors::map("listing containers", e))
+}
+
+/// A node container's status; `None` for containers that are not nodes (sidecars).
+fn node_status(c: &ContainerSummary) -> Option<NodeStatus> {
+    let l = c.labels.as_ref()?;
+    let role = match l.get(labels::ROLE)?.as_str() {
+        "jobmanager" => Role::Jobmanager,
+        "taskmanager" => Role::Taskmanager,
+        "etcd" => Role::Etcd,
+        _ => return None,
+    };
+    let state = match c.state {
+        Some(ContainerSummaryStateEnum::RUNNING | ContainerSummaryStateEnum::RESTARTING) => {
+            NodeState::Running
+        }
+        Some(ContainerSummaryStateEnum::PAUSED) => NodeState::Paused,
+        Some(ContainerSummaryStateEnum::REMOVING) => NodeState::Missing,
+        _ => NodeState::Exited, // created, exited, dead, stopping
+    };
+    Some(NodeStatus {
+        name: l.get(labels::NODE)?.clone(),
+        role,
+        state,
+    })
+}
+
+fn role_of_name(name: &str) -> Option<Role> {
+    [Role::Jobmanager, Role::Taskmanager, Role::Etcd]
+        .into_iter()
+        .find(|r| name.strip_prefix(r.as_str()).is_some_and(|rest| rest.starts_with('-')))
+}
+
+/// Jobmanagers, then taskmanagers, then etcd; `taskmanager-10` after `taskmanager-9`.
+fn sort_nodes(nodes: &mut [NodeStatus]) {
+    let key = |n: &NodeStatus| {
+        let rank = match n.role {
+            Role::Jobmanager => 0,
+            Role::Taskmanager => 1,
+            Role::Etcd => 2,
+        };
+        let number = n
+            .name
+            .rsplit('-')
+            .next()
+            .and_then(|s| s.parse::<u64>().ok())
+            .unwrap_or(u64::MAX);
+        (rank, number, n.name.clone())
+    };
+    nodes.sort_by_key(key);
+}
+
+/// Force-removes the containers, then the networks, matching `filters`. Already gone
+/// counts as removed; other failures are reported after everything else was tried.
+async fn remove_labelled(
+    docker: &Docker,
+    filters: HashMap<String, Vec<String>>,
+) -> Result<DownSummary> {
+    let mut summary = DownSummary::default();
+    let mut failures = Vec::new();
+
+    let containers = list_containers(docker, filters.clone()).await?;
+    let removals = containers.iter().filter_map(|c| c.id.as_deref()).map(|id| async move {
+        let options = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
+        match docker.remove_container(id, Some(options)).await {
+            Ok(()) => Ok(()),
+            Err(e) if errors::is_not_found(&e) || is_removal_in_progress(&e) => Ok(()),
+            Err(e) => Err(errors::map(&format!("removing container {id}"), e)),
+        }
+    });
+    for result in join_all(removals).await {
+        match result {
+            Ok(()) => summary.containers += 1,
+            Err(e) => failures.push(e),
+        }
+    }
+
+    let networks = docker
+        .list_networks(Some(ListNetworksOptionsBuilder::default().filters(&filters).build()))
+        .await
+        .map_err(|e| errors::map("listing networks", e))?;
+    for net in networks {
+        let Some(id) = net.id.as_deref() else { continue };
+        match docker.remove_network(id).await {
+            Ok(()) => summary.networks += 1,
+            Err(e) if errors::is_not_found(&e) => summary.networks += 1,
+            Err(e) => failures.push(errors::map(
+                &format!("removing network {}", net.name.as_deref().unwrap_or(id)),
+                e,
+            )),
+        }
+    }
+    match failures.into_iter().next() {
+        Some(first) => Err(first),
+        None => Ok(summary),
+    }
+}
+
+fn is_removal_in_progress(e: &bollard::errors::Error) -> bool {
+    matches!(e, bollard::errors::Error::DockerResponseServerError { status_code: 409, message }
+        if message.contains("already in progress"))
+}
+
+/// Removes the images labelled `chaos.image`, by tag (an image with several tags cannot be
+/// removed by id without force), or by id when untagged.
+async fn remove_images(docker: &Docker) -> Result<usize> {
+    let options = ListImagesOptionsBuilder::default()
+        .all(false)
+        .filters(&labels::filter_has(labels::IMAGE))
+        .build();
+    let images = docker
+        .list_images(Some(options))
+        .await
+        .map_err(|e| errors::map("listing images", e))?;
+    let mut removed = 0;
+    let mut failures = Vec::new();
+    for image in images {
+        let refs: Vec<String> = if image.repo_tags.iter().any(|t| t != "<none>:<none>") {
+            image.repo_tags.clone()
+        } else {
+            vec![image.id.clone()]
+        };
+        for r in refs {
+            let options = RemoveImageOptionsBuilder::default().build();
+            match docker.remove_image(&r, Some(options), None).await {
+                Ok(_) => removed += 1,
+                Err(e) if errors::is_not_found(&e) => {}
+                Err(e) => failures.push(errors::map(&format!("removing image {r}"), e)),
+            }
+        }
+    }
+    match failures.into_iter().next() {
+        Some(first) => Err(first),
+        None => Ok(removed),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nodes_sort_by_role_then_number() {
+        let n = |name: &str, role| NodeStatus {
+            name: name.into(),
+            role,
+            state: NodeState::Running,
+        };
+        let mut nodes = vec![
+            n("taskmanager-10", Role::Taskmanager),
+            n("taskmanager-9", Role::Taskmanager),
+            n("jobmanager-1", Role::Jobmanager),
+        ];
+        sort_nodes(&mut nodes);
+        let names: Vec<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(names, ["jobmanager-1", "taskmanager-9", "taskmanager-10"]);
+    }
+
+    #[test]
+    fn sidecars_are_not_nodes() {
+        let summary = |role: &str| ContainerSummary {
+            labels: Some(HashMap::from([
+                (labels::CLUSTER.to_string(), "c".to_string()),
+                (labels::ROLE.to_string(), role.to_string()),
+                (labels::NODE.to_string(), "taskmanager-1".to_string()),
+            ])),
+            state: Some(ContainerSummaryStateEnum::PAUSED),
+            ..Default::default()
+        };
+        assert!(node_status(&summary(labels::ROLE_SIDECAR)).is_none());
+        let s = node_status(&summary("taskmanager")).unwrap();
+        assert_eq!((s.role, s.state), (Role::Taskmanager, NodeState::Paused));
+    }
+
+    #[tokio::test]
+    async fn no_daemon_is_an_infrastructure_error_saying_how_to_start_one() {
+        // A path that exists (bollard checks that eagerly) but where no daemon listens.
+        let not_a_socket = tempfile::NamedTempFile::new().unwrap();
+        let addr = format!("unix://{}", not_a_socket.path().display());
+        let docker = Docker::connect_with_unix(&addr, 5, bollard::API_DEFAULT_VERSION).unwrap();
+        let err = match negotiate(docker).await {
+            Err(e) => e,
+            Ok(_) => panic!("a missing socket must not connect"),
+        };
+        let msg = err.to_string();
+        assert!(matches!(err, RuntimeError::Infrastructure(_)), "{err:?}");
+        assert!(msg.starts_with("cannot reach the Docker daemon at unix://"), "{msg}");
+        assert!(msg.contains("systemctl start docker") && msg.contains("--runtime process"), "{msg}");
+    }
+
+    #[test]
+    fn role_from_name() {
+        assert_eq!(role_of_name("taskmanager-3"), Some(Role::Taskmanager));
+        assert_eq!(role_of_name("jobmanager-1"), Some(Role::Jobmanager));
+        assert_eq!(role_of_name("jobmanagerx"), None);
+    }
+}

@@ -1,0 +1,775 @@
+//! The process runtime: every node of a cluster is a local `streamd` process on its own
+//! 127.0.0.1 ports. Fast tests and machines without Docker use it.
+//!
+//! Faults map to signals: kill = any signal (SIGKILL by default), stop = SIGTERM then
+//! SIGKILL after the grace, pause/unpause = SIGSTOP/SIGCONT. There is no network namespace
+//! to degrade, so network faults are refused ([`refuse_network_fault`]).
+//!
+//! Nodes start in their own process group, so a Ctrl-C at the terminal reaches `chaos`
+//! only and `chaos` decides when nodes die. The cluster's state (ports, arguments, pids)
+//! is persisted in `<run_dir>/cluster.json`, so a later `chaos` invocation can
+//! [`ProcessRuntime::attach`] to the live cluster and act on it. Before a pid read from
+//! there is signalled, `/proc/<pid>/cmdline` must show the streamd binary and the node's
+//! `--id`: pids are reused once a process is gone.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::fs::OpenOptions;
+use std::io::{self, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::{ClusterDef, NodeState, NodeStatus, Result, Role, Runtime, RuntimeError};
+
+/// Name of the state file in the run directory.
+pub const STATE_FILE: &str = "cluster.json";
+
+/// Environment variable that overrides the streamd binary the runtime starts.
+pub const STREAMD_BIN_ENV: &str = "CHAOS_STREAMD_BIN";
+
+/// How often exits are polled while waiting for one.
+const POLL: Duration = Duration::from_millis(20);
+
+/// How long a SIGKILLed node may take to disappear before we call it stuck.
+const KILL_WAIT: Duration = Duration::from_secs(10);
+
+/// The error for netem and partitions on this runtime.
+pub fn refuse_network_fault() -> RuntimeError {
+    RuntimeError::Usage(
+        "network faults (netem, partition) need the docker runtime: the process runtime runs every node on \
+         127.0.0.1 with no network namespace to degrade"
+            .into(),
+    )
+}
+
+/// Parses a signal given as `SIGTERM`, `TERM`, `term` or `15`.
+pub fn parse_signal(s: &str) -> Result<i32> {
+    let t = s.trim();
+    if let Ok(n) = t.parse::<i32>() {
+        return if (1..=64).contains(&n) {
+            Ok(n)
+        } else {
+            Err(RuntimeError::Usage(format!("invalid signal `{s}`: signal numbers are 1..=64")))
+        };
+    }
+    let upper = t.to_ascii_uppercase();
+    let name = upper.strip_prefix("SIG").unwrap_or(&upper);
+    let n = match name {
+        "HUP" => libc::SIGHUP,
+        "INT" => libc::SIGINT,
+        "QUIT" => libc::SIGQUIT,
+        "ILL" => libc::SIGILL,
+        "TRAP" => libc::SIGTRAP,
+        "ABRT" => libc::SIGABRT,
+        "BUS" => libc::SIGBUS,
+        "FPE" => libc::SIGFPE,
+        "KILL" => libc::SIGKILL,
+        "USR1" => libc::SIGUSR1,
+        "SEGV" => libc::SIGSEGV,
+        "USR2" => libc::SIGUSR2,
+        "PIPE" => libc::SIGPIPE,
+        "ALRM" => libc::SIGALRM,
+        "TERM" => libc::SIGTERM,
+        "CONT" => libc::SIGCONT,
+        "STOP" => libc::SIGSTOP,
+        "TSTP" => libc::SIGTSTP,
+        _ => {
+            return Err(RuntimeError::Usage(format!(
+                "unknown signal `{s}`: expected a name such as SIGKILL, SIGTERM, SIGINT, SIGHUP, or a number"
+            )))
+        }
+    };
+    Ok(n)
+}
+
+/// A signal's canonical name (`term` -> `SIGTERM`, `9` -> `SIGKILL`); numbers without a
+/// common name stay numbers. What both runtimes accept and what reports show.
+pub fn canonical_signal(s: &str) -> Result<String> {
+    let n = parse_signal(s)?;
+    let name = match n {
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGINT => "SIGINT",
+        libc::SIGQUIT => "SIGQUIT",
+        libc::SIGILL => "SIGILL",
+        libc::SIGTRAP => "SIGTRAP",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGUSR1 => "SIGUSR1",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGUSR2 => "SIGUSR2",
+        libc::SIGPIPE => "SIGPIPE",
+        libc::SIGALRM => "SIGALRM",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGCONT => "SIGCONT",
+        libc::SIGSTOP => "SIGSTOP",
+        libc::SIGTSTP => "SIGTSTP",
+        other => return Ok(other.to_string()),
+    };
+    Ok(name.to_string())
+}
+
+/// The 127.0.0.1 ports of one node (which ones depends on the role).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodePorts {
+    /// Jobmanager RPC (Flink's 6123).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub rpc: Option<u16>,
+    /// Jobmanager REST (Flink's 8081).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub rest: Option<u16>,
+    /// Taskmanager data port (Flink's 6121).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub data: Option<u16>,
+}
+
+/// One node as recorded in `cluster.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeRecord {
+    pub name: String,
+    pub role: Role,
+    /// streamd's arguments (after the binary); a restart reuses them verbatim.
+    pub args: Vec<String>,
+    pub ports: NodePorts,
+    /// The pid of the latest start; `None` before the first start and after `down`.
+    pub pid: Option<u32>,
+}
+
+/// `<run_dir>/cluster.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ClusterState {
+    id: String,
+    run_dir: PathBuf,
+    /// The binary every node runs (also what identifies our processes in /proc).
+    streamd: PathBuf,
+    env: Vec<(String, String)>,
+    nodes: Vec<NodeRecord>,
+}
+
+/// What `/proc` says about a pid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Liveness {
+    Running,
+    Paused,
+    Gone,
+}
+
+/// Runs a cluster's nodes as local processes. See the module documentation.
+pub struct ProcessRuntime {
+    streamd: PathBuf,
+    state: Mutex<Option<ClusterState>>,
+    /// Nodes this object spawned, kept so their exits can be reaped (no zombies).
+    children: Mutex<HashMap<String, Child>>,
+}
+
+impl ProcessRuntime {
+    /// A runtime that starts `streamd` (the static binary; `CHAOS_STREAMD_BIN` overrides it).
+    pub fn new(streamd: PathBuf) -> ProcessRuntime {
+        let streamd = std::env::var_os(STREAMD_BIN_ENV).filter(|v| !v.is_empty()).map(PathBuf::from).unwrap_or(streamd);
+        Self::with_binary(streamd)
+    }
+
+    /// A runtime that starts exactly `binary`, whatever the environment says (tests run
+    /// stand-ins this way).
+    pub fn with_binary(streamd: PathBuf) -> ProcessRuntime {
+        // An absolute path makes argv[0] — which identifies our nodes in /proc — independent
+        // of the directory a later `chaos` invocation runs from.
+        let streamd = std::fs::canonicalize(&streamd).unwrap_or(streamd);
+        ProcessRuntime { streamd, state: Mutex::new(None), children: Mutex::new(HashMap::new()) }
+    }
+
+    /// Attaches to a cluster started earlier (maybe by another `chaos` process) from
+    /// `<run_dir>/cluster.json`.
+    pub fn attach(run_dir: &Path) -> Result<ProcessRuntime> {
+        let state = read_state(&run_dir.join(STATE_FILE))?.ok_or_else(|| {
+            RuntimeError::Usage(format!(
+                "no process cluster in {}: {} is missing",
+                run_dir.display(),
+                run_dir.join(STATE_FILE).display()
+            ))
+        })?;
+        Ok(ProcessRuntime {
+            streamd: state.streamd.clone(),
+            state: Mutex::new(Some(state)),
+            children: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The streamd binary the nodes run.
+    pub fn streamd_path(&self) -> &Path {
+        &self.streamd
+    }
+
+    /// The cluster id, once up or attached.
+    pub fn cluster_id(&self) -> Option<String> {
+        self.lock_state().as_ref().map(|s| s.id.clone())
+    }
+
+    /// The run directory, once up or attached.
+    pub fn run_dir(&self) -> Option<PathBuf> {
+        self.lock_state().as_ref().map(|s| s.run_dir.clone())
+    }
+
+    /// Every node as recorded (ports, arguments, last pid).
+    pub fn node_records(&self) -> Vec<NodeRecord> {
+        self.refresh();
+        self.lock_state().as_ref().map(|s| s.nodes.clone()).unwrap_or_default()
+    }
+
+    /// `<run_dir>/logs/<node>.log`: the node's stdout and stderr, across restarts.
+    pub fn log_path(&self, node: &str) -> Option<PathBuf> {
+        self.run_dir().map(|d| log_path(&d, node))
+    }
+
+    /// Kills every still-running node of every process cluster under `runs_dir`
+    /// (`target/chaos/runs/*/cluster.json`): `chaos down` when no cluster is current.
+    /// Returns the `(cluster id, node)` pairs it killed.
+    pub async fn down_leftovers(runs_dir: &Path) -> Result<Vec<(String, String)>> {
+        let entries = match std::fs::read_dir(runs_dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(RuntimeError::Other(format!("cannot list {}: {e}", runs_dir.display()))),
+        };
+        let mut killed = Vec::new();
+        for entry in entries.flatten() {
+            let dir = entry.path();
+            if !dir.join(STATE_FILE).is_file() {
+                continue;
+            }
+            let mut rt = match ProcessRuntime::attach(&dir) {
+                Ok(rt) => rt,
+                Err(e) => {
+                    tracing::warn!("skipping {}: {e}", dir.display());
+                    continue;
+                }
+            };
+            let id = rt.cluster_id().unwrap_or_default();
+            for st in rt.nodes().await? {
+                if st.state != NodeState::Exited && st.state != NodeState::Missing {
+                    killed.push((id.clone(), st.name));
+                }
+            }
+            rt.down().await?;
+        }
+        Ok(killed)
+    }
+
+    fn lock_state(&self) -> MutexGuard<'_, Option<ClusterState>> {
+        // A panic while holding the lock leaves plain data behind; keep using it.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_children(&self) -> MutexGuard<'_, HashMap<String, Child>> {
+        self.children.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Re-reads `cluster.json`: another `chaos` invocation may have restarted a node
+    /// (new pid) since we last looked. The file is the source of truth.
+    fn refresh(&self) {
+        let Some(path) = self.lock_state().as_ref().map(|s| s.run_dir.join(STATE_FILE)) else { return };
+        match read_state(&path) {
+            Ok(Some(fresh)) => *self.lock_state() = Some(fresh),
+            Ok(None) => {}
+            Err(e) => tracing::warn!("keeping the cluster state in memory: {e}"),
+        }
+    }
+
+    fn persist(&self) -> Result<()> {
+        let guard = self.lock_state();
+        let Some(state) = guard.as_ref() else { return Ok(()) };
+        write_state(state)
+    }
+
+    /// The record of `node`, and the binary it runs.
+    fn record(&self, node: &str) -> Result<NodeRecord> {
+        self.refresh();
+        let guard = self.lock_state();
+        let state = guard.as_ref().ok_or_else(not_up)?;
+        state.nodes.iter().find(|n| n.name == node).cloned().ok_or_else(|| {
+            let names: Vec<&str> = state.nodes.iter().map(|n| n.name.as_str()).collect();
+            RuntimeError::Usage(format!("no node `{node}` in cluster {} (nodes: {})", state.id, names.join(", ")))
+        })
+    }
+
+    /// Reaps `node`'s process if it is our child and has exited.
+    fn reap(&self, node: &str, pid: i32) {
+        let mut children = self.lock_children();
+        if let Some(child) = children.get_mut(node) {
+            if child.id() as i32 == pid {
+                if let Ok(Some(status)) = child.try_wait() {
+                    tracing::debug!("{node} (pid {pid}) exited: {status}");
+                    children.remove(node);
+                }
+            }
+        }
+    }
+
+    /// The node's state, checking that its pid is still a streamd of that name.
+    fn liveness(&self, rec: &NodeRecord) -> Liveness {
+        let Some(pid) = rec.pid else { return Liveness::Gone };
+        let pid = pid as i32;
+        self.reap(&rec.name, pid);
+        match proc_state(pid) {
+            Some(s) if !matches!(s, 'Z' | 'X' | 'x') && is_node_process(pid, &self.streamd, &rec.name) => {
+                if matches!(s, 'T' | 't') {
+                    Liveness::Paused
+                } else {
+                    Liveness::Running
+                }
+            }
+            _ => Liveness::Gone,
+        }
+    }
+
+    /// The pid of a live (running or paused) node.
+    fn live_pid(&self, rec: &NodeRecord) -> Option<i32> {
+        match self.liveness(rec) {
+            Liveness::Gone => None,
+            _ => rec.pid.map(|p| p as i32),
+        }
+    }
+
+    fn running_pid(&self, rec: &NodeRecord) -> Result<i32> {
+        self.live_pid(rec).ok_or_else(|| RuntimeError::Usage(format!("{} is not running", rec.name)))
+    }
+
+    /// Waits until the node's process is gone, up to `limit`. True when it is.
+    async fn wait_gone(&self, rec: &NodeRecord, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        loop {
+            if self.liveness(rec) == Liveness::Gone {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// SIGKILL and wait for the exit. (SIGCONT first: Linux kills a stopped process on
+    /// SIGKILL anyway, but nothing should be left frozen if the kill is refused.)
+    async fn kill_and_wait(&self, rec: &NodeRecord) -> Result<()> {
+        if let Some(pid) = self.live_pid(rec) {
+            signal_node(pid, libc::SIGCONT);
+            signal_node(pid, libc::SIGKILL);
+            if !self.wait_gone(rec, KILL_WAIT).await {
+                return Err(RuntimeError::Other(format!(
+                    "{} (pid {pid}) is still alive {}s after SIGKILL",
+                    rec.name,
+                    KILL_WAIT.as_secs()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Spawns a node with its recorded arguments; its output is appended to its log.
+    fn spawn(&self, state: &ClusterState, rec: &NodeRecord) -> Result<Child> {
+        let logs = state.run_dir.join("logs");
+        std::fs::create_dir_all(&logs)
+            .map_err(|e| RuntimeError::Infrastructure(format!("cannot create {}: {e}", logs.display())))?;
+        let path = log_path(&state.run_dir, &rec.name);
+        let open_err = |e: io::Error| RuntimeError::Infrastructure(format!("cannot open {}: {e}", path.display()));
+        let mut out = OpenOptions::new().create(true).append(true).open(&path).map_err(open_err)?;
+        let err = out.try_clone().map_err(open_err)?;
+        // A marker between lives, so a log that spans restarts reads in order.
+        let _ = writeln!(
+            out,
+            "==== chaos: starting {} at {} ms: {} {}",
+            rec.name,
+            streamd::api::now_ms(),
+            state.streamd.display(),
+            rec.args.join(" ")
+        );
+        let mut cmd = Command::new(&state.streamd);
+        cmd.args(&rec.args)
+            .envs(state.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            // Our own process group: a terminal's Ctrl-C goes to chaos, not to the nodes.
+            .process_group(0);
+        cmd.spawn().map_err(|e| {
+            RuntimeError::Infrastructure(format!(
+                "cannot start {} ({}): {e}; build it with `chaos build` or point {STREAMD_BIN_ENV} at a streamd binary",
+                rec.name,
+                state.streamd.display()
+            ))
+        })
+    }
+
+    /// Starts `node` and records its new pid.
+    fn start_node(&self, node: &str) -> Result<()> {
+        let (state, rec) = {
+            let guard = self.lock_state();
+            let state = guard.as_ref().ok_or_else(not_up)?.clone();
+            let rec = state.nodes.iter().find(|n| n.name == node).cloned().ok_or_else(not_up)?;
+            (state, rec)
+        };
+        let child = self.spawn(&state, &rec)?;
+        let pid = child.id();
+        tracing::debug!("started {node} as pid {pid}");
+        if let Some(mut old) = self.lock_children().insert(node.to_string(), child) {
+            // The previous life is dead (start only spawns over a dead node): reap it.
+            let _ = old.try_wait();
+        }
+        if let Some(s) = self.lock_state().as_mut() {
+            if let Some(n) = s.nodes.iter_mut().find(|n| n.name == node) {
+                n.pid = Some(pid);
+            }
+        }
+        self.persist()
+    }
+
+    /// Builds the node records (arguments, fresh ports) of a cluster definition.
+    fn plan(&self, def: &ClusterDef, run_dir: &Path) -> Result<Vec<NodeRecord>> {
+        if let Some(n) = def.nodes.iter().find(|n| n.role == Role::Etcd) {
+            return Err(RuntimeError::Usage(format!(
+                "{}: jobmanager high availability (etcd) needs the docker runtime; the process runtime runs a \
+                 single jobmanager",
+                n.name
+            )));
+        }
+        let jms: Vec<_> = def.nodes.iter().filter(|n| n.role == Role::Jobmanager).collect();
+        let tms: Vec<_> = def.nodes.iter().filter(|n| n.role == Role::Taskmanager).collect();
+        if jms.is_empty() {
+            return Err(RuntimeError::Usage("a cluster needs a jobmanager".into()));
+        }
+        if jms.len() > 1 {
+            return Err(RuntimeError::Usage(format!(
+                "{} jobmanagers: high availability (etcd) needs the docker runtime; the process runtime runs one",
+                jms.len()
+            )));
+        }
+        let mut ports = free_ports(2 * jms.len() + tms.len())
+            .map_err(|e| RuntimeError::Infrastructure(format!("cannot find free 127.0.0.1 ports: {e}")))?
+            .into_iter();
+        let mut next = || ports.next().ok_or_else(|| RuntimeError::Other("ran out of allocated ports".into()));
+        let data_dir = run_dir.display().to_string();
+        let job = run_dir.join("job.yaml").display().to_string();
+        let mut records = Vec::new();
+        let mut jm_rpc = None;
+        for n in &jms {
+            let (rpc, rest) = (next()?, next()?);
+            jm_rpc.get_or_insert(rpc);
+            let args = [
+                "jobmanager",
+                "--job",
+                &job,
+                "--data-dir",
+                &data_dir,
+                "--id",
+                &n.name,
+                "--rpc-bind",
+                &format!("127.0.0.1:{rpc}"),
+                "--rest-bind",
+                &format!("127.0.0.1:{rest}"),
+                "--advertise",
+                &format!("127.0.0.1:{rpc}"),
+            ];
+            records.push(NodeRecord {
+                name: n.name.clone(),
+                role: n.role,
+                args: args.iter().map(|s| s.to_string()).collect(),
+                ports: NodePorts { rpc: Some(rpc), rest: Some(rest), data: None },
+                pid: None,
+            });
+        }
+        let jm = format!("127.0.0.1:{}", jm_rpc.unwrap_or_default());
+        for n in &tms {
+            let data = next()?;
+            let args = [
+                "taskmanager",
+                "--jobmanager",
+                &jm,
+                "--slots",
+                &n.slots.to_string(),
+                "--data-dir",
+                &data_dir,
+                "--id",
+                &n.name,
+                "--data-bind",
+                &format!("127.0.0.1:{data}"),
+                "--advertise",
+                &format!("127.0.0.1:{data}"),
+            ];
+            records.push(NodeRecord {
+                name: n.name.clone(),
+                role: n.role,
+                args: args.iter().map(|s| s.to_string()).collect(),
+                ports: NodePorts { rpc: None, rest: None, data: Some(data) },
+                pid: None,
+            });
+        }
+        Ok(records)
+    }
+}
+
+impl Runtime for ProcessRuntime {
+    fn name(&self) -> &'static str {
+        "process"
+    }
+
+    async fn up(&mut self, def: &ClusterDef) -> Result<()> {
+        if self.lock_state().is_some() {
+            let alive: Vec<String> = self
+                .nodes()
+                .await?
+                .into_iter()
+                .filter(|n| matches!(n.state, NodeState::Running | NodeState::Paused))
+                .map(|n| n.name)
+                .collect();
+            if !alive.is_empty() {
+                return Err(RuntimeError::Usage(format!(
+                    "this runtime already runs a cluster ({} alive): bring it down first",
+                    alive.join(", ")
+                )));
+            }
+        }
+        if !self.streamd.is_file() {
+            return Err(RuntimeError::Infrastructure(format!(
+                "streamd binary {} not found: build it with `chaos build` or point {STREAMD_BIN_ENV} at one",
+                self.streamd.display()
+            )));
+        }
+        std::fs::create_dir_all(&def.run_dir)
+            .map_err(|e| RuntimeError::Infrastructure(format!("cannot create {}: {e}", def.run_dir.display())))?;
+        let run_dir = std::path::absolute(&def.run_dir)
+            .map_err(|e| RuntimeError::Infrastructure(format!("{}: {e}", def.run_dir.display())))?;
+        let nodes = self.plan(def, &run_dir)?;
+        let state =
+            ClusterState { id: def.id.clone(), run_dir, streamd: self.streamd.clone(), env: def.env.clone(), nodes };
+        // On disk before the first spawn: if chaos dies half-way, `down` still finds them.
+        write_state(&state)?;
+        let names: Vec<String> = state.nodes.iter().map(|n| n.name.clone()).collect();
+        *self.lock_state() = Some(state);
+        for name in names {
+            if let Err(e) = self.start_node(&name) {
+                let _ = self.down().await;
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    async fn rest_url(&self, node: &str) -> Result<String> {
+        let rec = self.record(node)?;
+        match rec.ports.rest {
+            Some(port) => Ok(format!("http://127.0.0.1:{port}")),
+            None => Err(RuntimeError::Usage(format!("{node} is a {}: only jobmanagers serve REST", rec.role.as_str()))),
+        }
+    }
+
+    async fn kill(&self, node: &str, signal: &str) -> Result<()> {
+        let sig = parse_signal(signal)?;
+        let rec = self.record(node)?;
+        let pid = self.running_pid(&rec)?;
+        signal_node(pid, sig)
+            .then_some(())
+            .ok_or_else(|| RuntimeError::Other(format!("cannot signal {node} (pid {pid}): {}", io::Error::last_os_error())))
+    }
+
+    async fn stop(&self, node: &str, grace: Duration) -> Result<()> {
+        let rec = self.record(node)?;
+        // Like `docker stop`: stopping a node that is not running is not an error.
+        let Some(pid) = self.live_pid(&rec) else { return Ok(()) };
+        signal_node(pid, libc::SIGTERM);
+        // A paused node would hold the SIGTERM pending forever; let it act on it.
+        signal_node(pid, libc::SIGCONT);
+        if self.wait_gone(&rec, grace).await {
+            return Ok(());
+        }
+        tracing::debug!("{node} outlived its {grace:?} grace: SIGKILL");
+        self.kill_and_wait(&rec).await
+    }
+
+    async fn start(&self, node: &str) -> Result<()> {
+        let rec = self.record(node)?;
+        // Like `docker start`: starting a running node changes nothing.
+        if self.live_pid(&rec).is_some() {
+            return Ok(());
+        }
+        self.start_node(node)
+    }
+
+    async fn restart(&self, node: &str, grace: Duration) -> Result<()> {
+        self.stop(node, grace).await?;
+        self.start(node).await
+    }
+
+    async fn pause(&self, node: &str) -> Result<()> {
+        let rec = self.record(node)?;
+        let pid = self.running_pid(&rec)?;
+        if !signal_node(pid, libc::SIGSTOP) {
+            return Err(RuntimeError::Other(format!("cannot pause {node}: {}", io::Error::last_os_error())));
+        }
+        // SIGSTOP is asynchronous: return once the kernel shows the process stopped, so
+        // "paused" means paused when we say it.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while self.liveness(&rec) == Liveness::Running && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        Ok(())
+    }
+
+    async fn unpause(&self, node: &str) -> Result<()> {
+        let rec = self.record(node)?;
+        let pid = self.running_pid(&rec)?;
+        if !signal_node(pid, libc::SIGCONT) {
+            return Err(RuntimeError::Other(format!("cannot unpause {node}: {}", io::Error::last_os_error())));
+        }
+        Ok(())
+    }
+
+    async fn nodes(&self) -> Result<Vec<NodeStatus>> {
+        self.refresh();
+        let records = self.lock_state().as_ref().map(|s| s.nodes.clone()).unwrap_or_default();
+        Ok(records
+            .iter()
+            .map(|rec| NodeStatus {
+                name: rec.name.clone(),
+                role: rec.role,
+                state: match (rec.pid, self.liveness(rec)) {
+                    (None, _) => NodeState::Missing,
+                    (_, Liveness::Running) => NodeState::Running,
+                    (_, Liveness::Paused) => NodeState::Paused,
+                    (_, Liveness::Gone) => NodeState::Exited,
+                },
+            })
+            .collect())
+    }
+
+    async fn down(&mut self) -> Result<()> {
+        self.refresh();
+        let records = self.lock_state().as_ref().map(|s| s.nodes.clone()).unwrap_or_default();
+        // Signal all first, then wait: the nodes die in parallel.
+        for rec in &records {
+            if let Some(pid) = self.live_pid(rec) {
+                signal_node(pid, libc::SIGCONT);
+                signal_node(pid, libc::SIGKILL);
+            }
+        }
+        let mut first_err = None;
+        for rec in &records {
+            if let Err(e) = self.kill_and_wait(rec).await {
+                first_err.get_or_insert(e);
+            }
+        }
+        if let Some(e) = first_err {
+            return Err(e);
+        }
+        self.lock_children().clear();
+        if let Some(s) = self.lock_state().as_mut() {
+            for n in &mut s.nodes {
+                n.pid = None;
+            }
+        }
+        self.persist()
+    }
+}
+
+fn not_up() -> RuntimeError {
+    RuntimeError::Usage("no cluster is up on the process runtime".into())
+}
+
+fn log_path(run_dir: &Path, node: &str) -> PathBuf {
+    run_dir.join("logs").join(format!("{node}.log"))
+}
+
+fn read_state(path: &Path) -> Result<Option<ClusterState>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(RuntimeError::Other(format!("cannot read {}: {e}", path.display()))),
+    };
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| RuntimeError::Other(format!("{} is not a process-cluster state file: {e}", path.display())))
+}
+
+/// Writes `cluster.json` atomically (temp + rename): a concurrent `chaos` never reads half.
+fn write_state(state: &ClusterState) -> Result<()> {
+    let path = state.run_dir.join(STATE_FILE);
+    let err = |e: &dyn std::fmt::Display| RuntimeError::Other(format!("cannot write {}: {e}", path.display()));
+    let text = serde_json::to_string_pretty(state).map_err(|e| err(&e))?;
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, text + "\n").map_err(|e| err(&e))?;
+    std::fs::rename(&tmp, &path).map_err(|e| err(&e))
+}
+
+/// `n` distinct free ports on 127.0.0.1. All listeners are held until every port is
+/// known, so the kernel cannot hand the same port out twice.
+fn free_ports(n: usize) -> io::Result<Vec<u16>> {
+    let listeners = (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0")).collect::<io::Result<Vec<_>>>()?;
+    listeners.iter().map(|l| l.local_addr().map(|a| a.port())).collect()
+}
+
+/// The state letter of `/proc/<pid>/stat` (R, S, D, T, t, Z, ...), `None` when gone.
+fn proc_state(pid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // `pid (comm) S ...`: comm may hold spaces and parentheses, so cut at the last `)`.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.trim_start().chars().next()
+}
+
+/// Whether `pid` runs `streamd` as node `name` (argv[0] and `--id name`).
+fn is_node_process(pid: i32, streamd: &Path, name: &str) -> bool {
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { return false };
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    args.first().is_some_and(|a0| OsStr::from_bytes(a0) == streamd.as_os_str())
+        && args.windows(2).any(|w| w[0] == b"--id" && w[1] == name.as_bytes())
+}
+
+/// Signals the node's process group (its leader is the node: we spawned it with
+/// `process_group(0)`), or the process alone if it somehow leads no group. True on success.
+fn signal_node(pid: i32, sig: i32) -> bool {
+    // SAFETY: getpgid and kill take plain integers and have no memory effects.
+    let target = if unsafe { libc::getpgid(pid) } == pid { -pid } else { pid };
+    unsafe { libc::kill(target, sig) == 0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_parse_by_name_and_number() {
+        assert_eq!(parse_signal("SIGKILL").unwrap(), libc::SIGKILL);
+        assert_eq!(parse_signal("term").unwrap(), libc::SIGTERM);
+        assert_eq!(parse_signal("9").unwrap(), 9);
+        assert_eq!(parse_signal(" SIGstop ").unwrap(), libc::SIGSTOP);
+        assert!(matches!(parse_signal("SIGFOO"), Err(RuntimeError::Usage(_))));
+        assert!(matches!(parse_signal("0"), Err(RuntimeError::Usage(_))));
+        assert_eq!(canonical_signal("term").unwrap(), "SIGTERM");
+        assert_eq!(canonical_signal("9").unwrap(), "SIGKILL");
+        assert_eq!(canonical_signal("40").unwrap(), "40");
+    }
+
+    #[test]
+    fn own_process_is_seen_running_and_not_as_a_node() {
+        let me = std::process::id() as i32;
+        assert!(matches!(proc_state(me), Some('R' | 'S')));
+        assert!(!is_node_process(me, Path::new("/nonexistent/streamd"), "taskmanager-1"));
+        assert_eq!(proc_state(i32::MAX), None);
+    }
+
+    #[test]
+    fn free_ports_are_distinct() {
+        let ports = free_ports(8).unwrap();
+        let set: std::collections::HashSet<_> = ports.iter().collect();
+        assert_eq!(set.len(), 8);
+    }
+
+    #[test]
+    fn network_faults_are_refused_as_usage() {
+        assert!(matches!(refuse_network_fault(), RuntimeError::Usage(m) if m.contains("docker runtime")));
+    }
+}

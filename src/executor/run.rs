@@ -1,0 +1,513 @@
+//! One scenario run: prepare the run directory, start the cluster, wait for readiness,
+//! drive the fault timeline while sampling REST, wait for the end, undo what is still
+//! applied, judge, report, tear down.
+//!
+//! The loop turns every input (a REST sample, a due fault, a due undo, Ctrl-C) into one
+//! decision per tick; timings are read back from the jobmanager's own history afterwards
+//! (see [`super::recovery`]).
+
+use super::recovery::{recovery, Sample};
+use super::{ChaosError, RunOptions};
+use crate::client::StreamdClient;
+use crate::report::{self, EventKind, FaultReport, Outcome, RunReport, TimelineEvent};
+use crate::runtime::Runtime;
+use crate::scenario::{Action, OutputExpectation, Plan, PlannedFault, Target, Trigger};
+use crate::verdict::{self, Expectation, OracleInput};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use streamd::api::{now_ms, JobDetails, JobState};
+use tokio::time::Instant;
+
+/// Everything prepared before a cluster starts.
+pub struct Prepared {
+    pub run_dir: PathBuf,
+    pub cluster_id: String,
+    pub oracle_input: OracleInput,
+}
+
+/// Creates `target/chaos/runs/<run-id>/` with `job.yaml` and the input.
+pub fn prepare(plan: &Plan) -> Result<Prepared, ChaosError> {
+    let stamp = now_ms();
+    let short = format!("{:x}", (stamp ^ (std::process::id() as u64) << 20) & 0xff_ffff);
+    let cluster_id = format!("chaos-{short}");
+    let run_dir = crate::current::runs_dir().join(format!("{}-{short}", sanitize(&plan.name)));
+    std::fs::create_dir_all(run_dir.join("input"))
+        .map_err(|e| ChaosError::Infrastructure(format!("cannot create run directory {}: {e}", run_dir.display())))?;
+    // The run directory is bind-mounted into containers that run as root; absolute path.
+    let run_dir = run_dir.canonicalize().unwrap_or(run_dir);
+    let mut job = plan.job.clone();
+    job.wait_for_taskmanagers = plan.cluster.taskmanagers;
+    let oracle_input = match (&job.input.generate, &plan.input_source) {
+        (Some(g), _) => OracleInput::Generate(g.clone()),
+        (None, Some(src)) => {
+            let name = job.input.file.as_ref().map(|f| f.path.clone()).unwrap_or_else(|| "input/input.txt".into());
+            let dst = run_dir.join(&name);
+            std::fs::copy(src, &dst).map_err(|e| {
+                ChaosError::Infrastructure(format!("cannot copy input {} to {}: {e}", src.display(), dst.display()))
+            })?;
+            OracleInput::File(dst)
+        }
+        (None, None) => {
+            let name = job.input.file.as_ref().map(|f| f.path.clone()).unwrap_or_else(|| "input/input.txt".into());
+            OracleInput::File(run_dir.join(name))
+        }
+    };
+    let yaml = serde_yaml::to_string(&job).map_err(|e| ChaosError::Other(format!("cannot encode job spec: {e}")))?;
+    std::fs::write(run_dir.join("job.yaml"), yaml)
+        .map_err(|e| ChaosError::Infrastructure(format!("cannot write job.yaml: {e}")))?;
+    Ok(Prepared { run_dir, cluster_id, oracle_input })
+}
+
+fn sanitize(s: &str) -> String {
+    s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' }).collect()
+}
+
+/// A fault as it happens.
+struct Live {
+    planned: PlannedFault,
+    targets: Vec<String>,
+    applied_ms: Option<u64>,
+    inject_latency_ms: Option<u64>,
+    undo_due: Option<Instant>,
+    undone_ms: Option<u64>,
+    records_before: u64,
+    error: Option<String>,
+    undo: Option<Undo>,
+}
+
+/// How to undo an applied fault.
+enum Undo {
+    Unpause(Vec<String>),
+    Net(crate::executor::net::NetUndo),
+}
+
+/// Runs one plan on `rt`. Never leaves the cluster behind unless `opts.keep`.
+pub async fn run_plan<R: Runtime + super::net::NetCapable>(
+    rt: &mut R,
+    plan: &Plan,
+    opts: &RunOptions,
+    progress: &report::terminal::Progress,
+) -> Result<RunReport, ChaosError> {
+    let prepared = prepare(plan)?;
+    let def = {
+        let mut d = plan.cluster_def(&prepared.cluster_id, prepared.run_dir.clone());
+        d.env.push(("RUST_LOG".into(), std::env::var("STREAMD_LOG").unwrap_or_else(|_| "info".into())));
+        d
+    };
+    let mut rep = RunReport {
+        scenario: plan.name.clone(),
+        seed: plan.seed,
+        scenario_file: Some(plan.file.clone()),
+        description: plan.description.clone(),
+        runtime: rt.name().to_string(),
+        run_dir: prepared.run_dir.clone(),
+        counts_file: prepared.run_dir.join("counts.tsv"),
+        plan: plan.timeline().lines().map(str::to_string).collect(),
+        ..RunReport::default()
+    };
+    progress.set_phase(&format!("{}: starting {} nodes", plan.name, def.nodes.len()));
+    let t_up = Instant::now();
+    rt.up(&def).await?;
+    let driven = drive(rt, plan, &prepared, &mut rep, progress, t_up).await;
+    // Whatever happened: undo what is applied, then tear down (unless --keep).
+    if !opts.keep {
+        progress.set_phase("tearing down");
+        if let Err(e) = rt.down().await {
+            tracing::warn!("teardown: {e}");
+        }
+    } else {
+        eprintln!("--keep: cluster {} left running; `chaos down` removes it", prepared.cluster_id);
+        let _ = crate::current::CurrentCluster {
+            cluster_id: prepared.cluster_id.clone(),
+            runtime: opts.runtime,
+            run_dir: prepared.run_dir.clone(),
+        }
+        .save();
+    }
+    let run_failures = driven?;
+    judge(plan, &prepared, &mut rep, run_failures)?;
+    let path = prepared.run_dir.join("report.json");
+    report::json::write(&rep, &path).map_err(|e| ChaosError::Other(e.to_string()))?;
+    Ok(rep)
+}
+
+/// Starts the job and the timeline; fills the report's run facts.
+async fn drive<R: Runtime + super::net::NetCapable>(
+    rt: &mut R,
+    plan: &Plan,
+    _prepared: &Prepared,
+    rep: &mut RunReport,
+    progress: &report::terminal::Progress,
+    t_up: Instant,
+) -> Result<Vec<(String, String)>, ChaosError> {
+    let url = rt.rest_url("jobmanager-1").await?;
+    let client = StreamdClient::new(url).map_err(|e| ChaosError::Other(e.to_string()))?;
+    client
+        .wait_ready(plan.cluster.taskmanagers as usize, Duration::from_secs(60))
+        .await
+        .map_err(|e| ChaosError::Infrastructure(format!("the cluster did not become ready: {e}")))?;
+    rep.cluster_start_ms = Some(t_up.elapsed().as_millis() as u64);
+    progress.set_phase(&format!("{}: waiting for the job", plan.name));
+    let job_id = plan.job.job_id.clone();
+    // RUNNING for the first time: t0 of every fault time.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let t0 = loop {
+        if Instant::now() > deadline {
+            return Err(ChaosError::Other("the job did not reach RUNNING within 60 s".into()));
+        }
+        if let Ok(d) = client.job(&job_id).await {
+            if let Some(h) = d.history.iter().find(|h| h.state == JobState::Running) {
+                break h.at_ms;
+            }
+            if d.state == JobState::Failed {
+                return Err(ChaosError::Other(format!("the job FAILED at start: {}", d.failure_cause.unwrap_or_default())));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
+    let start = Instant::now() - Duration::from_millis(now_ms().saturating_sub(t0));
+    let timeout_at = start + plan.expect.timeout;
+    let mut faults: Vec<Live> = plan
+        .faults
+        .iter()
+        .map(|f| Live {
+            planned: f.clone(),
+            targets: Vec::new(),
+            applied_ms: None,
+            inject_latency_ms: None,
+            undo_due: None,
+            undone_ms: None,
+            records_before: 0,
+            error: None,
+            undo: None,
+        })
+        .collect();
+    let mut samples: Vec<Sample> = Vec::new();
+    let mut last: Option<JobDetails> = None;
+    let mut max_records = 0u64;
+    let mut last_ckpts = 0u64;
+    let mut last_attempt = 1u64;
+    let mut run_failures: Vec<(String, String)> = Vec::new();
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut interrupted = false;
+    loop {
+        tokio::select! {
+            _ = &mut ctrl_c => { interrupted = true; }
+            _ = tick.tick() => {}
+        }
+        if interrupted {
+            eprintln!("interrupted: undoing faults and tearing down");
+            break;
+        }
+        let now = Instant::now();
+        // Sample.
+        match client.job(&job_id).await {
+            Ok(d) => {
+                max_records = max_records.max(d.records_in);
+                samples.push(Sample { at_ms: d.now_ms, records_in: d.records_in, state: d.state });
+                rep.timeline.samples.push(report::Sample {
+                    t_ms: d.now_ms.saturating_sub(t0),
+                    records_in: d.records_in,
+                    records_out: d.records_out,
+                    state: format!("{:?}", d.state).to_uppercase(),
+                    checkpoints: d.checkpoints_completed,
+                });
+                if let Some(total) = d.input_lines {
+                    progress.set_input(d.records_in, total);
+                }
+                while last_ckpts < d.checkpoints_completed {
+                    last_ckpts += 1;
+                    progress.inc_checkpoints();
+                }
+                if d.attempt > last_attempt {
+                    last_attempt = d.attempt;
+                    progress.restart();
+                }
+                last = Some(d);
+            }
+            Err(e) => tracing::debug!("REST sample failed: {e}"),
+        }
+        // Fire due faults.
+        for i in 0..faults.len() {
+            if faults[i].applied_ms.is_some() || faults[i].error.is_some() {
+                continue;
+            }
+            let due = match faults[i].planned.trigger {
+                Trigger::At(d) => now >= start + d,
+                Trigger::Checkpoint(n) => last.as_ref().is_some_and(|d| d.last_completed_checkpoint.is_some_and(|c| c >= n)),
+            };
+            if !due {
+                continue;
+            }
+            let f = &mut faults[i];
+            f.records_before = max_records;
+            let targets = resolve_targets(rt, &f.planned.targets).await;
+            f.targets = targets.clone();
+            let label = format!("{} {}", f.planned.action.name(), targets.join(","));
+            progress.fault(&label);
+            let t = Instant::now();
+            match apply(rt, &f.planned.action, &targets).await {
+                Ok(undo) => {
+                    f.applied_ms = Some(now_ms());
+                    f.inject_latency_ms = Some(t.elapsed().as_millis() as u64);
+                    f.undo_due = f.planned.undo_after.map(|d| Instant::now() + d);
+                    f.undo = undo;
+                    rep.timeline.events.push(TimelineEvent { t_ms: now_ms().saturating_sub(t0), kind: EventKind::Fault, label });
+                }
+                Err(e) => {
+                    tracing::warn!("fault {label} failed: {e}");
+                    f.error = Some(e.to_string());
+                    run_failures.push(("faults".into(), format!("{label}: {e}")));
+                }
+            }
+        }
+        // Undo due faults.
+        for f in faults.iter_mut() {
+            if f.undo_due.is_some_and(|t| now >= t) && f.undone_ms.is_none() {
+                undo(rt, f, t0, rep).await;
+            }
+        }
+        let state = last.as_ref().map(|d| d.state);
+        let all_fired = faults.iter().all(|f| f.applied_ms.is_some() || f.error.is_some());
+        if state.is_some_and(|s| s.is_terminal()) && all_fired {
+            break;
+        }
+        if state == Some(JobState::Failed) {
+            break;
+        }
+        if now >= timeout_at {
+            run_failures.push((
+                "timeout".into(),
+                format!("the job was not FINISHED within {} (state {:?})", streamd::duration::format_duration(plan.expect.timeout), state),
+            ));
+            break;
+        }
+    }
+    // Undo whatever is still applied (pauses, network rules).
+    for f in faults.iter_mut() {
+        if f.undo.is_some() && f.undone_ms.is_none() {
+            undo(rt, f, t0, rep).await;
+        }
+    }
+    if interrupted {
+        return Err(ChaosError::Interrupted);
+    }
+    let d = match client.job(&job_id).await {
+        Ok(d) => d,
+        Err(_) => last.clone().ok_or_else(|| ChaosError::Other("no answer from the jobmanager".into()))?,
+    };
+    if d.state == JobState::Failed {
+        run_failures.push(("job".into(), format!("the job FAILED: {}", d.failure_cause.clone().unwrap_or_default())));
+    }
+    // Per-fault timings from the jobmanager's own history.
+    let applied: Vec<u64> = faults.iter().filter_map(|f| f.applied_ms).collect();
+    for f in &faults {
+        let mut fr = FaultReport {
+            action: f.planned.action.name().to_string(),
+            target: f.targets.join(","),
+            at: f.planned.trigger.to_string(),
+            error: f.error.clone(),
+            inject_latency_ms: f.inject_latency_ms,
+            ..FaultReport::default()
+        };
+        if let Some(a) = f.applied_ms {
+            let next = applied.iter().copied().filter(|&t| t > a).min();
+            let r = recovery(a, f.records_before, next, &d.history, &d.failures, &samples);
+            let rel = |t: Option<u64>| t.map(|t| t.saturating_sub(t0));
+            fr.applied_ms = rel(Some(a));
+            fr.undone_ms = rel(f.undone_ms);
+            fr.detected_ms = rel(r.detected_ms);
+            fr.running_ms = rel(r.running_ms);
+            fr.caught_up_ms = rel(r.caught_up_ms);
+            let disruptive = !matches!(f.planned.action, Action::Start | Action::Unpause);
+            // A fault that lasts (`for:`) is judged from its undo: the job can't be
+            // expected to progress on a frozen node before it.
+            let from = f.undone_ms.filter(|_| r.detected_ms.is_none()).unwrap_or(a);
+            let recovered = r.progress_ms.or(if d.state == JobState::Finished && r.detected_ms.is_none() { Some(from) } else { None });
+            fr.recovery_ms = recovered.map(|t| t.saturating_sub(a));
+            if disruptive {
+                let limit = plan.expect.recovery_within.as_millis() as u64;
+                match recovered {
+                    Some(t) if t.saturating_sub(from) <= limit => {}
+                    Some(t) => run_failures.push((
+                        "recovery".into(),
+                        format!("{} {}: RUNNING with progress after {} ms, more than recovery_within {} ms", fr.action, fr.target, t - from, limit),
+                    )),
+                    None => run_failures.push((
+                        "recovery".into(),
+                        format!("{} {}: the job never made progress again", fr.action, fr.target),
+                    )),
+                }
+            }
+        }
+        rep.faults.push(fr);
+    }
+    for h in &d.history {
+        let kind = match h.state {
+            JobState::Running => EventKind::Running,
+            JobState::Restarting => EventKind::Restart,
+            _ => continue,
+        };
+        rep.timeline.events.push(TimelineEvent { t_ms: h.at_ms.saturating_sub(t0), kind, label: h.reason.clone() });
+    }
+    if let Ok(c) = client.checkpoints(&job_id).await {
+        for s in c.completed {
+            rep.timeline.events.push(TimelineEvent {
+                t_ms: s.complete_ms.saturating_sub(t0),
+                kind: EventKind::Checkpoint,
+                label: format!("checkpoint {} ({} ms)", s.id, s.duration_ms),
+            });
+        }
+    }
+    rep.timeline.events.sort_by_key(|e| e.t_ms);
+    rep.restarts = d.restarts;
+    rep.checkpoints_completed = d.checkpoints_completed;
+    rep.final_state = Some(format!("{:?}", d.state).to_uppercase());
+    let end = d.history.iter().rev().find(|h| h.state == JobState::Finished).map(|h| h.at_ms).unwrap_or(d.now_ms);
+    rep.duration_ms = end.saturating_sub(t0);
+    Ok(run_failures)
+}
+
+async fn undo<R: Runtime + super::net::NetCapable>(rt: &R, f: &mut Live, t0: u64, rep: &mut RunReport) {
+    let Some(u) = f.undo.take() else { return };
+    let res = match u {
+        Undo::Unpause(nodes) => {
+            let mut r = Ok(());
+            for n in nodes {
+                if let Err(e) = rt.unpause(&n).await {
+                    r = Err(e.to_string());
+                }
+            }
+            r
+        }
+        Undo::Net(h) => rt.net_undo(h).await.map_err(|e| e.to_string()),
+    };
+    f.undone_ms = Some(now_ms());
+    if let Err(e) = res {
+        f.error.get_or_insert(format!("undo failed: {e}"));
+    }
+    rep.timeline.events.push(TimelineEvent {
+        t_ms: now_ms().saturating_sub(t0),
+        kind: EventKind::Undo,
+        label: format!("undo {} {}", f.planned.action.name(), f.targets.join(",")),
+    });
+}
+
+/// `leader` becomes the jobmanager whose REST says it leads (jobmanager-1 without HA).
+async fn resolve_targets<R: Runtime>(rt: &R, targets: &[Target]) -> Vec<String> {
+    let mut out = Vec::new();
+    for t in targets {
+        match t {
+            Target::Node(n) => out.push(n.clone()),
+            Target::Leader => out.push(leader(rt).await.unwrap_or_else(|| "jobmanager-1".into())),
+        }
+    }
+    out
+}
+
+/// The current leader jobmanager, asked over REST.
+pub async fn leader<R: Runtime>(rt: &R) -> Option<String> {
+    let nodes = rt.nodes().await.ok()?;
+    for n in nodes.iter().filter(|n| n.role == crate::runtime::Role::Jobmanager) {
+        let Ok(url) = rt.rest_url(&n.name).await else { continue };
+        let Ok(c) = StreamdClient::new(url) else { continue };
+        if let Ok(o) = c.overview().await {
+            if o.leader {
+                return Some(n.name.clone());
+            }
+        }
+    }
+    None
+}
+
+async fn apply<R: Runtime + super::net::NetCapable>(rt: &R, action: &Action, targets: &[String]) -> Result<Option<Undo>, ChaosError> {
+    match action {
+        Action::Kill { signal } => {
+            for t in targets {
+                rt.kill(t, signal).await?;
+            }
+            Ok(None)
+        }
+        Action::Stop { grace } => {
+            // Stops run concurrently so `grace` is not multiplied by the number of targets.
+            let futs = targets.iter().map(|t| rt.stop(t, *grace));
+            for r in futures_util::future::join_all(futs).await {
+                r?;
+            }
+            Ok(None)
+        }
+        Action::Start => {
+            for t in targets {
+                rt.start(t).await?;
+            }
+            Ok(None)
+        }
+        Action::Restart { grace } => {
+            for t in targets {
+                rt.restart(t, *grace).await?;
+            }
+            Ok(None)
+        }
+        Action::Pause => {
+            for t in targets {
+                rt.pause(t).await?;
+            }
+            Ok(Some(Undo::Unpause(targets.to_vec())))
+        }
+        Action::Unpause => {
+            for t in targets {
+                rt.unpause(t).await?;
+            }
+            Ok(None)
+        }
+        Action::Netem(p) => {
+            let h = rt.net_netem(targets, p).await?;
+            Ok(Some(Undo::Net(h)))
+        }
+        Action::Partition { groups, one_way } => {
+            let groups: Vec<Vec<String>> = groups.iter().map(|g| g.iter().map(|t| t.to_string()).collect()).collect();
+            let h = rt.net_partition(&groups, *one_way).await?;
+            Ok(Some(Undo::Net(h)))
+        }
+    }
+}
+
+/// The verdict: oracle, committed output, the three checks, `counts.tsv`.
+fn judge(plan: &Plan, prepared: &Prepared, rep: &mut RunReport, run_failures: Vec<(String, String)>) -> Result<(), ChaosError> {
+    let oracle = verdict::oracle(&prepared.oracle_input)
+        .map_err(|e| ChaosError::Other(format!("cannot compute the oracle: {e}")))?;
+    let out = prepared.run_dir.join("output").join(&plan.job.job_id);
+    let txns = streamd::output::read_committed(&out)
+        .map_err(|e| ChaosError::Other(format!("cannot read committed output in {}: {e}", out.display())))?;
+    let expectation = match plan.expect.output {
+        OutputExpectation::ExactlyOnce => Expectation::ExactlyOnce,
+        OutputExpectation::AtLeastOnce => Expectation::AtLeastOnce,
+        OutputExpectation::Any => Expectation::Any,
+    };
+    let v = verdict::verdict(&oracle, &txns, expectation, run_failures);
+    verdict::write_counts(&rep.counts_file, &v.finals)
+        .map_err(|e| ChaosError::Other(format!("cannot write {}: {e}", rep.counts_file.display())))?;
+    rep.apply_verdict(&v);
+    rep.fill_derived();
+    if rep.duration_ms > 0 {
+        rep.words_per_s = v.oracle_words as f64 * 1000.0 / rep.duration_ms as f64;
+    }
+    debug_assert!(matches!(rep.verdict, Outcome::Pass | Outcome::Fail));
+    Ok(())
+}
+
+/// Writes the requested reports of several runs into `out`.
+pub fn write_reports(runs: &[RunReport], kinds: &[super::ReportKind], out: &Path) -> Result<(), ChaosError> {
+    std::fs::create_dir_all(out).map_err(|e| ChaosError::Infrastructure(format!("cannot create {}: {e}", out.display())))?;
+    for k in kinds {
+        let r = match k {
+            super::ReportKind::Json => runs.iter().try_for_each(|r| report::json::write(r, &out.join(format!("{}.json", r.scenario)))),
+            super::ReportKind::Junit => report::junit::write(runs, &out.join("junit.xml")),
+            super::ReportKind::Html => runs.iter().try_for_each(|r| report::html::write(r, &out.join(format!("{}.html", r.scenario)))),
+        };
+        r.map_err(|e| ChaosError::Other(e.to_string()))?;
+    }
+    Ok(())
+}

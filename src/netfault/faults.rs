@@ -1,0 +1,788 @@
+//! [`NetFaults`]: apply, undo, reconcile and measure the network faults of one cluster.
+//!
+//! Each fault is one or more journal entries, one per namespace it touches (a netem fault:
+//! the target's; a partition: every member's). Applying an entry: start a sidecar in the
+//! target's namespace, find the interface, compute the commands, journal them, run them.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bollard::Docker;
+use futures_util::future::join_all;
+use serde::{Deserialize, Serialize};
+use tokio::sync::OnceCell;
+
+use super::journal::{now_unix_ms, BlockPeer, Closed, Entry, Journal, Record, Spec};
+use super::probe::ProbeStats;
+use super::rules::{self, Commands, Direction, Iptables, Mechanism, NetemParams, Via, IP, QUEUE, TC};
+use super::sidecar::{self, SidecarSpec, Target};
+use super::NetfaultError;
+
+type Result<T> = std::result::Result<T, NetfaultError>;
+
+/// A fault that was applied: what [`NetFaults::undo`] takes back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FaultHandle {
+    /// `netem-<node>-<hex>` or `partition-<hex>`.
+    pub id: String,
+    /// Its journal entries (`<id>/<node>`), one per namespace.
+    pub entries: Vec<String>,
+    /// Human description, e.g. `netem taskmanager-1: delay 200ms, jitter 50ms (uniform)`.
+    pub description: String,
+}
+
+/// What [`NetFaults::reconcile`] does with a fault whose container restarted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReconcilePolicy {
+    /// Re-apply it in the new namespace (the fault's time is not over).
+    Reapply,
+    /// Close it: the fault ends with the restart.
+    End,
+}
+
+/// What happened to one journal entry during a reconcile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReconcileAction {
+    /// Rules in place, nothing to do.
+    Intact,
+    /// Rules were missing or stale and have been applied again.
+    Reapplied,
+    /// The fault is over for this namespace (container gone, restarted under `End`, or
+    /// re-applying failed).
+    Ended,
+    /// The container is stopped: no namespace to hold rules. Re-applied once it runs again.
+    Waiting,
+}
+
+/// One entry's reconcile outcome, for the report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reconciled {
+    pub fault: String,
+    pub node: String,
+    pub action: ReconcileAction,
+    /// Why, in words (`container restarted`, `delayer exited`, ...).
+    pub reason: String,
+}
+
+/// What an undo did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UndoReport {
+    /// Entries whose rules were removed (or found already absent).
+    pub undone: Vec<String>,
+    /// Entries whose namespace was gone (container removed, stopped or restarted).
+    pub ended: Vec<String>,
+    /// Orphan sidecars removed by the sweep.
+    pub sidecars_removed: usize,
+    /// Entries that could not be undone, with the reason; they stay open in the journal.
+    pub errors: Vec<String>,
+}
+
+impl UndoReport {
+    /// Nothing failed.
+    pub fn is_clean(&self) -> bool {
+        self.errors.is_empty()
+    }
+}
+
+/// The network faults of one cluster during one run.
+#[derive(Clone)]
+pub struct NetFaults {
+    docker: Docker,
+    cluster: String,
+    network: String,
+    image: String,
+    journal: Journal,
+    mechanism: Arc<OnceCell<Mechanism>>,
+}
+
+impl NetFaults {
+    /// Faults on the containers `<cluster_id>-<node>` attached to `network` (e.g.
+    /// `<cluster>-internal`), journaled in `run_dir`, applied with sidecars of `image` (from
+    /// [`super::ensure_image`]).
+    pub fn new(
+        docker: Docker,
+        cluster_id: impl Into<String>,
+        run_dir: impl AsRef<Path>,
+        network: impl Into<String>,
+        image: impl Into<String>,
+    ) -> NetFaults {
+        NetFaults {
+            docker,
+            cluster: cluster_id.into(),
+            network: network.into(),
+            image: image.into(),
+            journal: Journal::in_run_dir(run_dir.as_ref()),
+            mechanism: Arc::new(OnceCell::new()),
+        }
+    }
+
+    /// The journal file.
+    pub fn journal_path(&self) -> &Path {
+        self.journal.path()
+    }
+
+    /// What the kernel offers; probed once (in a throwaway namespace), then cached.
+    pub async fn probe(&self) -> Result<Mechanism> {
+        self.mechanism
+            .get_or_try_init(|| probe_kernel(&self.docker, &self.image, &self.cluster))
+            .await
+            .cloned()
+    }
+
+    /// Degrades `node`'s egress. Replaces a netem fault already on that node (as `tc qdisc
+    /// replace` would). Refuses, before touching anything, what this kernel cannot do.
+    pub async fn apply_netem(&self, node: &str, params: &NetemParams) -> Result<FaultHandle> {
+        params.validate()?;
+        let mech = self.probe().await?;
+        rules::plan(params, &mech)?;
+        for old in self.open_entries()? {
+            if old.node == node && matches!(old.spec, Spec::Netem { .. }) {
+                self.undo_entry(&old).await?;
+            }
+        }
+        let fault = format!("netem-{node}-{:04x}", rand::random::<u16>());
+        let id = format!("{fault}/{node}");
+        let spec = Spec::Netem { params: params.clone() };
+        self.apply_entry(&fault, &id, node, &spec, &mech).await?;
+        Ok(FaultHandle { id: fault, entries: vec![id], description: format!("netem {node}: {params}") })
+    }
+
+    /// Drops traffic between the groups (by peer address on the cluster network, INPUT and
+    /// OUTPUT in each member's namespace). `one_way`: only traffic from `groups[0]` to the
+    /// others is dropped (at both ends); the others still reach `groups[0]`.
+    pub async fn partition(&self, groups: &[Vec<String>], one_way: bool) -> Result<FaultHandle> {
+        validate_groups(groups)?;
+        let mech = self.probe().await?;
+        if mech.iptables.is_none() {
+            return Err(NetfaultError::Unsupported("partition: no working iptables in the sidecar".into()));
+        }
+        let fault = format!("partition-{:04x}", rand::random::<u16>());
+        let plans = partition_peers(groups, one_way);
+        let applied = join_all(plans.iter().map(|(node, peers)| {
+            let id = format!("{fault}/{node}");
+            let spec = Spec::Block { peers: peers.clone() };
+            let fault = fault.clone();
+            let mech = mech.clone();
+            async move { self.apply_entry(&fault, &id, node, &spec, &mech).await }
+        }))
+        .await;
+        let mut entries = Vec::new();
+        let mut first_err = None;
+        for r in applied {
+            match r {
+                Ok(e) => entries.push(e),
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = first_err {
+            // All or nothing: a half partition is not what was asked for.
+            for entry in &entries {
+                let _ = self.undo_entry(entry).await;
+            }
+            return Err(e);
+        }
+        let shown: Vec<String> = groups.iter().map(|g| format!("[{}]", g.join(", "))).collect();
+        Ok(FaultHandle {
+            id: fault,
+            entries: entries.into_iter().map(|e| e.id).collect(),
+            description: format!("partition{} {}", if one_way { " one-way" } else { "" }, shown.join(" ")),
+        })
+    }
+
+    /// Takes back every rule of `handle` (idempotent: what is already gone counts as done).
+    pub async fn undo(&self, handle: &FaultHandle) -> Result<UndoReport> {
+        let wanted: BTreeSet<&str> = handle.entries.iter().map(String::as_str).collect();
+        let open: Vec<Entry> = self.open_entries()?.into_iter().filter(|e| wanted.contains(e.id.as_str())).collect();
+        let report = self.undo_entries(&open).await;
+        match report.errors.first() {
+            Some(e) => Err(NetfaultError::Docker(format!("undoing {}: {e}", handle.id))),
+            None => Ok(report),
+        }
+    }
+
+    /// Undoes every open network fault of this cluster (`chaos heal`).
+    pub async fn heal(&self) -> Result<UndoReport> {
+        let open = self.open_entries()?;
+        Ok(self.undo_entries(&open).await)
+    }
+
+    /// Checks every open fault of this cluster against its container: a restarted container
+    /// (new namespace, rules gone), a delayer that exited, a peer whose address changed.
+    /// Call it after node restarts and periodically while faults are active.
+    pub async fn reconcile(&self, policy: ReconcilePolicy) -> Result<Vec<Reconciled>> {
+        let mut out = Vec::new();
+        for entry in self.open_entries()? {
+            let (action, reason) = self.reconcile_entry(&entry, policy).await?;
+            out.push(Reconciled { fault: entry.fault.clone(), node: entry.node.clone(), action, reason });
+        }
+        Ok(out)
+    }
+
+    /// Round trips from `from` (a node's namespace; `None`: a fresh probe container on the
+    /// cluster network, outside every fault) to `to`: `count` UDP datagrams, one every 10 ms.
+    /// Measures what `to`'s egress faults do to its answers (and `from`'s, if any).
+    pub async fn measure(&self, from: Option<&str>, to: &str, count: u32) -> Result<ProbeStats> {
+        let target = sidecar::resolve(&self.docker, &self.cluster, to, &self.network).await?;
+        let ip = target.ip.clone().unwrap_or_default();
+        let port = 17_000 + rand::random::<u16>() % 1000;
+        let echo = sidecar::start(
+            &self.docker,
+            self.sidecar_spec(to, "measure", format!("container:{}", target.container_id), vec![
+                "echo".into(),
+                "--port".into(),
+                port.to_string(),
+            ]),
+        )
+        .await?;
+        let result = async {
+            sidecar::wait_for_stderr(&self.docker, &echo, "listening", Duration::from_secs(10)).await?;
+            let mode = match from {
+                Some(node) => {
+                    let f = sidecar::resolve(&self.docker, &self.cluster, node, &self.network).await?;
+                    format!("container:{}", f.container_id)
+                }
+                None => self.network.clone(),
+            };
+            let cmd = vec![
+                "probe".into(),
+                "--to".into(),
+                format!("{ip}:{port}"),
+                "--count".into(),
+                count.to_string(),
+                "--interval-ms".into(),
+                "10".into(),
+                "--timeout-ms".into(),
+                "3000".into(),
+            ];
+            let probe = sidecar::start(&self.docker, self.sidecar_spec(to, "measure", mode, cmd)).await?;
+            let limit = Duration::from_millis(u64::from(count) * 10) + Duration::from_secs(30);
+            let out = sidecar::wait_output(&self.docker, &probe, limit).await;
+            let _ = sidecar::remove(&self.docker, &probe).await;
+            let (code, stdout, stderr) = out?;
+            let line = stdout.lines().rev().find(|l| l.starts_with('{')).unwrap_or_default();
+            serde_json::from_str::<ProbeStats>(line).map_err(|e| NetfaultError::Command {
+                command: "chaos-netd probe".into(),
+                code,
+                output: format!("{e}: {stdout}{stderr}"),
+            })
+        }
+        .await;
+        let _ = sidecar::remove(&self.docker, &echo).await;
+        result
+    }
+
+    fn open_entries(&self) -> Result<Vec<Entry>> {
+        Ok(self.journal.open_entries()?.into_iter().filter(|e| e.cluster == self.cluster).collect())
+    }
+
+    fn sidecar_spec<'a>(&'a self, node: &'a str, fault: &'a str, network_mode: String, cmd: Vec<String>) -> SidecarSpec<'a> {
+        SidecarSpec { image: &self.image, cluster: &self.cluster, node, fault, network_mode, cmd }
+    }
+
+    /// Applies `spec` to `node`'s namespace as entry `id`; journals before running anything.
+    async fn apply_entry(&self, fault: &str, id: &str, node: &str, spec: &Spec, mech: &Mechanism) -> Result<Entry> {
+        let target = sidecar::resolve(&self.docker, &self.cluster, node, &self.network).await?;
+        let ns = format!("container:{}", target.container_id);
+        let peer_ips = match spec {
+            Spec::Block { peers } => self.peer_ips(peers).await?,
+            Spec::Netem { .. } => BTreeMap::new(),
+        };
+        // With a delayer, its sidecar also runs the commands; otherwise a short-lived one.
+        let delayer_args = match spec {
+            Spec::Netem { params } if rules::plan(params, mech)?.iter().any(|(_, v)| *v == Via::Delayer) => {
+                Some(rules::delayer_args(params))
+            }
+            _ => None,
+        };
+        let cmd = delayer_args.clone().unwrap_or_else(|| vec!["hold".into(), "--max-secs".into(), "120".into()]);
+        let worker = sidecar::start(&self.docker, self.sidecar_spec(node, fault, ns, cmd)).await?;
+        let prepared = async {
+            if delayer_args.is_some() {
+                sidecar::wait_for_stderr(&self.docker, &worker, "serving queue", Duration::from_secs(10)).await?;
+            }
+            let ip = target.ip.as_deref().unwrap_or_default();
+            let iface = find_iface(&self.docker, &worker, ip).await?;
+            let commands = commands_for(spec, mech, &iface, &peer_ips, id)?;
+            Ok::<_, NetfaultError>((iface, commands))
+        }
+        .await;
+        let (iface, commands) = match prepared {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = sidecar::remove(&self.docker, &worker).await;
+                return Err(e);
+            }
+        };
+        let entry = Entry {
+            id: id.to_string(),
+            fault: fault.to_string(),
+            cluster: self.cluster.clone(),
+            network: self.network.clone(),
+            image: self.image.clone(),
+            node: node.to_string(),
+            container_id: target.container_id.clone(),
+            container_name: target.container_name.clone(),
+            started_at: target.started_at.clone(),
+            iface,
+            spec: spec.clone(),
+            peer_ips,
+            sidecar: delayer_args.is_some().then(|| worker.clone()),
+            apply: commands.apply.clone(),
+            undo: commands.undo.clone(),
+            applied_unix_ms: now_unix_ms(),
+        };
+        if let Err(e) = self.journal.append(&Record::Open(Box::new(entry.clone()))) {
+            let _ = sidecar::remove(&self.docker, &worker).await;
+            return Err(e);
+        }
+        let mut failure = None;
+        for cmd in &commands.apply {
+            if let Err(e) = sidecar::exec_ok(&self.docker, &worker, cmd).await {
+                failure = Some(e);
+                break;
+            }
+        }
+        if let Some(e) = failure {
+            let _ = run_undo(&self.docker, &worker, &commands.undo).await;
+            let _ = sidecar::remove(&self.docker, &worker).await;
+            let _ = self.journal.close(id, Closed::Failed);
+            return Err(e);
+        }
+        if entry.sidecar.is_none() {
+            sidecar::remove(&self.docker, &worker).await?;
+        }
+        tracing::info!(fault, node, iface = %entry.iface, "network fault applied");
+        Ok(entry)
+    }
+
+    /// Current addresses of `peers` on the cluster network; a peer that is down has none
+    /// (it is left out, and reconcile adds it once it has an address again).
+    async fn peer_ips(&self, peers: &[BlockPeer]) -> Result<BTreeMap<String, String>> {
+        let mut ips = BTreeMap::new();
+        for p in peers {
+            let name = format!("{}-{}", self.cluster, p.node);
+            match sidecar::inspect(&self.docker, &name, &p.node, &self.network).await? {
+                Some(Target { ip: Some(ip), running: true, .. }) => {
+                    ips.insert(p.node.clone(), ip);
+                }
+                _ => tracing::warn!(peer = %p.node, "partition peer has no address now; rules for it are added once it has"),
+            }
+        }
+        Ok(ips)
+    }
+
+    async fn undo_entry(&self, entry: &Entry) -> Result<Closed> {
+        undo_entry(&self.docker, &self.journal, entry).await
+    }
+
+    async fn undo_entries(&self, entries: &[Entry]) -> UndoReport {
+        undo_entries(&self.docker, &self.journal, entries).await
+    }
+
+    async fn reconcile_entry(&self, entry: &Entry, policy: ReconcilePolicy) -> Result<(ReconcileAction, String)> {
+        let now = sidecar::inspect(&self.docker, &entry.container_id, &entry.node, &entry.network).await?;
+        let restarted = match &now {
+            None => {
+                self.undo_entry(entry).await?;
+                return Ok((ReconcileAction::Ended, "container removed".into()));
+            }
+            Some(t) if !t.running => {
+                if policy == ReconcilePolicy::End {
+                    self.undo_entry(entry).await?;
+                    return Ok((ReconcileAction::Ended, "container stopped".into()));
+                }
+                return Ok((ReconcileAction::Waiting, "container stopped; re-applied when it runs again".into()));
+            }
+            Some(t) => t.started_at != entry.started_at,
+        };
+        let reason = if restarted {
+            "container restarted (its namespace was recreated without the rules)".to_string()
+        } else if let Some(s) = entry.sidecar.as_deref() {
+            if sidecar::is_running(&self.docker, s).await? {
+                match self.stale_peers(entry).await? {
+                    Some(why) => why,
+                    None => return Ok((ReconcileAction::Intact, String::new())),
+                }
+            } else {
+                "the delayer sidecar exited".to_string()
+            }
+        } else {
+            match self.stale_peers(entry).await? {
+                Some(why) => why,
+                None => return Ok((ReconcileAction::Intact, String::new())),
+            }
+        };
+        // Clean what is left (a no-op in a recreated namespace), then decide.
+        undo_entry(&self.docker, &self.journal, entry).await?;
+        if restarted && policy == ReconcilePolicy::End {
+            return Ok((ReconcileAction::Ended, reason));
+        }
+        let mech = self.probe().await?;
+        match self.apply_entry(&entry.fault, &entry.id, &entry.node, &entry.spec, &mech).await {
+            Ok(_) => Ok((ReconcileAction::Reapplied, reason)),
+            Err(e) => Ok((ReconcileAction::Ended, format!("{reason}; re-applying failed: {e}"))),
+        }
+    }
+
+    /// For a partition entry: whether a peer's address changed since the rules were made.
+    async fn stale_peers(&self, entry: &Entry) -> Result<Option<String>> {
+        let Spec::Block { peers } = &entry.spec else { return Ok(None) };
+        let now = self.peer_ips(peers).await?;
+        Ok((now != entry.peer_ips).then(|| "a peer's address changed".to_string()))
+    }
+}
+
+/// The commands of `spec` on `iface`.
+fn commands_for(
+    spec: &Spec,
+    mech: &Mechanism,
+    iface: &str,
+    peer_ips: &BTreeMap<String, String>,
+    tag: &str,
+) -> Result<Commands> {
+    match spec {
+        Spec::Netem { params } => rules::netem_commands(params, mech, iface, tag),
+        Spec::Block { peers } => {
+            let ipt = mech
+                .iptables
+                .ok_or_else(|| NetfaultError::Unsupported("partition: no working iptables".into()))?;
+            let resolved: Vec<(String, Direction)> = peers
+                .iter()
+                .filter_map(|p| peer_ips.get(&p.node).map(|ip| (ip.clone(), p.direction)))
+                .collect();
+            Ok(rules::block_commands(ipt, iface, &resolved, tag))
+        }
+    }
+}
+
+/// Rejects partitions that cannot mean anything: fewer than two groups, an empty group, a
+/// node in two groups.
+fn validate_groups(groups: &[Vec<String>]) -> Result<()> {
+    if groups.len() < 2 {
+        return Err(NetfaultError::Usage("partition: at least two groups are needed".into()));
+    }
+    let mut seen = BTreeSet::new();
+    for g in groups {
+        if g.is_empty() {
+            return Err(NetfaultError::Usage("partition: a group is empty".into()));
+        }
+        for n in g {
+            if !seen.insert(n.as_str()) {
+                return Err(NetfaultError::Usage(format!("partition: {n} is in more than one group")));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Which peers each member drops, and which way.
+fn partition_peers(groups: &[Vec<String>], one_way: bool) -> Vec<(String, Vec<BlockPeer>)> {
+    let mut out = Vec::new();
+    for (gi, group) in groups.iter().enumerate() {
+        for member in group {
+            let mut peers = Vec::new();
+            for (gj, other) in groups.iter().enumerate() {
+                let direction = match (one_way, gi == gj, gi, gj) {
+                    (_, true, _, _) => continue,
+                    (false, ..) => Direction::Both,
+                    // From group 0: its members stop sending to the others...
+                    (true, _, 0, _) => Direction::Out,
+                    // ...and the others stop receiving from group 0.
+                    (true, _, _, 0) => Direction::In,
+                    (true, ..) => continue,
+                };
+                peers.extend(other.iter().map(|n| BlockPeer { node: n.clone(), direction }));
+            }
+            if !peers.is_empty() {
+                out.push((member.clone(), peers));
+            }
+        }
+    }
+    out
+}
+
+/// The interface that carries `ip`, from `ip -o -4 addr show` in the namespace.
+async fn find_iface(docker: &Docker, sidecar_id: &str, ip: &str) -> Result<String> {
+    let out = sidecar::exec_ok(docker, sidecar_id, &[IP.into(), "-o".into(), "-4".into(), "addr".into(), "show".into()]).await?;
+    parse_iface(&out.stdout, ip).ok_or_else(|| {
+        NetfaultError::Docker(format!("no interface with address {ip} in the target's namespace:\n{}", out.stdout))
+    })
+}
+
+/// `2: eth0    inet 172.18.0.2/16 brd ... scope global eth0` -> `eth0` for `172.18.0.2`.
+fn parse_iface(ip_o_addr: &str, ip: &str) -> Option<String> {
+    ip_o_addr.lines().find_map(|line| {
+        let mut words = line.split_whitespace();
+        let name = words.nth(1)?;
+        let mut rest = words.skip_while(|w| *w != "inet");
+        rest.next()?;
+        let addr = rest.next()?.split('/').next()?;
+        (addr == ip).then(|| name.split('@').next().unwrap_or(name).to_string())
+    })
+}
+
+/// Runs undo commands; an absent rule or qdisc counts as removed.
+async fn run_undo(docker: &Docker, sidecar_id: &str, undo: &[Vec<String>]) -> Result<()> {
+    for cmd in undo {
+        if let Some(pos) = cmd.iter().position(|a| a == "-D") {
+            // iptables: delete while the rule exists (-C exit 1: no such rule). Bounded, in
+            // case an interrupted re-apply added it twice.
+            let mut check = cmd.clone();
+            check[pos] = "-C".into();
+            for _ in 0..8 {
+                let c = sidecar::exec(docker, sidecar_id, &check).await?;
+                match c.code {
+                    0 => {
+                        sidecar::exec_ok(docker, sidecar_id, cmd).await?;
+                    }
+                    1 => break,
+                    code => {
+                        return Err(NetfaultError::Command {
+                            command: check.join(" "),
+                            code,
+                            output: format!("{}{}", c.stdout, c.stderr).trim().to_string(),
+                        })
+                    }
+                }
+            }
+        } else if cmd.first().is_some_and(|c| c == TC) {
+            let out = sidecar::exec(docker, sidecar_id, cmd).await?;
+            let text = format!("{}{}", out.stdout, out.stderr);
+            let absent = ["handle of zero", "Cannot find device", "No such file or directory", "Invalid handle"];
+            if out.code != 0 && !absent.iter().any(|a| text.contains(a)) {
+                return Err(NetfaultError::Command { command: cmd.join(" "), code: out.code, output: text.trim().to_string() });
+            }
+        } else {
+            sidecar::exec_ok(docker, sidecar_id, cmd).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Undoes one entry and closes it in the journal.
+async fn undo_entry(docker: &Docker, journal: &Journal, entry: &Entry) -> Result<Closed> {
+    let now = sidecar::inspect(docker, &entry.container_id, &entry.node, &entry.network).await?;
+    let how = match now {
+        // No namespace, or a new one: the rules went with the old one.
+        None => Closed::Ended,
+        Some(t) if !t.running || t.started_at != entry.started_at => Closed::Ended,
+        Some(t) => {
+            let spec = SidecarSpec {
+                image: &entry.image,
+                cluster: &entry.cluster,
+                node: &entry.node,
+                fault: &entry.fault,
+                network_mode: format!("container:{}", t.container_id),
+                cmd: vec!["hold".into(), "--max-secs".into(), "120".into()],
+            };
+            // Rules first (so nothing is queued to a delayer that is going away), then the
+            // delayer: on SIGTERM it lets the packets it holds go.
+            let worker = sidecar::start(docker, spec).await?;
+            let undone = run_undo(docker, &worker, &entry.undo).await;
+            let _ = sidecar::remove(docker, &worker).await;
+            undone?;
+            Closed::Undone
+        }
+    };
+    if let Some(s) = &entry.sidecar {
+        sidecar::remove(docker, s).await?;
+    }
+    journal.close(&entry.id, how)?;
+    tracing::info!(fault = %entry.fault, node = %entry.node, ?how, "network fault undone");
+    Ok(how)
+}
+
+async fn undo_entries(docker: &Docker, journal: &Journal, entries: &[Entry]) -> UndoReport {
+    let results = join_all(entries.iter().map(|e| undo_entry(docker, journal, e))).await;
+    let mut report = UndoReport::default();
+    for (e, r) in entries.iter().zip(results) {
+        match r {
+            Ok(Closed::Undone) => report.undone.push(e.id.clone()),
+            Ok(_) => report.ended.push(e.id.clone()),
+            Err(err) => report.errors.push(format!("{}: {err}", e.id)),
+        }
+    }
+    report
+}
+
+/// Undoes every open entry of the journal in `run_dir`, whatever cluster, and removes the
+/// sidecars of those clusters (including ones orphaned by a crash before they were
+/// journaled). Idempotent. For `chaos down`, Ctrl-C, and the start of the next run.
+pub async fn undo_all(docker: &Docker, run_dir: &Path) -> Result<UndoReport> {
+    let journal = Journal::in_run_dir(run_dir);
+    let entries = journal.open_entries()?;
+    let mut report = undo_entries(docker, &journal, &entries).await;
+    let clusters: BTreeSet<&str> = entries.iter().map(|e| e.cluster.as_str()).collect();
+    for cluster in clusters {
+        for id in sidecar::list(docker, cluster).await? {
+            match sidecar::remove(docker, &id).await {
+                Ok(()) => report.sidecars_removed += 1,
+                Err(e) => report.errors.push(format!("sidecar {id}: {e}")),
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// [`undo_all`] for every run directory under `runs_root` (e.g. `target/chaos/runs`) that
+/// holds a journal: what the next `chaos run` calls first, since it does not know which
+/// earlier run crashed.
+pub async fn undo_all_runs(docker: &Docker, runs_root: &Path) -> Result<UndoReport> {
+    let mut total = UndoReport::default();
+    let dirs: Vec<PathBuf> = match std::fs::read_dir(runs_root) {
+        Ok(rd) => rd.flatten().map(|e| e.path()).collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(total),
+        Err(e) => return Err(NetfaultError::Journal(format!("{}: {e}", runs_root.display()))),
+    };
+    for dir in dirs {
+        if !dir.join(super::journal::FILE_NAME).is_file() {
+            continue;
+        }
+        let r = undo_all(docker, &dir).await?;
+        total.undone.extend(r.undone);
+        total.ended.extend(r.ended);
+        total.sidecars_removed += r.sidecars_removed;
+        total.errors.extend(r.errors);
+    }
+    Ok(total)
+}
+
+/// Probes the kernel from a sidecar with its own, empty namespace (`network_mode: none`):
+/// adds and removes a netem qdisc, a tbf qdisc, and the iptables rules the fallbacks use.
+async fn probe_kernel(docker: &Docker, image: &str, cluster: &str) -> Result<Mechanism> {
+    let spec = SidecarSpec {
+        image,
+        cluster,
+        node: "probe",
+        fault: "probe",
+        network_mode: "none".into(),
+        cmd: vec!["hold".into(), "--max-secs".into(), "60".into()],
+    };
+    let id = sidecar::start(docker, spec).await?;
+    let mech = probe_in(docker, &id).await;
+    let _ = sidecar::remove(docker, &id).await;
+    let mech = mech?;
+    tracing::info!(?mech, "network-fault mechanisms probed");
+    Ok(mech)
+}
+
+async fn probe_in(docker: &Docker, id: &str) -> Result<Mechanism> {
+    let s = |v: &[&str]| v.iter().map(|a| a.to_string()).collect::<Vec<String>>();
+    let ok = |argv: Vec<String>| async move { sidecar::exec(docker, id, &argv).await.map(|o| o.code == 0) };
+    let netem = ok(s(&[TC, "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms"])).await?;
+    if netem {
+        ok(s(&[TC, "qdisc", "del", "dev", "lo", "root"])).await?;
+    }
+    let tbf = ok(s(&[TC, "qdisc", "add", "dev", "lo", "root", "tbf", "rate", "1mbit", "burst", "32kbit", "latency", "50ms"])).await?;
+    if tbf {
+        ok(s(&[TC, "qdisc", "del", "dev", "lo", "root"])).await?;
+    }
+    let mut found: Option<(Iptables, bool, bool)> = None;
+    for ipt in [Iptables::Nft, Iptables::Legacy] {
+        let base = |args: &[&str]| {
+            let mut v = s(&ipt.argv());
+            v.extend(s(args));
+            v
+        };
+        if !ok(base(&["-S", "OUTPUT"])).await? {
+            continue;
+        }
+        let stat = ["OUTPUT", "-o", "lo", "-m", "statistic", "--mode", "random", "--probability", "0.5", "-m", "comment", "--comment", "chaos:probe", "-j", "DROP"];
+        let queue = QUEUE.to_string();
+        let mark = format!("{:#x}", rules::DUP_MARK);
+        let nfq = ["OUTPUT", "-o", "lo", "-m", "mark", "!", "--mark", &mark, "-m", "comment", "--comment", "chaos:probe", "-j", "NFQUEUE", "--queue-num", &queue, "--queue-bypass"];
+        let mut results = [false; 2];
+        for (i, rule) in [&stat[..], &nfq[..]].into_iter().enumerate() {
+            let mut add = base(&["-A"]);
+            add.extend(s(rule));
+            results[i] = ok(add).await?;
+            if results[i] {
+                let mut del = base(&["-D"]);
+                del.extend(s(rule));
+                ok(del).await?;
+            }
+        }
+        let candidate = (ipt, results[0], results[1]);
+        let complete = results[0] && results[1];
+        if found.is_none() || complete {
+            found = Some(candidate);
+        }
+        if complete {
+            break;
+        }
+    }
+    Ok(Mechanism {
+        netem,
+        iptables: found.map(|f| f.0),
+        statistic: found.is_some_and(|f| f.1),
+        nfqueue: found.is_some_and(|f| f.2),
+        tbf,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn g(v: &[&[&str]]) -> Vec<Vec<String>> {
+        v.iter().map(|g| g.iter().map(|s| s.to_string()).collect()).collect()
+    }
+
+    #[test]
+    fn two_way_partition_blocks_every_cross_group_pair_both_ways() {
+        let p = partition_peers(&g(&[&["tm1"], &["jm1", "tm2"]]), false);
+        let shown: Vec<(String, Vec<(String, Direction)>)> = p
+            .into_iter()
+            .map(|(n, peers)| (n, peers.into_iter().map(|b| (b.node, b.direction)).collect()))
+            .collect();
+        assert_eq!(
+            shown,
+            vec![
+                ("tm1".into(), vec![("jm1".into(), Direction::Both), ("tm2".into(), Direction::Both)]),
+                ("jm1".into(), vec![("tm1".into(), Direction::Both)]),
+                ("tm2".into(), vec![("tm1".into(), Direction::Both)]),
+            ]
+        );
+    }
+
+    #[test]
+    fn one_way_partition_only_stops_traffic_from_group_zero() {
+        let p = partition_peers(&g(&[&["a"], &["b"], &["c"]]), true);
+        let dirs: Vec<(String, Vec<(String, Direction)>)> = p
+            .into_iter()
+            .map(|(n, peers)| (n, peers.into_iter().map(|b| (b.node, b.direction)).collect()))
+            .collect();
+        assert_eq!(
+            dirs,
+            vec![
+                ("a".into(), vec![("b".into(), Direction::Out), ("c".into(), Direction::Out)]),
+                ("b".into(), vec![("a".into(), Direction::In)]),
+                ("c".into(), vec![("a".into(), Direction::In)]),
+            ]
+        );
+    }
+
+    #[test]
+    fn groups_are_validated() {
+        assert!(validate_groups(&g(&[&["a"]])).is_err());
+        assert!(validate_groups(&g(&[&["a"], &[]])).is_err());
+        let err = validate_groups(&g(&[&["a", "b"], &["b"]])).unwrap_err().to_string();
+        assert!(err.contains("b is in more than one group"), "{err}");
+        assert!(validate_groups(&g(&[&["a"], &["b"]])).is_ok());
+    }
+
+    #[test]
+    fn iface_is_found_by_address() {
+        let out = "1: lo    inet 127.0.0.1/8 scope host lo\\       valid_lft forever preferred_lft forever\n\
+                   57: eth1    inet 172.18.0.3/16 brd 172.18.255.255 scope global eth1\\       valid_lft forever\n\
+                   59: eth0@if60    inet 10.1.0.3/24 brd 10.1.0.255 scope global eth0\\       valid_lft forever\n";
+        assert_eq!(parse_iface(out, "172.18.0.3").as_deref(), Some("eth1"));
+        assert_eq!(parse_iface(out, "10.1.0.3").as_deref(), Some("eth0"));
+        assert_eq!(parse_iface(out, "172.18.0.30"), None);
+    }
+}

@@ -1,0 +1,331 @@
+//! The terminal: live progress while a scenario runs ([`Progress`], indicatif, drawn on
+//! stderr and hidden when stderr is not a terminal) and the summary table printed after
+//! it ([`summary`]): verdict first, then checks, faults, and the figures.
+
+use super::{rate, secs, Outcome, RunReport};
+use crate::verdict::{top_diffs, DuplicateKind, WordDiff};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// How many lost / over-counted words the summary names.
+const TOP: usize = 5;
+
+/// The human summary of a run: plain text (it also goes into JUnit's system-out, so no
+/// colour codes), about 15-25 lines.
+pub fn summary(r: &RunReport) -> String {
+    let mut s = String::new();
+    let verdict = match r.verdict {
+        Outcome::Pass => "PASS",
+        Outcome::Fail => "FAIL",
+    };
+    let mut how = vec![format!("seed {}", r.seed)];
+    if !r.runtime.is_empty() {
+        how.push(r.runtime.clone());
+    }
+    how.push(r.expectation.to_string());
+    let _ = writeln!(s, "{verdict}  {}  ({})", r.scenario, how.join(", "));
+    if !r.description.is_empty() {
+        let _ = writeln!(s, "      {}", r.description);
+    }
+
+    if !r.checks.is_empty() {
+        let _ = writeln!(s, "\nchecks");
+        let mut rows = Vec::new();
+        let mut informational = false;
+        for (rule, c) in &r.checks {
+            let status = match (c.ok, c.required) {
+                (true, _) => "ok",
+                (false, true) => "FAIL",
+                (false, false) => {
+                    informational = true;
+                    "fail*"
+                }
+            };
+            rows.push(vec![status.to_string(), rule.clone(), c.details.clone()]);
+        }
+        table(&mut s, "  ", &rows);
+        if informational {
+            let _ = writeln!(s, "  * not required by expect.output: {}", r.expectation);
+        }
+    }
+
+    if !r.faults.is_empty() {
+        let _ = writeln!(s, "\nfaults (seconds since the job started running)");
+        let mut rows = vec![["#", "action", "target", "at", "applied", "undone", "detected", "running", "caught up", "recovery", "inject"]
+            .map(String::from)
+            .to_vec()];
+        for (i, f) in r.faults.iter().enumerate() {
+            rows.push(vec![
+                (i + 1).to_string(),
+                f.action.clone(),
+                f.target.clone(),
+                if f.at.is_empty() { "-".into() } else { f.at.clone() },
+                secs(f.applied_ms),
+                secs(f.undone_ms),
+                secs(f.detected_ms),
+                secs(f.running_ms),
+                secs(f.caught_up_ms),
+                secs(f.recovery_ms),
+                f.inject_latency_ms.map_or("-".into(), |ms| format!("{ms}ms")),
+            ]);
+        }
+        table(&mut s, "  ", &rows);
+        for (i, f) in r.faults.iter().enumerate() {
+            if let Some(e) = &f.error {
+                let _ = writeln!(s, "  #{}: {e}", i + 1);
+            }
+            if let Some(m) = &f.measured {
+                let _ = writeln!(s, "  #{} measured: {m}", i + 1);
+            }
+        }
+    }
+
+    let _ = writeln!(s);
+    let mut figures = vec![
+        format!("restarts {}", r.restarts),
+        format!("checkpoints {}", r.checkpoints_completed),
+        format!("{} words/s", rate(r.words_per_s)),
+    ];
+    if r.duration_ms > 0 {
+        figures.push(format!("ran {}", secs(Some(r.duration_ms))));
+    }
+    if let Some(ms) = r.cluster_start_ms {
+        figures.push(format!("cluster up in {}", secs(Some(ms))));
+    }
+    if let Some(st) = &r.final_state {
+        figures.push(format!("job {st}"));
+    }
+    let _ = writeln!(s, "{}", figures.join(" · "));
+
+    words_line(&mut s, "lost", &r.lost);
+    words_line(&mut s, "over-counted", &r.overcounted);
+    words_line(&mut s, "unexpected", &r.unexpected);
+    if r.duplicates_total > 0 {
+        let list: Vec<String> = r
+            .duplicates
+            .iter()
+            .take(3)
+            .map(|d| {
+                let kind = if d.kind == DuplicateKind::Repeat { "repeat" } else { "step back" };
+                format!("{:?} {} at {} -> {} at {} ({kind})", d.word, d.first_value, d.first, d.second_value, d.second)
+            })
+            .collect();
+        let _ = writeln!(s, "duplicated commits {}: {}", r.duplicates_total, list.join("; "));
+    }
+    if !r.run_dir.as_os_str().is_empty() {
+        let _ = writeln!(s, "run dir {}", r.run_dir.display());
+    }
+    if !r.counts_file.as_os_str().is_empty() {
+        let _ = writeln!(s, "counts  {}", r.counts_file.display());
+    }
+    s
+}
+
+/// `lost 3: kalo 10 -> 8, mi 4 -> 1, … (+1 more)`, largest differences first.
+fn words_line(s: &mut String, what: &str, map: &BTreeMap<String, WordDiff>) {
+    if map.is_empty() {
+        return;
+    }
+    let top: Vec<String> = top_diffs(map, TOP).iter().map(|(w, d)| format!("{w} {} -> {}", d.expected, d.got)).collect();
+    let more = if map.len() > TOP { format!(" (+{} more)", map.len() - TOP) } else { String::new() };
+    let _ = writeln!(s, "{what} {}: {}{more}", map.len(), top.join(", "));
+}
+
+/// Left-aligned columns; the last column is not padded.
+fn table(s: &mut String, indent: &str, rows: &[Vec<String>]) {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let width: Vec<usize> =
+        (0..cols).map(|c| rows.iter().filter_map(|r| r.get(c)).map(|x| x.chars().count()).max().unwrap_or(0)).collect();
+    for row in rows {
+        let mut line = indent.to_string();
+        for (c, cell) in row.iter().enumerate() {
+            line.push_str(cell);
+            if c + 1 < row.len() {
+                line.extend(std::iter::repeat_n(' ', width[c] - cell.chars().count() + 2));
+            }
+        }
+        let _ = writeln!(s, "{}", line.trim_end());
+    }
+}
+
+/// Live progress of one run on stderr: phase, input lines read, and counters for
+/// checkpoints, faults and restarts. indicatif hides it when stderr is not a terminal
+/// (or `TERM=dumb`), so CI logs get no escape codes. Methods take `&self`: share it
+/// (`Arc<Progress>`) between the executor's tasks.
+pub struct Progress {
+    bar: ProgressBar,
+    checkpoints: AtomicU64,
+    faults: AtomicU64,
+    restarts: AtomicU64,
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Progress {
+    /// Progress on stderr (hidden when it is not a terminal).
+    pub fn new() -> Self {
+        Self::with_target(ProgressDrawTarget::stderr())
+    }
+
+    /// Progress that draws nothing (tests, `--quiet`).
+    pub fn hidden() -> Self {
+        Self::with_target(ProgressDrawTarget::hidden())
+    }
+
+    /// Progress drawn to `target`.
+    pub fn with_target(target: ProgressDrawTarget) -> Self {
+        let bar = ProgressBar::with_draw_target(Some(0), target);
+        let style = ProgressStyle::with_template(
+            "{spinner:.cyan} {prefix:<10.bold} [{bar:28.cyan/blue}] {human_pos}/{human_len} lines  {msg}  {elapsed}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
+        bar.set_style(style);
+        bar.set_prefix("starting");
+        if !bar.is_hidden() {
+            // Keep the spinner and elapsed time moving while nothing else changes
+            // (cluster start, recovery).
+            bar.enable_steady_tick(Duration::from_millis(120));
+        }
+        let p = Progress { bar, checkpoints: AtomicU64::new(0), faults: AtomicU64::new(0), restarts: AtomicU64::new(0) };
+        p.update_message();
+        p
+    }
+
+    /// Whether nothing is drawn.
+    pub fn is_hidden(&self) -> bool {
+        self.bar.is_hidden()
+    }
+
+    /// What the run is doing: `building`, `starting`, `running`, `recovering`, `verifying`.
+    pub fn set_phase(&self, phase: &str) {
+        self.bar.set_prefix(phase.to_string());
+    }
+
+    /// Input lines read so far, of `total` (0 = unknown).
+    pub fn set_input(&self, read: u64, total: u64) {
+        if total > 0 {
+            self.bar.set_length(total);
+        }
+        self.bar.set_position(read);
+    }
+
+    /// One more completed checkpoint.
+    pub fn inc_checkpoints(&self) {
+        self.checkpoints.fetch_add(1, Ordering::Relaxed);
+        self.update_message();
+    }
+
+    /// A fault was applied: counted, and printed above the bar.
+    pub fn fault(&self, label: &str) {
+        self.faults.fetch_add(1, Ordering::Relaxed);
+        self.bar.println(format!("  fault  {label}"));
+        self.update_message();
+    }
+
+    /// The job restarted.
+    pub fn restart(&self) {
+        self.restarts.fetch_add(1, Ordering::Relaxed);
+        self.update_message();
+    }
+
+    /// (checkpoints, faults, restarts) counted so far.
+    pub fn counters(&self) -> (u64, u64, u64) {
+        (
+            self.checkpoints.load(Ordering::Relaxed),
+            self.faults.load(Ordering::Relaxed),
+            self.restarts.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Removes the bar (the summary is printed next).
+    pub fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+
+    fn update_message(&self) {
+        let (c, f, r) = self.counters();
+        self.bar.set_message(format!("checkpoints {c} · faults {f} · restarts {r}"));
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        // An early return (error, Ctrl-C) must not leave a half-drawn bar behind.
+        if !self.bar.is_finished() {
+            self.bar.finish_and_clear();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{sample, FaultReport};
+    use super::*;
+    use std::io::IsTerminal;
+
+    #[test]
+    fn summary_leads_with_the_verdict_and_names_what_failed() {
+        let s = summary(&sample::failed());
+        let first = s.lines().next().unwrap();
+        assert!(first.starts_with("FAIL  kill-tm2"), "{first}");
+        assert!(first.contains("seed 7"));
+        assert!(s.contains("FAIL  final_counts"), "{s}");
+        assert!(s.contains("ok    well_formed"), "{s}");
+        assert!(s.contains("lost 1: kalo 10 -> 8"), "{s}");
+        assert!(s.contains("over-counted 1: mi 4 -> 5"), "{s}");
+        assert!(s.contains("duplicated commits 1"), "{s}");
+        // The fault row: applied 4.01 s, RUNNING again 5.48 s, recovered in 1.47 s.
+        let kill = s.lines().find(|l| l.contains("taskmanager-2") && l.contains("kill")).unwrap();
+        for want in ["4.01s", "5.48s", "1.47s", "12ms"] {
+            assert!(kill.contains(want), "{want} missing in {kill}");
+        }
+        assert!(s.contains("restarts 1 · checkpoints 11"), "{s}");
+        assert!(s.contains("cluster up in 3.12s"), "{s}");
+    }
+
+    #[test]
+    fn summary_of_a_pass_marks_informational_failures() {
+        let mut r = sample::failed();
+        r.verdict = Outcome::Pass;
+        r.expectation = crate::verdict::Expectation::AtLeastOnce;
+        for (k, c) in r.checks.iter_mut() {
+            c.required = k == "well_formed";
+        }
+        r.faults = vec![FaultReport { action: "kill".into(), target: "tm3".into(), ..Default::default() }];
+        let s = summary(&r);
+        assert!(s.starts_with("PASS"), "{s}");
+        assert!(s.contains("fail*  final_counts"), "{s}");
+        assert!(s.contains("not required by expect.output: at-least-once"), "{s}");
+    }
+
+    #[test]
+    fn progress_is_hidden_off_a_terminal_and_counts_anyway() {
+        let p = Progress::new();
+        if !std::io::stderr().is_terminal() {
+            assert!(p.is_hidden(), "stderr is not a terminal: the bar must not draw");
+        }
+        let p = Progress::hidden();
+        assert!(p.is_hidden());
+        p.set_phase("running");
+        p.set_input(10, 100);
+        p.inc_checkpoints();
+        p.inc_checkpoints();
+        p.fault("kill taskmanager-2");
+        p.restart();
+        assert_eq!(p.counters(), (2, 1, 1));
+        assert_eq!(p.bar.position(), 10);
+        assert_eq!(p.bar.length(), Some(100));
+        assert_eq!(p.bar.prefix(), "running");
+        assert!(p.bar.message().contains("checkpoints 2"));
+        p.finish();
+        assert!(p.bar.is_finished());
+    }
+}

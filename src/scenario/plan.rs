@@ -1,0 +1,309 @@
+//! The validated scenario: what the executor runs, `chaos lint` prints, and the report
+//! records. Built by `validate` from the raw file; every field is already checked.
+
+use crate::runtime::{ClusterDef, NodeDef, Resources, Role};
+use serde::{Serialize, Serializer};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+use streamd::duration::serde_str as dur;
+use streamd::spec::JobSpec;
+
+/// A scenario, validated and resolved: picks are concrete node names.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Plan {
+    /// `name:` (the file stem when absent).
+    pub name: String,
+    pub description: String,
+    /// The scenario file, as given.
+    pub file: PathBuf,
+    /// The seed in effect: `--seed` when given, else `seed:` (0 when absent). It drives the
+    /// picks and the generated input; printed in the report so a run can be repeated.
+    pub seed: u64,
+    pub cluster: ClusterPlan,
+    /// The job, ready to be written to `/data/job.yaml`.
+    pub job: JobSpec,
+    /// For `input.file`: the absolute host path to copy to `<run dir>/input/<basename>`.
+    pub input_source: Option<PathBuf>,
+    /// Faults in file order; a `repeat` expands in place into one fault per occurrence.
+    pub faults: Vec<PlannedFault>,
+    pub expect: Expectations,
+    /// Things that are legal but probably not meant (e.g. too few slots after a kill),
+    /// for `chaos lint` to show.
+    pub warnings: Vec<String>,
+}
+
+/// The shape of the cluster.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ClusterPlan {
+    pub jobmanagers: u32,
+    pub taskmanagers: u32,
+    /// Slots per taskmanager.
+    pub slots: u32,
+    /// cgroup limits by canonical node name (only nodes that have some).
+    pub resources: BTreeMap<String, Resources>,
+}
+
+impl ClusterPlan {
+    /// `jobmanagers > 1`: leader election through etcd, and `etcd-1` is a node.
+    pub fn ha(&self) -> bool {
+        self.jobmanagers > 1
+    }
+
+    /// Every node's canonical name: `etcd-1` (HA only), `jobmanager-1..`, `taskmanager-1..`.
+    pub fn node_names(&self) -> Vec<String> {
+        let mut names = Vec::new();
+        if self.ha() {
+            names.push("etcd-1".to_string());
+        }
+        names.extend((1..=self.jobmanagers).map(|i| format!("jobmanager-{i}")));
+        names.extend((1..=self.taskmanagers).map(|i| format!("taskmanager-{i}")));
+        names
+    }
+
+    /// Whether `canonical` names a node of this cluster.
+    pub fn has_node(&self, canonical: &str) -> bool {
+        let num = |prefix: &str| canonical.strip_prefix(prefix).and_then(|n| n.parse::<u32>().ok());
+        if let Some(n) = num("taskmanager-") {
+            return (1..=self.taskmanagers).contains(&n);
+        }
+        if let Some(n) = num("jobmanager-") {
+            return (1..=self.jobmanagers).contains(&n);
+        }
+        canonical == "etcd-1" && self.ha()
+    }
+
+    /// Slots of all taskmanagers.
+    pub fn total_slots(&self) -> u32 {
+        self.taskmanagers.saturating_mul(self.slots)
+    }
+
+    /// "jobmanager-1, taskmanager-1..3" (and etcd-1 with HA), for messages.
+    pub fn describe_nodes(&self) -> String {
+        let range = |role: &str, n: u32| if n == 1 { format!("{role}-1") } else { format!("{role}-1..{n}") };
+        let mut parts = vec![range("jobmanager", self.jobmanagers), range("taskmanager", self.taskmanagers)];
+        if self.ha() {
+            parts.push("etcd-1".into());
+        }
+        parts.join(", ")
+    }
+}
+
+/// One fault to inject.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PlannedFault {
+    /// Index of the fault in the file's `faults:` list (`faults[index]`).
+    pub index: usize,
+    /// Which occurrence of a `repeat` this is (0 for the first, and for unrepeated faults).
+    pub repetition: u32,
+    /// Line of the fault in the scenario file.
+    pub line: usize,
+    pub trigger: Trigger,
+    pub action: Action,
+    /// Concrete nodes (or the leader, resolved when the fault fires). For `partition`, every
+    /// node of every group.
+    pub targets: Vec<Target>,
+    /// `for:`: the fault is undone this long after it was applied (unpause, remove the
+    /// netem rules, heal the partition). `None`: it lasts until the run ends.
+    #[serde(with = "streamd::duration::serde_opt")]
+    pub undo_after: Option<Duration>,
+}
+
+/// When a fault fires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Trigger {
+    /// This long after the job first reached RUNNING.
+    At(#[serde(with = "dur")] Duration),
+    /// As soon as the jobmanager reports checkpoint N completed.
+    Checkpoint(u64),
+}
+
+impl Trigger {
+    /// A guess of when the trigger fires, for ordering and for `chaos lint`: checkpoint N is
+    /// taken to complete at N x `checkpoint_interval` (faults and restarts delay it).
+    pub fn estimate(&self, checkpoint_interval: Duration) -> Duration {
+        match *self {
+            Trigger::At(d) => d,
+            Trigger::Checkpoint(n) => checkpoint_interval.saturating_mul(n.min(u32::MAX as u64) as u32),
+        }
+    }
+}
+
+impl fmt::Display for Trigger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Trigger::At(d) => f.write_str(&streamd::duration::format_duration(*d)),
+            Trigger::Checkpoint(n) => write!(f, "checkpoint {n}"),
+        }
+    }
+}
+
+/// What a fault does, with its parameters.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Action {
+    /// Send a signal (canonical name, e.g. `SIGKILL`). The node stays down until a `start`.
+    Kill { signal: String },
+    /// SIGTERM, then SIGKILL after `grace`. The node stays down until a `start`.
+    Stop {
+        #[serde(with = "dur")]
+        grace: Duration,
+    },
+    /// Start a stopped or killed node.
+    Start,
+    /// Stop with `grace`, then start.
+    Restart {
+        #[serde(with = "dur")]
+        grace: Duration,
+    },
+    /// Freeze every process of the node (undone by `unpause` or `undo_after`).
+    Pause,
+    Unpause,
+    /// Degrade the node's network (undone after `undo_after`).
+    Netem(NetemParams),
+    /// Drop traffic between groups of nodes (healed after `undo_after`).
+    Partition {
+        groups: Vec<Vec<Target>>,
+        /// Only traffic from `groups[0]` to the other groups is dropped; replies and
+        /// traffic from the others to `groups[0]` still flow.
+        one_way: bool,
+    },
+}
+
+impl Action {
+    /// The action's name as written in a scenario.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Action::Kill { .. } => "kill",
+            Action::Stop { .. } => "stop",
+            Action::Start => "start",
+            Action::Restart { .. } => "restart",
+            Action::Pause => "pause",
+            Action::Unpause => "unpause",
+            Action::Netem(_) => "netem",
+            Action::Partition { .. } => "partition",
+        }
+    }
+}
+
+/// Network degradation, as tc netem / tbf understand it. At least one field is set.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct NetemParams {
+    #[serde(with = "streamd::duration::serde_opt")]
+    pub delay: Option<Duration>,
+    /// Only with `delay`.
+    #[serde(with = "streamd::duration::serde_opt")]
+    pub jitter: Option<Duration>,
+    /// Percentages, 0..=100.
+    pub loss: Option<f64>,
+    pub duplicate: Option<f64>,
+    pub corrupt: Option<f64>,
+    /// Bits per second.
+    pub rate: Option<u64>,
+}
+
+impl fmt::Display for NetemParams {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let fd = streamd::duration::format_duration;
+        let mut parts = Vec::new();
+        if let Some(d) = self.delay {
+            parts.push(format!("delay {}", fd(d)));
+        }
+        if let Some(j) = self.jitter {
+            parts.push(format!("jitter {}", fd(j)));
+        }
+        for (name, v) in [("loss", self.loss), ("duplicate", self.duplicate), ("corrupt", self.corrupt)] {
+            if let Some(v) = v {
+                parts.push(format!("{name} {v}%"));
+            }
+        }
+        if let Some(r) = self.rate {
+            parts.push(format!("rate {}", super::values::format_rate(r)));
+        }
+        f.write_str(&parts.join(", "))
+    }
+}
+
+/// A fault's target: a concrete node, or whichever jobmanager leads when the fault fires.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Target {
+    Node(String),
+    Leader,
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Node(n) => f.write_str(n),
+            Target::Leader => f.write_str("leader"),
+        }
+    }
+}
+
+/// Serialized as the string `taskmanager-2` or `leader`, as the report shows it.
+impl Serialize for Target {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// Which rules of the verdict must hold (DESIGN.md section 6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OutputExpectation {
+    /// Final counts equal the oracle, transactions well-formed, counts strictly increase.
+    ExactlyOnce,
+    /// Nothing lost (over-counting allowed), transactions well-formed.
+    AtLeastOnce,
+    /// No output check: only recovery and the timeout count.
+    Any,
+}
+
+impl OutputExpectation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutputExpectation::ExactlyOnce => "exactly-once",
+            OutputExpectation::AtLeastOnce => "at-least-once",
+            OutputExpectation::Any => "any",
+        }
+    }
+}
+
+/// `expect:`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Expectations {
+    pub output: OutputExpectation,
+    /// Every fault: the job is back to RUNNING, with progress, this long after it.
+    #[serde(with = "dur")]
+    pub recovery_within: Duration,
+    /// The whole run.
+    #[serde(with = "dur")]
+    pub timeout: Duration,
+}
+
+impl Plan {
+    /// The nodes to start for this plan: `etcd-1` first when HA (jobmanagers elect through
+    /// it), then the jobmanagers, then the taskmanagers, with their slots and limits.
+    pub fn cluster_def(&self, cluster_id: &str, run_dir: PathBuf) -> ClusterDef {
+        let nodes = self
+            .cluster
+            .node_names()
+            .into_iter()
+            .map(|name| {
+                let role = if name.starts_with("taskmanager-") {
+                    Role::Taskmanager
+                } else if name.starts_with("jobmanager-") {
+                    Role::Jobmanager
+                } else {
+                    Role::Etcd
+                };
+                let slots = if role == Role::Taskmanager { self.cluster.slots } else { 0 };
+                let resources = self.cluster.resources.get(&name).cloned().unwrap_or_default();
+                NodeDef { name, role, slots, resources }
+            })
+            .collect();
+        ClusterDef { id: cluster_id.to_string(), run_dir, nodes, env: Vec::new() }
+    }
+}

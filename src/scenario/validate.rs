@@ -1,0 +1,360 @@
+//! Raw scenario -> [`Plan`]: defaults, ranges, and every check that needs more than one
+//! field (parallelism against slots, a node against the cluster). Errors are placed with
+//! the position index, at the key or value they are about.
+
+use super::faults;
+use super::plan::{ClusterPlan, Expectations, OutputExpectation, Plan};
+use super::pos::{render_path, Pos, PosIndex, Seg};
+use super::raw::{RawCluster, RawExpect, RawInput, RawJob, RawOutput, RawRestart, RawScenario, StrategyName};
+use super::values::canonical_name;
+use super::ScenarioError;
+use crate::runtime::Resources;
+use std::collections::BTreeMap;
+use std::fmt::Display;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use streamd::spec::{Delivery, FileSpec, GenerateSpec, HeartbeatSpec, InputSpec, JobSpec, RestartStrategy};
+
+/// Builds a key path: `keypath!["faults", i, "target"]`.
+macro_rules! keypath {
+    ($($s:expr),* $(,)?) => { [$($crate::scenario::pos::Seg::from($s)),*] };
+}
+pub(super) use keypath;
+
+/// What errors need: the file to name and where each node sits.
+pub(super) struct Ctx<'a> {
+    pub file: &'a Path,
+    pub idx: PosIndex,
+}
+
+impl Ctx<'_> {
+    pub fn err(&self, pos: Pos, path: &[Seg], msg: impl Display) -> ScenarioError {
+        let p = render_path(path);
+        let message = if p.is_empty() { msg.to_string() } else { format!("{p}: {msg}") };
+        ScenarioError { file: self.file.to_path_buf(), line: pos.line, column: pos.column, message }
+    }
+    /// An error about the value at `path` (or the mapping lacking it).
+    pub fn at_value(&self, path: &[Seg], msg: impl Display) -> ScenarioError {
+        self.err(self.idx.value(path), path, msg)
+    }
+    /// An error about the key that ends `path` (a field that does not belong there).
+    pub fn at_key(&self, path: &[Seg], msg: impl Display) -> ScenarioError {
+        self.err(self.idx.key(path), path, msg)
+    }
+}
+
+/// Turns a serde_yaml error into a located one. serde_yaml appends ` at line L column C` to
+/// its messages; the position goes into the fields instead.
+pub(super) fn from_serde(file: &Path, e: &serde_yaml::Error, idx: &PosIndex) -> ScenarioError {
+    let mut message = e.to_string();
+    let (mut line, mut column) = match e.location() {
+        Some(loc) => {
+            let suffix = format!(" at line {} column {}", loc.line(), loc.column());
+            if let Some(at) = message.find(&suffix) {
+                message.replace_range(at..at + suffix.len(), "");
+            }
+            (loc.line(), loc.column())
+        }
+        None => (1, 1),
+    };
+    // serde names Rust types; say what they mean in YAML.
+    for (rust, yaml) in [("expected u32", "expected a whole number (0 or more)"), ("expected u64", "expected a whole number (0 or more)"), ("expected f64", "expected a number"), ("expected a boolean", "expected true or false")] {
+        if message.ends_with(rust) {
+            message.truncate(message.len() - rust.len());
+            message.push_str(yaml);
+        }
+    }
+    // serde reports a duplicate key at its mapping (or nowhere): point at the repeat.
+    for marker in ["duplicate field `", "duplicate entry `"] {
+        if let Some(start) = message.find(marker).map(|i| i + marker.len()) {
+            if let Some(pos) = message[start..].find('`').and_then(|end| idx.duplicate_key(&message[start..start + end])) {
+                (line, column) = (pos.line, pos.column);
+                message.push_str(": expected each key once");
+            }
+        }
+    }
+    ScenarioError { file: file.to_path_buf(), line, column, message }
+}
+
+/// Validates a deserialized scenario into a plan.
+pub(super) fn plan(raw: RawScenario, cx: &Ctx<'_>, seed_override: Option<u64>) -> Result<Plan, ScenarioError> {
+    let name = match raw.name {
+        Some(n) => {
+            if n.is_empty() || !n.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
+                return Err(cx.at_value(&keypath!["name"], format!("invalid name `{n}`: expected letters, digits, `-`, `_` or `.` (it names the run)")));
+            }
+            n
+        }
+        None => cx
+            .file
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "scenario".into()),
+    };
+    let seed = seed_override.or(raw.seed).unwrap_or(0);
+    let cluster = cluster(raw.cluster, cx)?;
+    let expect = expect(raw.expect, cx)?;
+    let (input, input_source) = input(raw.input, seed, cx)?;
+    let job = job(raw.job, input, &cluster, cx)?;
+    let (faults, warnings) = faults::plan(raw.faults.unwrap_or_default(), &cluster, &job, &expect, seed, cx)?;
+    Ok(Plan {
+        name,
+        description: raw.description.unwrap_or_default().trim().to_string(),
+        file: cx.file.to_path_buf(),
+        seed,
+        cluster,
+        job,
+        input_source,
+        faults,
+        expect,
+        warnings,
+    })
+}
+
+fn in_range(cx: &Ctx<'_>, path: &[Seg], v: u32, lo: u32, hi: u32) -> Result<u32, ScenarioError> {
+    if (lo..=hi).contains(&v) {
+        Ok(v)
+    } else {
+        Err(cx.at_value(path, format!("{v} is out of range: expected {lo} to {hi}")))
+    }
+}
+
+fn cluster(raw: Option<RawCluster>, cx: &Ctx<'_>) -> Result<ClusterPlan, ScenarioError> {
+    let raw = raw.unwrap_or(RawCluster { jobmanagers: None, taskmanagers: None, slots: None, resources: None });
+    let mut plan = ClusterPlan {
+        jobmanagers: in_range(cx, &keypath!["cluster", "jobmanagers"], raw.jobmanagers.unwrap_or(1), 1, 9)?,
+        taskmanagers: in_range(cx, &keypath!["cluster", "taskmanagers"], raw.taskmanagers.unwrap_or(3), 1, 64)?,
+        slots: in_range(cx, &keypath!["cluster", "slots"], raw.slots.unwrap_or(2), 1, 64)?,
+        resources: BTreeMap::new(),
+    };
+    for (key, res) in raw.resources.map(|m| m.0).unwrap_or_default() {
+        let p = keypath!["cluster", "resources", key.as_str()];
+        let Some(name) = canonical_name(&key).filter(|n| plan.has_node(n)) else {
+            return Err(cx.at_key(&p, unknown_node(&key, &plan, "")));
+        };
+        if plan.resources.contains_key(&name) {
+            return Err(cx.at_key(&p, format!("`{key}` is `{name}`, which already has resources: expected each node once")));
+        }
+        plan.resources.insert(name, Resources { cpus: res.cpus.map(|c| c.0), memory_bytes: res.memory.map(|m| m.0) });
+    }
+    Ok(plan)
+}
+
+/// The message for a name that is not a node of `cluster`; `extra` lists further accepted
+/// forms (`leader`, `{ role, pick }`) where they apply.
+pub(super) fn unknown_node(given: &str, cluster: &ClusterPlan, extra: &str) -> String {
+    let why = match canonical_name(given) {
+        Some(c) if c.starts_with("taskmanager-") => format!(
+            " (`{c}`): the cluster has {} taskmanager{}",
+            cluster.taskmanagers,
+            if cluster.taskmanagers == 1 { "" } else { "s" }
+        ),
+        Some(c) if c.starts_with("jobmanager-") => format!(
+            " (`{c}`): the cluster has {} jobmanager{}",
+            cluster.jobmanagers,
+            if cluster.jobmanagers == 1 { "" } else { "s" }
+        ),
+        Some(c) => format!(" (`{c}`): etcd-1 exists only with jobmanagers > 1"),
+        None => String::new(),
+    };
+    format!("unknown node `{given}`{why}: expected one of {}, or an alias (tm1, jm1){extra}", cluster.describe_nodes())
+}
+
+fn job(raw: RawJob, input: InputSpec, cluster: &ClusterPlan, cx: &Ctx<'_>) -> Result<JobSpec, ScenarioError> {
+    let slots = cluster.total_slots();
+    if raw.parallelism == 0 {
+        return Err(cx.at_value(&keypath!["job", "parallelism"], "0 is out of range: expected at least 1"));
+    }
+    if raw.parallelism > slots {
+        return Err(cx.at_value(
+            &keypath!["job", "parallelism"],
+            format!(
+                "parallelism {} is above the cluster's {slots} slots ({} taskmanagers x {} slots): expected at most {slots}, or more taskmanagers/slots",
+                raw.parallelism, cluster.taskmanagers, cluster.slots
+            ),
+        ));
+    }
+    let heartbeat = match raw.heartbeat {
+        None => HeartbeatSpec::default(),
+        Some(h) => {
+            let d = HeartbeatSpec::default();
+            let hb = HeartbeatSpec { interval: h.interval.map_or(d.interval, |x| x.0), timeout: h.timeout.map_or(d.timeout, |x| x.0) };
+            if hb.interval.is_zero() || hb.timeout <= hb.interval {
+                return Err(cx.at_value(&keypath!["job", "heartbeat"], "expected 0 < interval < timeout"));
+            }
+            hb
+        }
+    };
+    let spec = JobSpec {
+        job_id: "wordcount".into(),
+        parallelism: raw.parallelism,
+        checkpoint_interval: raw.checkpoint_interval.map_or(Duration::from_secs(1), |d| d.0),
+        checkpoint_timeout: Duration::from_secs(10),
+        checkpoints_retained: 3,
+        delivery: raw.delivery.unwrap_or(Delivery::ExactlyOnce),
+        restart: match raw.restart {
+            Some(r) => restart(r, cx)?,
+            None => RestartStrategy::default(),
+        },
+        input,
+        heartbeat,
+        // Deploy only once every taskmanager registered, so the job is spread over the whole
+        // cluster and a fault on `taskmanager-2` hits running tasks.
+        wait_for_taskmanagers: cluster.taskmanagers,
+    };
+    // The engine's own checks, as a safety net: everything it rejects was rejected above
+    // with a better position, so this only fires if the two drift apart.
+    spec.validate().map_err(|m| cx.at_value(&keypath!["job"], m))?;
+    Ok(spec)
+}
+
+fn restart(r: RawRestart, cx: &Ctx<'_>) -> Result<RestartStrategy, ScenarioError> {
+    let base = keypath!["job", "restart"].to_vec();
+    let p = |k: &str| {
+        let mut v = base.clone();
+        v.push(Seg::from(k));
+        v
+    };
+    let strategy_name = match r.strategy {
+        StrategyName::None => "none",
+        StrategyName::FixedDelay => "fixed-delay",
+        StrategyName::FailureRate => "failure-rate",
+        StrategyName::ExponentialDelay => "exponential-delay",
+    };
+    let allowed: &[&str] = match r.strategy {
+        StrategyName::None => &[],
+        StrategyName::FixedDelay => &["attempts", "delay"],
+        StrategyName::FailureRate => &["max_failures", "interval", "delay"],
+        StrategyName::ExponentialDelay => &["initial", "max", "multiplier", "jitter", "reset_threshold", "attempts"],
+    };
+    let present = [
+        ("attempts", r.attempts.is_some()),
+        ("delay", r.delay.is_some()),
+        ("max_failures", r.max_failures.is_some()),
+        ("interval", r.interval.is_some()),
+        ("initial", r.initial.is_some()),
+        ("max", r.max.is_some()),
+        ("multiplier", r.multiplier.is_some()),
+        ("jitter", r.jitter.is_some()),
+        ("reset_threshold", r.reset_threshold.is_some()),
+    ];
+    for (field, set) in present {
+        if set && !allowed.contains(&field) {
+            let takes = if allowed.is_empty() { "takes no parameters".to_string() } else { format!("takes {}", allowed.join(", ")) };
+            return Err(cx.at_key(&p(field), format!("`{field}` does not apply to strategy `{strategy_name}`: it {takes}")));
+        }
+    }
+    let d = |x: &Option<super::raw::Dur>, default: Duration| x.as_ref().map_or(default, |v| v.0);
+    Ok(match r.strategy {
+        StrategyName::None => RestartStrategy::None,
+        StrategyName::FixedDelay => {
+            let Some(attempts) = r.attempts else {
+                return Err(cx.at_value(&base, "missing field `attempts`: expected the number of restarts fixed-delay allows"));
+            };
+            RestartStrategy::FixedDelay { attempts, delay: d(&r.delay, Duration::from_secs(1)) }
+        }
+        StrategyName::FailureRate => {
+            let Some(max_failures) = r.max_failures else {
+                return Err(cx.at_value(&base, "missing field `max_failures`: expected the failures allowed per interval"));
+            };
+            if max_failures == 0 {
+                return Err(cx.at_value(&p("max_failures"), "0 is out of range: expected at least 1"));
+            }
+            let interval = d(&r.interval, Duration::from_secs(60));
+            if interval.is_zero() {
+                return Err(cx.at_value(&p("interval"), "expected a positive duration"));
+            }
+            RestartStrategy::FailureRate { max_failures, interval, delay: d(&r.delay, Duration::from_secs(1)) }
+        }
+        StrategyName::ExponentialDelay => {
+            let initial = d(&r.initial, Duration::from_millis(200));
+            let max = d(&r.max, Duration::from_secs(5));
+            if initial > max {
+                return Err(cx.at_value(&p("initial"), format!("{} is above max ({}): expected initial <= max", fmt_d(initial), fmt_d(max))));
+            }
+            let multiplier = r.multiplier.unwrap_or(2.0);
+            if !(multiplier.is_finite() && multiplier >= 1.0) {
+                return Err(cx.at_value(&p("multiplier"), format!("{multiplier} is out of range: expected at least 1.0")));
+            }
+            let jitter = r.jitter.unwrap_or(0.1);
+            if !(0.0..=1.0).contains(&jitter) {
+                return Err(cx.at_value(&p("jitter"), format!("{jitter} is out of range: expected a fraction in 0.0..=1.0")));
+            }
+            RestartStrategy::ExponentialDelay {
+                initial,
+                max,
+                multiplier,
+                jitter,
+                reset_threshold: d(&r.reset_threshold, Duration::from_secs(3600)),
+                attempts: r.attempts,
+            }
+        }
+    })
+}
+
+pub(super) fn fmt_d(d: Duration) -> String {
+    streamd::duration::format_duration(d)
+}
+
+fn input(raw: RawInput, seed: u64, cx: &Ctx<'_>) -> Result<(InputSpec, Option<PathBuf>), ScenarioError> {
+    let rate = raw.rate.unwrap_or(0);
+    match (raw.generate, raw.file) {
+        (Some(_), Some(_)) => Err(cx.at_key(&keypath!["input", "file"], "both `generate` and `file` given: expected exactly one")),
+        (None, None) => Err(cx.at_value(&keypath!["input"], "missing input: expected `generate: { lines, words_per_line, vocabulary }` or `file: path/to/text.txt`")),
+        (Some(g), None) => {
+            if g.lines == 0 {
+                return Err(cx.at_value(&keypath!["input", "generate", "lines"], "0 is out of range: expected at least 1 line"));
+            }
+            let words_per_line = g.words_per_line.unwrap_or(8);
+            if !(1..=10_000).contains(&words_per_line) {
+                return Err(cx.at_value(&keypath!["input", "generate", "words_per_line"], format!("{words_per_line} is out of range: expected 1 to 10000")));
+            }
+            let vocabulary = g.vocabulary.unwrap_or(2000);
+            if !(1..=10_000_000).contains(&vocabulary) {
+                return Err(cx.at_value(&keypath!["input", "generate", "vocabulary"], format!("{vocabulary} is out of range: expected 1 to 10000000")));
+            }
+            let generate = GenerateSpec { lines: g.lines, words_per_line, vocabulary, seed };
+            Ok((InputSpec { generate: Some(generate), file: None, rate }, None))
+        }
+        (None, Some(f)) => {
+            let p = keypath!["input", "file"];
+            let base = cx.file.parent().unwrap_or(Path::new(""));
+            let host = base.join(&f);
+            if !host.is_file() {
+                return Err(cx.at_value(&p, format!("`{f}` not found (looked for {}): expected a text file, relative to the scenario file", host.display())));
+            }
+            let abs = std::fs::canonicalize(&host)
+                .map_err(|e| cx.at_value(&p, format!("cannot resolve `{f}` ({}): {e}", host.display())))?;
+            let Some(basename) = abs.file_name().and_then(|b| b.to_str()).map(str::to_string) else {
+                return Err(cx.at_value(&p, format!("`{f}`: expected a file name in UTF-8")));
+            };
+            let file = FileSpec { path: format!("input/{basename}"), follow: false };
+            Ok((InputSpec { generate: None, file: Some(file), rate }, Some(abs)))
+        }
+    }
+}
+
+fn expect(raw: Option<RawExpect>, cx: &Ctx<'_>) -> Result<Expectations, ScenarioError> {
+    let raw = raw.unwrap_or(RawExpect { output: None, recovery_within: None, timeout: None });
+    let output = match raw.output.unwrap_or(RawOutput::ExactlyOnce) {
+        RawOutput::ExactlyOnce => OutputExpectation::ExactlyOnce,
+        RawOutput::AtLeastOnce => OutputExpectation::AtLeastOnce,
+        RawOutput::Any => OutputExpectation::Any,
+    };
+    let recovery_within = raw.recovery_within.map_or(Duration::from_secs(20), |d| d.0);
+    let timeout = raw.timeout.map_or(Duration::from_secs(120), |d| d.0);
+    if recovery_within.is_zero() {
+        return Err(cx.at_value(&keypath!["expect", "recovery_within"], "expected a positive duration"));
+    }
+    if timeout.is_zero() {
+        return Err(cx.at_value(&keypath!["expect", "timeout"], "expected a positive duration"));
+    }
+    if recovery_within > timeout {
+        return Err(cx.at_value(
+            &keypath!["expect", "recovery_within"],
+            format!("{} is longer than the timeout ({}): expected at most the timeout", fmt_d(recovery_within), fmt_d(timeout)),
+        ));
+    }
+    Ok(Expectations { output, recovery_within, timeout })
+}

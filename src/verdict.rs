@@ -1,0 +1,686 @@
+//! The verdict (DESIGN.md section 6): an oracle computed from the input alone (the engine's
+//! tokenizer, none of its code), the committed output read back, and three named checks on
+//! it — `final_counts`, `well_formed`, `monotonic` — of which the scenario's
+//! `expect.output` selects the ones that must hold.
+//!
+//! Why the checks can be done per word without looking at epochs globally: the sink is
+//! hash-partitioned, so every word belongs to exactly one sink subtask, and each committed
+//! transaction holds the *new cumulative count* of every word that changed in it. A word's
+//! history is therefore the sequence of its values across its subtask's transactions in
+//! (epoch, part) order, and its final count is the last value.
+
+use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use streamd::input::{for_each_file_line, Generator};
+use streamd::output::Transaction;
+use streamd::spec::GenerateSpec;
+use streamd::tokenizer::for_each_token;
+
+/// Rule names, as they appear in `checks` of the report.
+pub const FINAL_COUNTS: &str = "final_counts";
+/// Every committed transaction is complete and parseable; no word in two subtasks.
+pub const WELL_FORMED: &str = "well_formed";
+/// Per word, committed cumulative counts strictly increase.
+pub const MONOTONIC: &str = "monotonic";
+/// No word below its oracle count, no word the oracle doesn't know (overcount allowed).
+pub const AT_LEAST_ONCE: &str = "at_least_once";
+
+/// How many duplicated-commit examples a verdict lists (all are counted).
+pub const MAX_EXAMPLES: usize = 20;
+
+/// What the oracle reads: the same input the job was given.
+#[derive(Debug, Clone)]
+pub enum OracleInput {
+    /// Every line `0..lines` of the deterministic generator.
+    Generate(GenerateSpec),
+    /// A text file on the host (every line, regardless of source partitioning).
+    File(PathBuf),
+}
+
+/// Counts every token of the input: the expected final count of every word.
+pub fn oracle(input: &OracleInput) -> io::Result<HashMap<String, u64>> {
+    let mut counts: HashMap<String, u64> = HashMap::new();
+    // Look up by &str first so each distinct word is allocated once, not once per token.
+    let mut add = |line: &str| {
+        for_each_token(line, |t| match counts.get_mut(t) {
+            Some(c) => *c += 1,
+            None => {
+                counts.insert(t.to_string(), 1);
+            }
+        })
+    };
+    match input {
+        OracleInput::Generate(spec) => {
+            let g = Generator::new(spec);
+            let mut line = String::new();
+            for i in 0..g.lines() {
+                line.clear();
+                g.line_into(i, &mut line);
+                add(&line);
+            }
+        }
+        OracleInput::File(path) => for_each_file_line(path, add)?,
+    }
+    Ok(counts)
+}
+
+/// Which guarantees the output must show (the scenario's `expect.output`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Expectation {
+    /// Final counts equal the oracle, well-formed, no duplicated commit.
+    #[default]
+    ExactlyOnce,
+    /// Well-formed and nothing lost; overcounts and duplicated commits are allowed.
+    AtLeastOnce,
+    /// Only well-formed transactions are required.
+    Any,
+}
+
+impl std::fmt::Display for Expectation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Expectation::ExactlyOnce => "exactly-once",
+            Expectation::AtLeastOnce => "at-least-once",
+            Expectation::Any => "any",
+        })
+    }
+}
+
+/// The result of one named rule.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Check {
+    pub ok: bool,
+    /// Whether the verdict depends on it (selected by the expectation, or a run failure);
+    /// a failed check that is not required is reported but does not fail the run.
+    #[serde(default = "yes")]
+    pub required: bool,
+    /// One human-readable paragraph: what was found, with the first examples.
+    pub details: String,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Check {
+    /// A required check.
+    pub fn new(ok: bool, details: impl Into<String>) -> Self {
+        Check { ok, required: true, details: details.into() }
+    }
+}
+
+/// A word whose final count differs from the oracle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct WordDiff {
+    pub expected: u64,
+    pub got: u64,
+}
+
+/// One committed transaction, by its coordinates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Serialize, Deserialize)]
+pub struct TxnRef {
+    pub subtask: u32,
+    pub epoch: u64,
+    pub part: u32,
+}
+
+impl TxnRef {
+    fn of(t: &Transaction) -> Self {
+        TxnRef { subtask: t.subtask, epoch: t.epoch, part: t.part }
+    }
+}
+
+impl std::fmt::Display for TxnRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.subtask, self.epoch)?;
+        if self.part != 0 {
+            write!(f, "-{}", self.part)?;
+        }
+        Ok(())
+    }
+}
+
+/// A word whose committed count did not increase from one transaction to the next: the
+/// same update committed twice (`repeat`), or a replay committed over newer output
+/// (`step-back`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Duplicate {
+    pub word: String,
+    pub kind: DuplicateKind,
+    pub first: TxnRef,
+    pub first_value: u64,
+    pub second: TxnRef,
+    pub second_value: u64,
+}
+
+/// How a committed count failed to increase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DuplicateKind {
+    Repeat,
+    StepBack,
+}
+
+/// A committed transaction that is not well-formed, or a word owned by two subtasks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Malformed {
+    pub txn: TxnRef,
+    pub path: String,
+    pub reason: String,
+}
+
+/// Everything the checks found; [`crate::report::RunReport::apply_verdict`] copies it into
+/// the report.
+#[derive(Debug, Clone, Default)]
+pub struct Verdict {
+    pub pass: bool,
+    pub expectation: Expectation,
+    /// Rule name -> result, in a stable order: the three output rules first (plus
+    /// `at_least_once` when selected), then the run's own failures.
+    pub checks: IndexMap<String, Check>,
+    /// Words below their oracle count (a word never committed has `got: 0`).
+    pub lost: BTreeMap<String, WordDiff>,
+    /// Words above their oracle count.
+    pub overcounted: BTreeMap<String, WordDiff>,
+    /// Committed words the oracle doesn't know (`expected: 0`).
+    pub unexpected: BTreeMap<String, WordDiff>,
+    /// The first [`MAX_EXAMPLES`] duplicated commits.
+    pub duplicates: Vec<Duplicate>,
+    /// All duplicated commits found.
+    pub duplicates_total: usize,
+    /// Every malformed transaction (and every word found in two subtasks).
+    pub malformed: Vec<Malformed>,
+    /// Final committed count of every word (what `counts.tsv` holds).
+    pub finals: BTreeMap<String, u64>,
+    /// Committed transactions read.
+    pub transactions: usize,
+    /// Sum of the oracle's counts (words in the input).
+    pub oracle_words: u64,
+}
+
+/// Checks committed `transactions` (as [`streamd::output::read_committed`] returns them)
+/// against the `oracle`. `run_failures` are the executor's run-level failures
+/// (`("recovery", "taskmanager-2 kill: not RUNNING within 20s")`, `("timeout", …)`): each
+/// becomes a failed, required check, so the verdict fails with them.
+pub fn verdict(
+    oracle: &HashMap<String, u64>,
+    transactions: &[Transaction],
+    expectation: Expectation,
+    run_failures: Vec<(String, String)>,
+) -> Verdict {
+    let mut v = Verdict {
+        expectation,
+        transactions: transactions.len(),
+        oracle_words: oracle.values().sum(),
+        ..Verdict::default()
+    };
+
+    // Walk the transactions once: per (subtask, word) the last value seen, and per word the
+    // subtask that owns it.
+    struct Last {
+        value: u64,
+        txn: TxnRef,
+    }
+    let mut last: HashMap<(u32, &str), Last> = HashMap::new();
+    let mut owner: HashMap<&str, u32> = HashMap::new();
+    let mut shared_words = 0usize;
+    for t in transactions {
+        let at = TxnRef::of(t);
+        if let Err(reason) = &t.well_formed {
+            v.malformed.push(Malformed { txn: at, path: t.path.display().to_string(), reason: reason.clone() });
+        }
+        for (word, value) in &t.records {
+            let word = word.as_str();
+            let o = *owner.entry(word).or_insert(t.subtask);
+            if o != t.subtask {
+                shared_words += 1;
+                if shared_words <= MAX_EXAMPLES {
+                    v.malformed.push(Malformed {
+                        txn: at,
+                        path: t.path.display().to_string(),
+                        reason: format!("word {word:?} is also committed by subtask {o}: partitions overlap"),
+                    });
+                }
+            }
+            match last.get_mut(&(t.subtask, word)) {
+                Some(prev) if prev.txn == at => {
+                    v.malformed.push(Malformed {
+                        txn: at,
+                        path: t.path.display().to_string(),
+                        reason: format!("word {word:?} appears twice in one transaction"),
+                    });
+                    prev.value = *value;
+                }
+                Some(prev) => {
+                    if *value <= prev.value {
+                        v.duplicates_total += 1;
+                        if v.duplicates.len() < MAX_EXAMPLES {
+                            v.duplicates.push(Duplicate {
+                                word: word.to_string(),
+                                kind: if *value == prev.value { DuplicateKind::Repeat } else { DuplicateKind::StepBack },
+                                first: prev.txn,
+                                first_value: prev.value,
+                                second: at,
+                                second_value: *value,
+                            });
+                        }
+                    }
+                    *prev = Last { value: *value, txn: at };
+                }
+                None => {
+                    last.insert((t.subtask, word), Last { value: *value, txn: at });
+                }
+            }
+        }
+    }
+
+    // Final count: the last committed value. A word in two subtasks (already a
+    // well_formed failure) takes the value of its latest transaction.
+    let mut latest: HashMap<&str, (u64, u32, u32, u64)> = HashMap::new();
+    for ((subtask, word), l) in &last {
+        let key = (l.txn.epoch, l.txn.part, *subtask, l.value);
+        let e = latest.entry(word).or_insert(key);
+        if key > *e {
+            *e = key;
+        }
+    }
+    v.finals = latest.into_iter().map(|(w, k)| (w.to_string(), k.3)).collect();
+
+    for (word, &expected) in oracle {
+        let got = v.finals.get(word).copied().unwrap_or(0);
+        if got < expected {
+            v.lost.insert(word.clone(), WordDiff { expected, got });
+        } else if got > expected {
+            v.overcounted.insert(word.clone(), WordDiff { expected, got });
+        }
+    }
+    for (word, &got) in &v.finals {
+        if !oracle.contains_key(word) {
+            v.unexpected.insert(word.clone(), WordDiff { expected: 0, got });
+        }
+    }
+
+    let required = |rule: &str| match expectation {
+        Expectation::ExactlyOnce => rule != AT_LEAST_ONCE,
+        Expectation::AtLeastOnce => rule == WELL_FORMED || rule == AT_LEAST_ONCE,
+        Expectation::Any => rule == WELL_FORMED,
+    };
+    let mut checks: IndexMap<String, Check> = IndexMap::new();
+    let mut add = |rule: &str, ok: bool, details: String| {
+        checks.insert(rule.to_string(), Check { ok, required: required(rule), details });
+    };
+
+    let counts_ok = v.lost.is_empty() && v.overcounted.is_empty() && v.unexpected.is_empty();
+    let details = if counts_ok {
+        format!("{} words, {} occurrences: all equal the oracle", oracle.len(), v.oracle_words)
+    } else {
+        count_details(&v)
+    };
+    add(FINAL_COUNTS, counts_ok, details);
+
+    let details = if v.malformed.is_empty() {
+        format!("{} committed transactions, all complete", v.transactions)
+    } else {
+        let mut s = format!("{} problem(s) in {} transactions", v.malformed.len(), v.transactions);
+        if shared_words > MAX_EXAMPLES {
+            s.push_str(&format!(" ({shared_words} words in two subtasks, first {MAX_EXAMPLES} listed)"));
+        }
+        for m in v.malformed.iter().take(5) {
+            s.push_str(&format!("; {}: {}", m.txn, m.reason));
+        }
+        s
+    };
+    add(WELL_FORMED, v.malformed.is_empty(), details);
+
+    let details = if v.duplicates_total == 0 {
+        format!("{} words: committed counts strictly increase", v.finals.len())
+    } else {
+        let mut s = format!("{} duplicated commit(s)", v.duplicates_total);
+        for d in v.duplicates.iter().take(3) {
+            s.push_str(&format!(
+                "; {:?}: {} at {} then {} at {} ({})",
+                d.word,
+                d.first_value,
+                d.first,
+                d.second_value,
+                d.second,
+                match d.kind {
+                    DuplicateKind::Repeat => "repeat",
+                    DuplicateKind::StepBack => "step back",
+                }
+            ));
+        }
+        s
+    };
+    add(MONOTONIC, v.duplicates_total == 0, details);
+
+    if expectation == Expectation::AtLeastOnce {
+        let ok = v.lost.is_empty() && v.unexpected.is_empty();
+        let details = if ok {
+            format!("no word lost ({} over-counted, allowed at-least-once)", v.overcounted.len())
+        } else {
+            format!(
+                "{} lost, {} unexpected{}",
+                v.lost.len(),
+                v.unexpected.len(),
+                examples(&v.lost).or_else(|| examples(&v.unexpected)).unwrap_or_default()
+            )
+        };
+        add(AT_LEAST_ONCE, ok, details);
+    }
+
+    v.checks = checks;
+    for (rule, details) in run_failures {
+        // Two failures of one kind (two faults that did not recover) share a row.
+        match v.checks.get_mut(&rule) {
+            Some(c) if !c.ok && c.required => c.details = format!("{}; {details}", c.details),
+            _ => {
+                let rule = if v.checks.contains_key(&rule) { format!("run.{rule}") } else { rule };
+                v.checks.insert(rule, Check::new(false, details));
+            }
+        }
+    }
+
+    v.pass = v.checks.values().all(|c| c.ok || !c.required);
+    v
+}
+
+/// "3 lost (foo 10 -> 8, …), 1 over-counted (…)".
+fn count_details(v: &Verdict) -> String {
+    let mut parts = Vec::new();
+    for (what, map) in [("lost", &v.lost), ("over-counted", &v.overcounted), ("unexpected", &v.unexpected)] {
+        if !map.is_empty() {
+            parts.push(format!("{} {what}{}", map.len(), examples(map).unwrap_or_default()));
+        }
+    }
+    parts.join(", ")
+}
+
+/// " (word expected -> got, …)" for the first few entries, the largest differences first.
+fn examples(map: &BTreeMap<String, WordDiff>) -> Option<String> {
+    if map.is_empty() {
+        return None;
+    }
+    let top = top_diffs(map, 3);
+    let list: Vec<String> = top.iter().map(|(w, d)| format!("{w} {} -> {}", d.expected, d.got)).collect();
+    let more = if map.len() > top.len() { ", …" } else { "" };
+    Some(format!(" ({}{more})", list.join(", ")))
+}
+
+/// The `n` entries with the largest |got - expected|, ties by word.
+pub fn top_diffs(map: &BTreeMap<String, WordDiff>, n: usize) -> Vec<(&str, WordDiff)> {
+    let mut all: Vec<(&str, WordDiff)> = map.iter().map(|(w, d)| (w.as_str(), *d)).collect();
+    all.sort_by(|a, b| b.1.got.abs_diff(b.1.expected).cmp(&a.1.got.abs_diff(a.1.expected)).then(a.0.cmp(b.0)));
+    all.truncate(n);
+    all
+}
+
+/// Writes `word<TAB>count` lines sorted by word, atomically (temp file, rename), so a
+/// reader never sees half a file.
+pub fn write_counts(path: &Path, finals: &BTreeMap<String, u64>) -> io::Result<()> {
+    let tmp = path.with_extension("tsv.tmp");
+    {
+        let mut w = io::BufWriter::new(std::fs::File::create(&tmp)?);
+        for (word, count) in finals {
+            writeln!(w, "{word}\t{count}")?;
+        }
+        w.flush()?;
+    }
+    std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use streamd::output::{committed_name, read_committed, write_transaction};
+
+    fn oracle_of(pairs: &[(&str, u64)]) -> HashMap<String, u64> {
+        pairs.iter().map(|(w, c)| (w.to_string(), *c)).collect()
+    }
+
+    /// A hand-made committed transaction: (subtask, epoch, part, records).
+    type Txn<'a> = (u32, u64, u32, &'a [(&'a str, u64)]);
+
+    /// Writes committed transactions into a fresh output directory and reads them back
+    /// the way the executor does.
+    fn committed(txns: &[Txn]) -> (tempfile::TempDir, Vec<Transaction>) {
+        let dir = tempfile::tempdir().unwrap();
+        for (subtask, epoch, part, records) in txns {
+            let sub = dir.path().join(subtask.to_string());
+            std::fs::create_dir_all(&sub).unwrap();
+            write_transaction(&sub.join(committed_name(*epoch, *part)), records.iter().copied()).unwrap();
+        }
+        let t = read_committed(dir.path()).unwrap();
+        (dir, t)
+    }
+
+    const ORACLE: &[(&str, u64)] = &[("a", 5), ("b", 3), ("c", 2)];
+
+    /// A correct run: `a` and `c` on subtask 0, `b` on subtask 1, over three epochs.
+    fn correct() -> Vec<Txn<'static>> {
+        vec![
+            (0, 1, 0, &[("a", 2), ("c", 1)]),
+            (0, 2, 0, &[("a", 4)]),
+            (0, 3, 0, &[("a", 5), ("c", 2)]),
+            (1, 1, 0, &[("b", 1)]),
+            (1, 3, 0, &[("b", 3)]),
+        ]
+    }
+
+    fn failed(v: &Verdict) -> Vec<&str> {
+        v.checks.iter().filter(|(_, c)| !c.ok).map(|(k, _)| k.as_str()).collect()
+    }
+
+    #[test]
+    fn oracle_counts_generated_input_with_the_engine_tokenizer() {
+        let spec = GenerateSpec { lines: 50, words_per_line: 4, vocabulary: 10, seed: 3 };
+        let o = oracle(&OracleInput::Generate(spec.clone())).unwrap();
+        assert_eq!(o.values().sum::<u64>(), 200);
+        // Recount by hand from the generator's lines.
+        let g = Generator::new(&spec);
+        let mut by_hand: HashMap<String, u64> = HashMap::new();
+        for i in 0..50 {
+            for w in g.line(i).split(' ') {
+                *by_hand.entry(w.to_string()).or_default() += 1;
+            }
+        }
+        assert_eq!(o, by_hand);
+        assert!(o.len() <= 10);
+    }
+
+    #[test]
+    fn oracle_counts_a_file_case_sensitive_with_punctuation() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("in.txt");
+        std::fs::write(&p, "To be, or not\tto be.\r\n\n  żółw To\nlast line no newline").unwrap();
+        let o = oracle(&OracleInput::File(p)).unwrap();
+        let want = oracle_of(&[
+            ("To", 2),
+            ("be,", 1),
+            ("or", 1),
+            ("not", 1),
+            ("to", 1),
+            ("be.", 1),
+            ("żółw", 1),
+            ("last", 1),
+            ("line", 1),
+            ("no", 1),
+            ("newline", 1),
+        ]);
+        assert_eq!(o, want);
+        assert!(oracle(&OracleInput::File(dir.path().join("missing"))).is_err());
+    }
+
+    #[test]
+    fn a_correct_run_passes_and_counts_are_written_sorted() {
+        let (dir, t) = committed(&correct());
+        let v = verdict(&oracle_of(ORACLE), &t, Expectation::ExactlyOnce, vec![]);
+        assert!(v.pass, "{:?}", v.checks);
+        assert_eq!(v.checks.keys().collect::<Vec<_>>(), [FINAL_COUNTS, WELL_FORMED, MONOTONIC]);
+        assert!(v.checks.values().all(|c| c.ok && c.required));
+        assert_eq!(v.transactions, 5);
+        assert_eq!(v.finals, BTreeMap::from([("a".into(), 5), ("b".into(), 3), ("c".into(), 2)]));
+        let path = dir.path().join("counts.tsv");
+        write_counts(&path, &v.finals).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "a\t5\nb\t3\nc\t2\n");
+    }
+
+    #[test]
+    fn a_lost_word_fails_final_counts_with_numbers() {
+        let mut txns = correct();
+        txns.pop(); // subtask 1's last epoch never committed: b stays at 1
+        let (_d, t) = committed(&txns);
+        let mut o = oracle_of(ORACLE);
+        o.insert("never".into(), 4); // and one word never committed at all
+        let v = verdict(&o, &t, Expectation::ExactlyOnce, vec![]);
+        assert!(!v.pass);
+        assert_eq!(failed(&v), [FINAL_COUNTS]);
+        assert_eq!(v.lost["b"], WordDiff { expected: 3, got: 1 });
+        assert_eq!(v.lost["never"], WordDiff { expected: 4, got: 0 });
+        assert!(v.overcounted.is_empty() && v.unexpected.is_empty());
+        assert!(v.checks[FINAL_COUNTS].details.contains("2 lost"), "{}", v.checks[FINAL_COUNTS].details);
+    }
+
+    #[test]
+    fn an_overcount_and_an_unexpected_word_fail_final_counts() {
+        let mut txns = correct();
+        txns.push((1, 4, 0, &[("b", 4), ("zz", 1)]));
+        let (_d, t) = committed(&txns);
+        let v = verdict(&oracle_of(ORACLE), &t, Expectation::ExactlyOnce, vec![]);
+        assert_eq!(failed(&v), [FINAL_COUNTS]);
+        assert_eq!(v.overcounted["b"], WordDiff { expected: 3, got: 4 });
+        assert_eq!(v.unexpected["zz"], WordDiff { expected: 0, got: 1 });
+        assert!(v.lost.is_empty());
+    }
+
+    #[test]
+    fn a_repeated_commit_fails_monotonic_and_names_both_transactions() {
+        let mut txns = correct();
+        // Epoch 2's output committed again as part 1 (an eager re-commit after replay).
+        txns.push((0, 2, 1, &[("a", 4)]));
+        let (_d, t) = committed(&txns);
+        let v = verdict(&oracle_of(ORACLE), &t, Expectation::ExactlyOnce, vec![]);
+        assert!(!v.pass);
+        assert_eq!(failed(&v), [MONOTONIC]);
+        assert_eq!(v.duplicates_total, 1);
+        let d = &v.duplicates[0];
+        assert_eq!(d.word, "a");
+        assert_eq!(d.kind, DuplicateKind::Repeat);
+        assert_eq!((d.first, d.first_value), (TxnRef { subtask: 0, epoch: 2, part: 0 }, 4));
+        assert_eq!((d.second, d.second_value), (TxnRef { subtask: 0, epoch: 2, part: 1 }, 4));
+        assert!(v.checks[MONOTONIC].details.contains("0/2 then 4 at 0/2-1"), "{}", v.checks[MONOTONIC].details);
+    }
+
+    #[test]
+    fn a_step_back_fails_monotonic_even_when_the_final_count_is_right() {
+        // a: 2, 4, then a replayed 3, then 5: final is right, the history is not.
+        let (_d, t) = committed(&[
+            (0, 1, 0, &[("a", 2), ("c", 2)]),
+            (0, 2, 0, &[("a", 4)]),
+            (0, 3, 0, &[("a", 3)]),
+            (0, 4, 0, &[("a", 5)]),
+            (1, 1, 0, &[("b", 3)]),
+        ]);
+        let v = verdict(&oracle_of(ORACLE), &t, Expectation::ExactlyOnce, vec![]);
+        assert_eq!(failed(&v), [MONOTONIC]);
+        let d = &v.duplicates[0];
+        assert_eq!(d.kind, DuplicateKind::StepBack);
+        assert_eq!((d.first.epoch, d.first_value, d.second.epoch, d.second_value), (2, 4, 3, 3));
+    }
+
+    #[test]
+    fn duplicate_examples_are_capped_but_all_counted() {
+        let words: Vec<String> = (0..30).map(|i| format!("w{i}")).collect();
+        let recs: Vec<(&str, u64)> = words.iter().map(|w| (w.as_str(), 1)).collect();
+        let (_d, t) = committed(&[(0, 1, 0, &recs), (0, 2, 0, &recs)]);
+        let o: HashMap<String, u64> = words.iter().map(|w| (w.clone(), 1)).collect();
+        let v = verdict(&o, &t, Expectation::ExactlyOnce, vec![]);
+        assert_eq!(v.duplicates_total, 30);
+        assert_eq!(v.duplicates.len(), MAX_EXAMPLES);
+        assert!(v.checks[MONOTONIC].details.starts_with("30 duplicated"));
+    }
+
+    #[test]
+    fn a_truncated_transaction_fails_well_formed() {
+        let (dir, _) = committed(&correct());
+        // Overwrite subtask 1's last transaction with one missing its trailer.
+        std::fs::write(dir.path().join("1").join(committed_name(3, 0)), "b\t3\n").unwrap();
+        let t = read_committed(dir.path()).unwrap();
+        let v = verdict(&oracle_of(ORACLE), &t, Expectation::ExactlyOnce, vec![]);
+        assert_eq!(failed(&v), [WELL_FORMED]);
+        assert_eq!(v.malformed.len(), 1);
+        assert_eq!(v.malformed[0].txn, TxnRef { subtask: 1, epoch: 3, part: 0 });
+        assert!(v.malformed[0].reason.contains("truncated"), "{}", v.malformed[0].reason);
+        // Even with no expectation on counts, a torn transaction fails the run.
+        assert!(!verdict(&oracle_of(ORACLE), &t, Expectation::Any, vec![]).pass);
+    }
+
+    #[test]
+    fn a_word_in_two_subtasks_fails_well_formed() {
+        let mut txns = correct();
+        txns.push((1, 5, 0, &[("a", 5)]));
+        let (_d, t) = committed(&txns);
+        let v = verdict(&oracle_of(ORACLE), &t, Expectation::ExactlyOnce, vec![]);
+        assert!(failed(&v).contains(&WELL_FORMED));
+        assert!(v.malformed[0].reason.contains("also committed by subtask 0"), "{:?}", v.malformed);
+        // Not a duplicate of subtask 0's history: histories are per subtask.
+        assert_eq!(v.duplicates_total, 0);
+    }
+
+    #[test]
+    fn at_least_once_accepts_overcount_and_duplicates_but_not_loss() {
+        let mut txns = correct();
+        txns.push((1, 3, 1, &[("b", 3)])); // a repeat
+        txns.push((1, 4, 0, &[("b", 5)])); // and an overcount
+        let (_d, t) = committed(&txns);
+        let o = oracle_of(ORACLE);
+        let v = verdict(&o, &t, Expectation::AtLeastOnce, vec![]);
+        assert!(v.pass, "{:?}", v.checks);
+        // The failed rules are still reported, as not required.
+        assert!(!v.checks[FINAL_COUNTS].ok && !v.checks[FINAL_COUNTS].required);
+        assert!(!v.checks[MONOTONIC].ok && !v.checks[MONOTONIC].required);
+        assert!(v.checks[AT_LEAST_ONCE].ok && v.checks[AT_LEAST_ONCE].required);
+        // The same output fails exactly-once.
+        assert!(!verdict(&o, &t, Expectation::ExactlyOnce, vec![]).pass);
+
+        let mut lossy = correct();
+        lossy.pop();
+        let (_d2, t2) = committed(&lossy);
+        let v = verdict(&o, &t2, Expectation::AtLeastOnce, vec![]);
+        assert!(!v.pass);
+        assert_eq!(failed(&v), [FINAL_COUNTS, AT_LEAST_ONCE]);
+        assert!(v.checks[AT_LEAST_ONCE].details.contains("b 3 -> 1"), "{}", v.checks[AT_LEAST_ONCE].details);
+        // `any` only asks for well-formed output.
+        assert!(verdict(&o, &t2, Expectation::Any, vec![]).pass);
+    }
+
+    #[test]
+    fn run_failures_fail_a_correct_output() {
+        let (_d, t) = committed(&correct());
+        let v = verdict(
+            &oracle_of(ORACLE),
+            &t,
+            Expectation::ExactlyOnce,
+            vec![
+                ("recovery".into(), "kill taskmanager-2: not RUNNING within 20s".into()),
+                ("recovery".into(), "pause taskmanager-1: not RUNNING within 20s".into()),
+                ("timeout".into(), "run exceeded 120s".into()),
+            ],
+        );
+        assert!(!v.pass);
+        assert_eq!(failed(&v), ["recovery", "timeout"]);
+        assert!(v.checks["recovery"].details.contains("taskmanager-2") && v.checks["recovery"].details.contains("taskmanager-1"));
+    }
+
+    #[test]
+    fn no_output_at_all_loses_every_word() {
+        let v = verdict(&oracle_of(ORACLE), &[], Expectation::ExactlyOnce, vec![]);
+        assert!(!v.pass);
+        assert_eq!(v.lost.len(), 3);
+        assert!(v.finals.is_empty());
+    }
+}
