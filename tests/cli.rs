@@ -270,3 +270,20 @@ fn down_without_a_current_cluster_kills_leftover_process_nodes() {
     // No Docker daemon is not a failure of `down`: it says so and goes on.
     assert!(stderr(&o).contains("docker: nothing removed"), "{}", stderr(&o));
 }
+
+#[test]
+fn lint_prints_timelines_and_rejects_invalid_scenarios_with_their_position() {
+    let sb = Sandbox::new();
+    let good = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/kill-tm2.yaml");
+    let good = good.to_str().unwrap();
+    let o = sb.run(&["lint", good], "");
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(stdout(&o).contains("scenario kill-tm2"), "{}", stdout(&o));
+
+    let bad = sb.dir.path().join("bad.yaml");
+    std::fs::write(&bad, "job:\n  parallelism: 2\n  bogus: 1\ninput:\n  generate: { lines: 10 }\n").unwrap();
+    let o = sb.run(&["lint", good, bad.to_str().unwrap()], "");
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(stdout(&o).contains("scenario kill-tm2"), "the valid file is still shown");
+    assert!(stderr(&o).contains(&format!("{}:3:3:", bad.display())), "{}", stderr(&o));
+}

@@ -29,7 +29,7 @@ async fn a_word_count_finishes_and_survives_a_taskmanager_kill() {
     let _guard = KillOnDrop(run_dir.clone());
     std::fs::write(
         run_dir.join("job.yaml"),
-        "parallelism: 2\ncheckpoint_interval: 200ms\n\
+        "parallelism: 4\ncheckpoint_interval: 200ms\n\
          restart: { strategy: fixed-delay, attempts: 10, delay: 100ms }\n\
          input:\n  generate: { lines: 40000, words_per_line: 8, vocabulary: 500, seed: 7 }\n  rate: 10000\n",
     )

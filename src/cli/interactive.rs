@@ -39,6 +39,11 @@ fn took(d: Duration) -> String {
     }
 }
 
+/// A job state as the REST API spells it (`RUNNING`), not as Rust's Debug does.
+fn state_name(state: JobState) -> String {
+    serde_json::to_value(state).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_else(|| format!("{state:?}"))
+}
+
 /// `chaos status`: the nodes as the runtime sees them, then the job as the leader's REST
 /// API reports it.
 pub(super) async fn status() -> Result<u8, ChaosError> {
@@ -71,9 +76,9 @@ pub(super) async fn status() -> Result<u8, ChaosError> {
     match client.job(&overview.job_id).await {
         Ok(job) => {
             println!(
-                "job {}: {:?}, attempt {}, {} restart{}",
+                "job {}: {}, attempt {}, {} restart{}",
                 job.id,
-                job.state,
+                state_name(job.state),
                 job.attempt,
                 job.restarts,
                 if job.restarts == 1 { "" } else { "s" }
@@ -86,7 +91,7 @@ pub(super) async fn status() -> Result<u8, ChaosError> {
                 println!("  last failure: {cause}");
             }
         }
-        Err(e) => println!("job {}: {:?} (details unavailable: {e})", overview.job_id, overview.job_state),
+        Err(e) => println!("job {}: {} (details unavailable: {e})", overview.job_id, state_name(overview.job_state)),
     }
     println!(
         "  taskmanagers: {} registered, {} of {} slots free",
@@ -481,6 +486,11 @@ mod tests {
         assert_eq!(counts.get("b"), Some(&2));
         assert_eq!(counts.get("c"), Some(&7), "the torn epoch 4 must not count");
         assert_eq!(notes.len(), 1, "{notes:?}");
+    }
+
+    #[test]
+    fn job_states_read_as_rest_spells_them() {
+        assert_eq!(state_name(JobState::Restarting), "RESTARTING");
     }
 
     #[test]

@@ -248,9 +248,13 @@ async fn drive<R: Runtime + super::net::NetCapable>(
             let label = format!("{} {}", f.planned.action.name(), targets.join(","));
             progress.fault(&label);
             let t = Instant::now();
+            // The fault takes effect somewhere inside the API call: its start is when it
+            // was applied (what the jobmanager notices can't be earlier), the call's
+            // duration is the injection latency.
+            let called_ms = now_ms();
             match apply(rt, &f.planned.action, &targets).await {
                 Ok(undo) => {
-                    f.applied_ms = Some(now_ms());
+                    f.applied_ms = Some(called_ms);
                     f.inject_latency_ms = Some(t.elapsed().as_millis() as u64);
                     f.undo_due = f.planned.undo_after.map(|d| Instant::now() + d);
                     f.undo = undo;

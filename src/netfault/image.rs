@@ -162,7 +162,9 @@ fn shared_libraries(files: &[PathBuf]) -> Result<Vec<PathBuf>, NetfaultError> {
         // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)" or "/lib64/ld-linux-x86-64.so.2 (0x...)"
         let path = match line.split_once("=>") {
             Some((_, rest)) => rest.split_whitespace().next(),
-            None => line.split_whitespace().next().filter(|p| p.starts_with('/')),
+            // (Lines naming the inspected file end with ':' and carry no load address.)
+            None if line.contains("(0x") => line.split_whitespace().next(),
+            None => None,
         };
         if let Some(p) = path.filter(|p| p.starts_with('/')) {
             libs.push(PathBuf::from(p));
