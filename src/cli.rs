@@ -6,9 +6,11 @@
 //!   resolving node names and aliases (`tm2`, `jm1`, `leader`).
 //! - `interactive`: `status`, `kill`/`stop`/`start`/`restart`, `pause [--for]`, `unpause`,
 //!   `feed`, `counts`, `down`, `build`, `lint`.
+//! - `net`: `netem`, `partition`, `heal` (docker only).
 
 mod interactive;
 mod live;
+mod net;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -154,6 +156,9 @@ pub struct NetemArgs {
     /// Latency variation (with --delay).
     #[arg(long, value_parser = duration, requires = "delay")]
     pub jitter: Option<Duration>,
+    /// How the jitter is spread: uniform or normal.
+    #[arg(long, default_value = "uniform")]
+    pub distribution: crate::netfault::Distribution,
     /// Packet loss, e.g. 5%.
     #[arg(long, value_parser = percent)]
     pub loss: Option<f64>,
@@ -277,9 +282,9 @@ pub async fn run(cli: Cli) -> Result<u8, ChaosError> {
         Command::Restart { node, grace } => i::lifecycle(&node, i::Lifecycle::Restart { grace }).await,
         Command::Pause { node, for_ } => i::pause(&node, for_).await,
         Command::Unpause { node } => i::lifecycle(&node, i::Lifecycle::Unpause).await,
-        Command::Netem(a) => i::netem(a).await,
-        Command::Partition(a) => i::partition(a).await,
-        Command::Heal => i::heal().await,
+        Command::Netem(a) => net::netem(a).await,
+        Command::Partition(a) => net::partition(a).await,
+        Command::Heal => net::heal().await,
         Command::Feed => i::feed().await,
         Command::Counts { top } => i::counts(top).await,
         Command::Down { images } => i::down(images).await,

@@ -53,7 +53,11 @@ pub struct ImageContext {
 
 /// The first 12 hex digits of sha256(`bytes`): the tag part of a content-addressed image.
 pub fn content_tag(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().take(6).map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(bytes)
+        .iter()
+        .take(6)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// The Dockerfile as built: `ctx.dockerfile`, plus a `LABEL chaos.image=<kind>` line when
@@ -82,7 +86,11 @@ pub fn context_tar(ctx: &ImageContext) -> Result<Vec<u8>> {
     let mut tar = tar::Builder::new(Vec::new());
     let dockerfile = labelled_dockerfile(ctx);
     let mut files: Vec<(&str, u32, &[u8])> = vec![("Dockerfile", 0o644, dockerfile.as_bytes())];
-    files.extend(ctx.files.iter().map(|f| (f.path.as_str(), f.mode, f.contents.as_slice())));
+    files.extend(
+        ctx.files
+            .iter()
+            .map(|f| (f.path.as_str(), f.mode, f.contents.as_slice())),
+    );
     for (path, mode, contents) in files {
         let mut header = tar::Header::new_gnu();
         header.set_size(contents.len() as u64);
@@ -91,8 +99,9 @@ pub fn context_tar(ctx: &ImageContext) -> Result<Vec<u8>> {
         header.set_uid(0);
         header.set_gid(0);
         header.set_entry_type(tar::EntryType::Regular);
-        tar.append_data(&mut header, path, contents)
-            .map_err(|e| RuntimeError::Infrastructure(format!("building the image context: {e}")))?;
+        tar.append_data(&mut header, path, contents).map_err(|e| {
+            RuntimeError::Infrastructure(format!("building the image context: {e}"))
+        })?;
     }
     tar.into_inner()
         .map_err(|e| RuntimeError::Infrastructure(format!("building the image context: {e}")))
@@ -120,9 +129,8 @@ async fn build_image(docker: &Docker, tag: &str, tar: Vec<u8>) -> Result<()> {
         .rm(true)
         .forcerm(true)
         .build();
-    let failed = |msg: String| {
-        RuntimeError::Infrastructure(format!("building image {tag} failed: {msg}"))
-    };
+    let failed =
+        |msg: String| RuntimeError::Infrastructure(format!("building image {tag} failed: {msg}"));
     let mut stream = docker.build_image(options, None, Some(bollard::body_full(tar.into())));
     // The daemon's own output, kept to explain a failure.
     let mut log = String::new();
@@ -168,7 +176,10 @@ pub fn streamd_context(binary: Vec<u8>) -> ImageContext {
 /// tag exists, i.e. when the binary or the Dockerfile changed.
 pub async fn ensure_streamd_image(docker: &Docker, binary: &Path) -> Result<String> {
     let contents = tokio::fs::read(binary).await.map_err(|e| {
-        RuntimeError::Infrastructure(format!("reading the streamd binary {}: {e}", binary.display()))
+        RuntimeError::Infrastructure(format!(
+            "reading the streamd binary {}: {e}",
+            binary.display()
+        ))
     })?;
     check_static(&contents, binary)?;
     ensure_image(docker, STREAMD_REPO, &streamd_context(contents)).await
@@ -184,8 +195,16 @@ pub fn check_static(binary: &[u8], path: &Path) -> Result<()> {
             path.display()
         ))
     };
-    let u16_at = |o: usize| binary.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
-    let u32_at = |o: usize| binary.get(o..o + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+    let u16_at = |o: usize| {
+        binary
+            .get(o..o + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+    };
+    let u32_at = |o: usize| {
+        binary
+            .get(o..o + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
     let u64_at = |o: usize| {
         binary
             .get(o..o + 8)
@@ -196,7 +215,8 @@ pub fn check_static(binary: &[u8], path: &Path) -> Result<()> {
     if binary.get(..6) != Some(&[0x7f, b'E', b'L', b'F', 2, 1][..]) {
         return Err(bad("not a 64-bit little-endian ELF executable"));
     }
-    let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38)) else {
+    let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38))
+    else {
         return Err(bad("truncated ELF header"));
     };
     const PT_INTERP: u32 = 3;
@@ -289,7 +309,9 @@ fn workspace_root() -> Result<PathBuf> {
         .args(["locate-project", "--workspace", "--message-format", "plain"])
         .stdin(Stdio::null())
         .output()
-        .map_err(|e| RuntimeError::Infrastructure(format!("cannot run cargo locate-project: {e}")))?;
+        .map_err(|e| {
+            RuntimeError::Infrastructure(format!("cannot run cargo locate-project: {e}"))
+        })?;
     let manifest = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
     match manifest.parent() {
         Some(dir) if out.status.success() && manifest.is_file() => Ok(dir.to_path_buf()),
@@ -332,7 +354,11 @@ mod tests {
         assert_eq!(
             entries,
             vec![
-                ("Dockerfile".to_string(), 0o644, STREAMD_DOCKERFILE.len() as u64),
+                (
+                    "Dockerfile".to_string(),
+                    0o644,
+                    STREAMD_DOCKERFILE.len() as u64
+                ),
                 ("streamd".to_string(), 0o755, 7)
             ]
         );
@@ -341,9 +367,18 @@ mod tests {
     #[test]
     fn tag_changes_with_binary_and_dockerfile() {
         let a = image_tag(STREAMD_REPO, &streamd_context(b"one".to_vec())).unwrap();
-        assert!(a.starts_with("chaos-streamd:") && a.len() == "chaos-streamd:".len() + 12, "{a}");
-        assert_eq!(a, image_tag(STREAMD_REPO, &streamd_context(b"one".to_vec())).unwrap());
-        assert_ne!(a, image_tag(STREAMD_REPO, &streamd_context(b"two".to_vec())).unwrap());
+        assert!(
+            a.starts_with("chaos-streamd:") && a.len() == "chaos-streamd:".len() + 12,
+            "{a}"
+        );
+        assert_eq!(
+            a,
+            image_tag(STREAMD_REPO, &streamd_context(b"one".to_vec())).unwrap()
+        );
+        assert_ne!(
+            a,
+            image_tag(STREAMD_REPO, &streamd_context(b"two".to_vec())).unwrap()
+        );
         let mut edited = streamd_context(b"one".to_vec());
         edited.dockerfile.push_str("\n# edited\n");
         assert_ne!(a, image_tag(STREAMD_REPO, &edited).unwrap());
@@ -395,7 +430,10 @@ mod tests {
     fn artifact_path_comes_from_cargo_json() {
         let json = r#"{"reason":"compiler-artifact","target":{"name":"streamd","kind":["bin"]},"executable":"/t/release/streamd"}
 {"reason":"build-finished","success":true}"#;
-        assert_eq!(streamd_artifact(json), Some(PathBuf::from("/t/release/streamd")));
+        assert_eq!(
+            streamd_artifact(json),
+            Some(PathBuf::from("/t/release/streamd"))
+        );
         assert_eq!(streamd_artifact("{}"), None);
     }
 }

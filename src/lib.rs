@@ -15,3 +15,4 @@ pub mod cli;
 pub mod current;
 pub mod verdict;
 pub mod report;
+pub mod netfault;

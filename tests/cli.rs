@@ -128,6 +128,8 @@ fn bad_usage_exits_2() {
         &["run", "s.yaml", "--report", "pdf"],
         &["partition", "tm1"],
         &["up", "s.yaml", "--taskmanagers", "2"],
+        &["netem", "tm1"],
+        &["netem", "tm1", "--loss", "5%", "--distribution", "pareto"],
     ] {
         let o = sb.run(args, "");
         assert_eq!(code(&o), 2, "chaos {args:?}: {}", stderr(&o));

@@ -94,9 +94,21 @@ async fn docker_or_skip() -> Option<Docker> {
 fn compile_fake_streamd(dir: &Path) -> PathBuf {
     let src = dir.join("fake_streamd.rs");
     let out = dir.join("streamd");
-    std::fs::write(&src, FAKE_STREAMD).unwrap();
+    // A per-process constant makes the binary, hence the image tag, this run's own: a
+    // concurrent run of this test cannot remove the image from under us.
+    let unique = format!(
+        "{FAKE_STREAMD}\n#[used]\nstatic RUN: [u8; 8] = {:?};\n",
+        u64::from(std::process::id()).to_le_bytes()
+    );
+    std::fs::write(&src, unique).unwrap();
     let status = std::process::Command::new("rustc")
-        .args(["--edition", "2021", "-O", "-C", "target-feature=+crt-static"])
+        .args([
+            "--edition",
+            "2021",
+            "-O",
+            "-C",
+            "target-feature=+crt-static",
+        ])
         .args(["--target", "x86_64-unknown-linux-gnu", "-o"])
         .arg(&out)
         .arg(&src)
@@ -136,7 +148,9 @@ impl Drop for Cleanup {
                     eprintln!("cleanup: down failed: {e}");
                 }
                 if let Some(image) = image {
-                    let _ = docker.remove_image(&image, None::<RemoveImageOptions>, None).await;
+                    let _ = docker
+                        .remove_image(&image, None::<RemoveImageOptions>, None)
+                        .await;
                 }
             })
         })
@@ -164,7 +178,10 @@ async fn wait_for(docker: &Docker, name: &str, want: ContainerStateStatusEnum) -
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    panic!("{name} did not become {want} within 15s (is {:?})", status(docker, name).await);
+    panic!(
+        "{name} did not become {want} within 15s (is {:?})",
+        status(docker, name).await
+    );
 }
 
 async fn wait_for_file(path: &Path) -> String {
@@ -190,7 +207,9 @@ fn node(name: &str, role: Role, resources: Resources) -> NodeDef {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker_runtime_end_to_end() {
-    let Some(docker) = docker_or_skip().await else { return };
+    let Some(docker) = docker_or_skip().await else {
+        return;
+    };
     let work = tempfile::tempdir().unwrap();
     let binary = compile_fake_streamd(work.path());
     let cluster = format!("chaostest-{}", std::process::id());
@@ -207,22 +226,36 @@ async fn docker_runtime_end_to_end() {
     )
     .unwrap();
     cleanup.image = Some(expected_tag.clone());
-    let _ = docker.remove_image(&expected_tag, None::<RemoveImageOptions>, None).await; // measure a real build
+    let _ = docker
+        .remove_image(&expected_tag, None::<RemoveImageOptions>, None)
+        .await; // measure a real build
     let t0 = Instant::now();
-    let tag = images::ensure_streamd_image(&docker, &binary).await.unwrap();
+    let tag = images::ensure_streamd_image(&docker, &binary)
+        .await
+        .unwrap();
     let build_time = t0.elapsed();
     assert_eq!(tag, expected_tag);
     let t0 = Instant::now();
-    assert_eq!(images::ensure_streamd_image(&docker, &binary).await.unwrap(), tag);
+    assert_eq!(
+        images::ensure_streamd_image(&docker, &binary)
+            .await
+            .unwrap(),
+        tag
+    );
     let cached_time = t0.elapsed();
     let image = docker.inspect_image(&tag).await.unwrap();
     let config = image.config.unwrap();
     assert_eq!(config.labels.unwrap()[labels::IMAGE], "streamd");
     assert_eq!(config.entrypoint.unwrap(), vec!["/streamd".to_string()]);
     // Rebuilt only when the binary changed: the second call reused the image.
-    assert!(cached_time < build_time, "reuse {cached_time:?} vs build {build_time:?}");
+    assert!(
+        cached_time < build_time,
+        "reuse {cached_time:?} vs build {build_time:?}"
+    );
     // A dynamically linked binary is refused before any build.
-    let err = images::ensure_streamd_image(&docker, Path::new("/bin/sh")).await.unwrap_err();
+    let err = images::ensure_streamd_image(&docker, Path::new("/bin/sh"))
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("dynamically linked"), "{err}");
 
     // --- up: 1 jobmanager + 3 taskmanagers ---
@@ -256,7 +289,10 @@ async fn docker_runtime_end_to_end() {
     }
     let all_running = t0.elapsed();
     // A second up of the same cluster is refused, not merged.
-    let again = DockerRuntime::with_docker(docker.clone(), None).with_image(&tag).up(&def).await;
+    let again = DockerRuntime::with_docker(docker.clone(), None)
+        .with_image(&tag)
+        .up(&def)
+        .await;
     assert!(matches!(again, Err(RuntimeError::Usage(_))), "{again:?}");
 
     // --- layout: names, labels, hostname, alias, mount, limits, command ---
@@ -296,7 +332,10 @@ async fn docker_runtime_end_to_end() {
     );
     let nets = docker.inspect_network(&network, None).await.unwrap();
     let nl = nets.labels.unwrap();
-    assert_eq!((nl[labels::CLUSTER].as_str(), nl[labels::ROLE].as_str()), (cluster.as_str(), "network"));
+    assert_eq!(
+        (nl[labels::CLUSTER].as_str(), nl[labels::ROLE].as_str()),
+        (cluster.as_str(), "network")
+    );
 
     // --- nodes(), discover() ---
     let nodes = rt.nodes().await.unwrap();
@@ -319,7 +358,10 @@ async fn docker_runtime_end_to_end() {
 
     // --- REST from the host, DNS between nodes ---
     let url = rt.rest_url("jobmanager-1").await.unwrap();
-    assert!(url.starts_with("http://") && url.ends_with(":8081"), "{url}");
+    assert!(
+        url.starts_with("http://") && url.ends_with(":8081"),
+        "{url}"
+    );
     let mut body = String::new();
     for _ in 0..100 {
         if let Ok(resp) = reqwest::get(&url).await {
@@ -329,21 +371,47 @@ async fn docker_runtime_end_to_end() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(body, "jobmanager-1");
-    assert!(matches!(rt.rest_url("taskmanager-1").await, Err(RuntimeError::Usage(_))));
+    assert!(matches!(
+        rt.rest_url("taskmanager-1").await,
+        Err(RuntimeError::Usage(_))
+    ));
     let dns = wait_for_file(&run_dir.join("dns.txt")).await;
-    assert!(dns.starts_with("ok ") && dns.ends_with(":6121"), "jobmanager-1 -> taskmanager-1: {dns}");
+    assert!(
+        dns.starts_with("ok ") && dns.ends_with(":6121"),
+        "jobmanager-1 -> taskmanager-1: {dns}"
+    );
 
     // --- pause / unpause ---
     let t0 = Instant::now();
     rt.pause("taskmanager-3").await.unwrap();
     let pause_call = t0.elapsed();
-    let pause_seen = wait_for(&docker, &name("taskmanager-3"), ContainerStateStatusEnum::PAUSED).await + pause_call;
-    let s = inspect(&docker, &name("taskmanager-3")).await.state.unwrap();
+    let pause_seen = wait_for(
+        &docker,
+        &name("taskmanager-3"),
+        ContainerStateStatusEnum::PAUSED,
+    )
+    .await
+        + pause_call;
+    let s = inspect(&docker, &name("taskmanager-3"))
+        .await
+        .state
+        .unwrap();
     assert_eq!((s.paused, s.running), (Some(true), Some(true)));
-    let tm3 = rt.nodes().await.unwrap().into_iter().find(|n| n.name == "taskmanager-3").unwrap();
+    let tm3 = rt
+        .nodes()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|n| n.name == "taskmanager-3")
+        .unwrap();
     assert_eq!(tm3.state, NodeState::Paused);
     rt.unpause("taskmanager-3").await.unwrap();
-    wait_for(&docker, &name("taskmanager-3"), ContainerStateStatusEnum::RUNNING).await;
+    wait_for(
+        &docker,
+        &name("taskmanager-3"),
+        ContainerStateStatusEnum::RUNNING,
+    )
+    .await;
     let again = rt.unpause("taskmanager-3").await;
     assert!(matches!(again, Err(RuntimeError::Usage(_))), "{again:?}");
 
@@ -351,47 +419,112 @@ async fn docker_runtime_end_to_end() {
     let t0 = Instant::now();
     rt.kill("taskmanager-1", "SIGKILL").await.unwrap();
     let kill_call = t0.elapsed();
-    let kill_seen = wait_for(&docker, &name("taskmanager-1"), ContainerStateStatusEnum::EXITED).await + kill_call;
-    let s = inspect(&docker, &name("taskmanager-1")).await.state.unwrap();
+    let kill_seen = wait_for(
+        &docker,
+        &name("taskmanager-1"),
+        ContainerStateStatusEnum::EXITED,
+    )
+    .await
+        + kill_call;
+    let s = inspect(&docker, &name("taskmanager-1"))
+        .await
+        .state
+        .unwrap();
     assert_eq!(s.exit_code, Some(137), "SIGKILL exit code");
-    let tm1 = rt.nodes().await.unwrap().into_iter().find(|n| n.name == "taskmanager-1").unwrap();
+    let tm1 = rt
+        .nodes()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|n| n.name == "taskmanager-1")
+        .unwrap();
     assert_eq!(tm1.state, NodeState::Exited);
     // Killing a dead node is a usage error, not a crash.
-    assert!(matches!(rt.kill("taskmanager-1", "SIGKILL").await, Err(RuntimeError::Usage(_))));
+    assert!(matches!(
+        rt.kill("taskmanager-1", "SIGKILL").await,
+        Err(RuntimeError::Usage(_))
+    ));
     let t0 = Instant::now();
     rt.start("taskmanager-1").await.unwrap();
     let start_call = t0.elapsed();
-    wait_for(&docker, &name("taskmanager-1"), ContainerStateStatusEnum::RUNNING).await;
+    wait_for(
+        &docker,
+        &name("taskmanager-1"),
+        ContainerStateStatusEnum::RUNNING,
+    )
+    .await;
     rt.start("taskmanager-1").await.unwrap(); // already running: fine
 
     // --- stop: grace honoured for a process ignoring SIGTERM, not waited for otherwise ---
     let t0 = Instant::now();
-    rt.stop("taskmanager-2", Duration::from_secs(2)).await.unwrap();
+    rt.stop("taskmanager-2", Duration::from_secs(2))
+        .await
+        .unwrap();
     let stop_ignoring = t0.elapsed();
-    assert_eq!(status(&docker, &name("taskmanager-2")).await, Some(ContainerStateStatusEnum::EXITED));
+    assert_eq!(
+        status(&docker, &name("taskmanager-2")).await,
+        Some(ContainerStateStatusEnum::EXITED)
+    );
     assert!(
         stop_ignoring >= Duration::from_millis(1900) && stop_ignoring < Duration::from_secs(6),
         "stop with 2s grace of a SIGTERM-ignoring node took {stop_ignoring:?}"
     );
-    assert_eq!(inspect(&docker, &name("taskmanager-2")).await.state.unwrap().exit_code, Some(137));
+    assert_eq!(
+        inspect(&docker, &name("taskmanager-2"))
+            .await
+            .state
+            .unwrap()
+            .exit_code,
+        Some(137)
+    );
     let t0 = Instant::now();
-    rt.stop("taskmanager-3", Duration::from_secs(5)).await.unwrap();
+    rt.stop("taskmanager-3", Duration::from_secs(5))
+        .await
+        .unwrap();
     let stop_polite = t0.elapsed();
-    assert!(stop_polite < Duration::from_secs(2), "SIGTERM-handling stop took {stop_polite:?}");
-    assert_eq!(inspect(&docker, &name("taskmanager-3")).await.state.unwrap().exit_code, Some(0));
-    rt.stop("taskmanager-3", Duration::from_secs(1)).await.unwrap(); // already stopped: fine
+    assert!(
+        stop_polite < Duration::from_secs(2),
+        "SIGTERM-handling stop took {stop_polite:?}"
+    );
+    assert_eq!(
+        inspect(&docker, &name("taskmanager-3"))
+            .await
+            .state
+            .unwrap()
+            .exit_code,
+        Some(0)
+    );
+    rt.stop("taskmanager-3", Duration::from_secs(1))
+        .await
+        .unwrap(); // already stopped: fine
 
     // --- restart = stop + start ---
     rt.start("taskmanager-2").await.unwrap();
-    wait_for(&docker, &name("taskmanager-2"), ContainerStateStatusEnum::RUNNING).await;
+    wait_for(
+        &docker,
+        &name("taskmanager-2"),
+        ContainerStateStatusEnum::RUNNING,
+    )
+    .await;
     let t0 = Instant::now();
-    rt.restart("taskmanager-2", Duration::from_secs(1)).await.unwrap();
+    rt.restart("taskmanager-2", Duration::from_secs(1))
+        .await
+        .unwrap();
     let restart_time = t0.elapsed();
-    assert_eq!(status(&docker, &name("taskmanager-2")).await, Some(ContainerStateStatusEnum::RUNNING));
-    assert!(restart_time >= Duration::from_millis(900), "restart {restart_time:?} skipped the grace");
+    assert_eq!(
+        status(&docker, &name("taskmanager-2")).await,
+        Some(ContainerStateStatusEnum::RUNNING)
+    );
+    assert!(
+        restart_time >= Duration::from_millis(900),
+        "restart {restart_time:?} skipped the grace"
+    );
 
     // --- the label fence: unknown nodes, unlabelled look-alikes, sidecars ---
-    assert!(matches!(rt.kill("taskmanager-7", "SIGKILL").await, Err(RuntimeError::Usage(_))));
+    assert!(matches!(
+        rt.kill("taskmanager-7", "SIGKILL").await,
+        Err(RuntimeError::Usage(_))
+    ));
     let impostor = name("taskmanager-9");
     cleanup.extra_containers.push(impostor.clone());
     let body = ContainerCreateBody {
@@ -399,9 +532,14 @@ async fn docker_runtime_end_to_end() {
         cmd: Some(vec!["taskmanager".into(), "--id".into(), "x".into()]),
         ..Default::default()
     };
-    let opts = CreateContainerOptionsBuilder::default().name(&impostor).build();
+    let opts = CreateContainerOptionsBuilder::default()
+        .name(&impostor)
+        .build();
     docker.create_container(Some(opts), body).await.unwrap();
-    assert!(matches!(rt.start("taskmanager-9").await, Err(RuntimeError::Usage(_))));
+    assert!(matches!(
+        rt.start("taskmanager-9").await,
+        Err(RuntimeError::Usage(_))
+    ));
     let sidecar = name("sidecar-test");
     let body = ContainerCreateBody {
         image: Some(tag.clone()),
@@ -411,9 +549,15 @@ async fn docker_runtime_end_to_end() {
         ])),
         ..Default::default()
     };
-    let opts = CreateContainerOptionsBuilder::default().name(&sidecar).build();
+    let opts = CreateContainerOptionsBuilder::default()
+        .name(&sidecar)
+        .build();
     docker.create_container(Some(opts), body).await.unwrap();
-    assert_eq!(rt.nodes().await.unwrap().len(), 4, "a sidecar is not a node");
+    assert_eq!(
+        rt.nodes().await.unwrap().len(),
+        4,
+        "a sidecar is not a node"
+    );
 
     // --- down: everything labelled goes (paused nodes too), nothing else; idempotent ---
     rt.pause("jobmanager-1").await.unwrap();
@@ -431,11 +575,18 @@ async fn docker_runtime_end_to_end() {
     assert!(left.is_empty(), "left after down: {left:?}");
     let net = docker.inspect_network(&network, None).await;
     assert!(net.is_err(), "network {network} survived down");
-    assert_eq!(status(&docker, &impostor).await, Some(ContainerStateStatusEnum::CREATED), "unlabelled container touched");
+    assert_eq!(
+        status(&docker, &impostor).await,
+        Some(ContainerStateStatusEnum::CREATED),
+        "unlabelled container touched"
+    );
     rt.down().await.unwrap();
     assert!(matches!(rt.nodes().await, Ok(n) if n.iter().all(|n| n.state == NodeState::Missing)));
     drop(cleanup);
-    assert!(docker.inspect_image(&tag).await.is_err(), "test image left behind");
+    assert!(
+        docker.inspect_image(&tag).await.is_err(),
+        "test image left behind"
+    );
 
     println!("docker runtime figures:");
     println!("  image build (FROM scratch, {} KiB binary): {build_time:?}; reuse when unchanged: {cached_time:?}",
@@ -444,6 +595,8 @@ async fn docker_runtime_end_to_end() {
     println!("  kill SIGKILL: API call {kill_call:?}, exited observed after {kill_seen:?}");
     println!("  pause: API call {pause_call:?}, paused observed after {pause_seen:?}");
     println!("  start after kill: API call {start_call:?}");
-    println!("  stop grace 2s, SIGTERM ignored: {stop_ignoring:?}; SIGTERM handled: {stop_polite:?}");
+    println!(
+        "  stop grace 2s, SIGTERM ignored: {stop_ignoring:?}; SIGTERM handled: {stop_polite:?}"
+    );
     println!("  restart (grace 1s, SIGTERM ignored): {restart_time:?}");
 }

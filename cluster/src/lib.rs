@@ -13,6 +13,8 @@
 //! - [`taskmanager`]: slots, tasks (source+tokenize, count+sink), barrier alignment, the
 //!   two-phase-commit sink, snapshots.
 //! - [`snapshot`]: durable checkpoint storage (atomic, checksummed, metadata last).
+//! - [`ha`]: jobmanager high availability through etcd: leader election with a lease,
+//!   leader epochs that fence stale leaders, the checkpoint pointer, REST forwarding.
 //! - [`bench`]: `streamd bench`, the COST-baseline comparison.
 
 pub mod api;
@@ -22,6 +24,7 @@ pub mod output;
 pub mod spec;
 pub mod tokenizer;
 pub mod bench;
+pub mod ha;
 pub mod jobmanager;
 pub mod restart;
 pub mod snapshot;

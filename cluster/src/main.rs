@@ -1,8 +1,11 @@
 //! `streamd`: one binary, the role is the subcommand (one image serves every container).
 
-use clap::{Parser, Subcommand};
-use std::path::PathBuf;
+use clap::{Args, Parser, Subcommand};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
+use streamd::duration::parse_duration;
+use streamd::ha::HaConfig;
 
 #[derive(Parser)]
 #[command(name = "streamd", version, about = "A Flink-style stream cluster: jobmanager, taskmanager, bench")]
@@ -25,9 +28,15 @@ enum Role {
         rpc_bind: String,
         #[arg(long, default_value = "0.0.0.0:8081")]
         rest_bind: String,
-        /// The RPC address taskmanagers use to reach this jobmanager.
+        /// The RPC address taskmanagers use to reach this jobmanager (default: the RPC bind
+        /// address, with `0.0.0.0` replaced by `--id`).
         #[arg(long)]
         advertise: Option<String>,
+        /// The REST address others use to reach this one (default: as `--advertise`).
+        #[arg(long)]
+        rest_advertise: Option<String>,
+        #[command(flatten)]
+        ha: HaArgs,
     },
     /// Run a taskmanager that offers `--slots` slots to the jobmanager.
     Taskmanager {
@@ -44,9 +53,55 @@ enum Role {
         /// The data address other taskmanagers use to reach this one.
         #[arg(long)]
         advertise: Option<String>,
+        /// With `--etcd`: the job whose leader to follow (default: `job_id` of
+        /// `<data-dir>/job.yaml`).
+        #[arg(long)]
+        job_id: Option<String>,
+        #[command(flatten)]
+        ha: HaArgs,
     },
     /// Measure throughput against the single-threaded COST baseline.
     Bench(streamd::bench::BenchArgs),
+}
+
+/// High availability (both roles): with `--etcd`, jobmanagers elect a leader and
+/// taskmanagers follow it; `--jobmanager` is then ignored.
+#[derive(Args)]
+struct HaArgs {
+    /// etcd client URLs, comma-separated (e.g. `http://etcd-1:2379`): enables HA.
+    #[arg(long, env = "STREAMD_ETCD")]
+    etcd: Option<String>,
+    /// Leader lease TTL: how long a leader that stopped renewing still counts as leader
+    /// (whole seconds; etcd's minimum is 2s).
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    lease_ttl: Duration,
+    /// How often the leader renews its lease.
+    #[arg(long, default_value = "500ms", value_parser = parse_duration)]
+    lease_renew: Duration,
+    /// Upper bound of one etcd request.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    etcd_timeout: Duration,
+}
+
+impl HaArgs {
+    fn config(&self) -> Result<Option<HaConfig>, String> {
+        let Some(etcd) = &self.etcd else { return Ok(None) };
+        let mut c = HaConfig::new(HaConfig::parse_endpoints(etcd).map_err(|e| e.to_string())?);
+        c.lease_ttl = self.lease_ttl;
+        c.keepalive_interval = self.lease_renew;
+        c.request_timeout = self.etcd_timeout;
+        c.validate().map_err(|e| e.to_string())?;
+        Ok(Some(c))
+    }
+}
+
+/// `0.0.0.0:6123` -> `<id>:6123`: the address a bind-to-all node is reached at (its
+/// network alias in a container).
+fn advertised(bind: &str, id: &str) -> String {
+    match bind.strip_prefix("0.0.0.0:").or_else(|| bind.strip_prefix("[::]:")) {
+        Some(port) => format!("{id}:{port}"),
+        None => bind.to_string(),
+    }
 }
 
 fn main() -> ExitCode {
@@ -66,7 +121,7 @@ fn main() -> ExitCode {
     };
     let result = rt.block_on(async move {
         match cli.role {
-            Role::Jobmanager { job, data_dir, id, rpc_bind, rest_bind, advertise: _ } => {
+            Role::Jobmanager { job, data_dir, id, rpc_bind, rest_bind, advertise, rest_advertise, ha } => {
                 let job = match streamd::spec::JobSpec::load(&job) {
                     Ok(j) => j,
                     Err(e) => {
@@ -74,12 +129,28 @@ fn main() -> ExitCode {
                         return Ok(ExitCode::from(2));
                     }
                 };
-                let cfg = streamd::jobmanager::JmConfig { id, job, data_dir, rpc_bind, rest_bind };
+                let ha = match ha.config() {
+                    Ok(h) => h,
+                    Err(e) => {
+                        eprintln!("streamd: {e}");
+                        return Ok(ExitCode::from(2));
+                    }
+                };
+                let rpc_advertise = advertise.unwrap_or_else(|| advertised(&rpc_bind, &id));
+                let rest_url = format!("http://{}", rest_advertise.unwrap_or_else(|| advertised(&rest_bind, &id)));
+                let cfg = streamd::jobmanager::JmConfig { id, job, data_dir, rpc_bind, rest_bind, rpc_advertise, rest_url, ha };
                 streamd::jobmanager::run(cfg, terminated()).await.map(|_| ExitCode::SUCCESS)
             }
-            Role::Taskmanager { jobmanager, slots, data_dir, id, data_bind, advertise } => {
+            Role::Taskmanager { jobmanager, slots, data_dir, id, data_bind, advertise, job_id, ha } => {
                 let advertise = advertise.unwrap_or_else(|| data_bind.clone());
-                let cfg = streamd::taskmanager::TmConfig { id, jobmanager, slots, data_dir, data_bind, advertise };
+                let ha = match ha.config().and_then(|c| c.map(|c| tm_ha(c, job_id, &data_dir)).transpose()) {
+                    Ok(h) => h,
+                    Err(e) => {
+                        eprintln!("streamd: {e}");
+                        return Ok(ExitCode::from(2));
+                    }
+                };
+                let cfg = streamd::taskmanager::TmConfig { id, jobmanager, slots, data_dir, data_bind, advertise, ha };
                 streamd::taskmanager::run(cfg, terminated()).await.map(|_| ExitCode::SUCCESS)
             }
             Role::Bench(args) => streamd::bench::run(args).await.map(|_| ExitCode::SUCCESS),
@@ -92,6 +163,20 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// A taskmanager's HA settings: the job id from `--job-id` or the job spec in the data dir.
+fn tm_ha(config: HaConfig, job_id: Option<String>, data_dir: &Path) -> Result<streamd::taskmanager::TmHa, String> {
+    let job_id = match job_id {
+        Some(j) => j,
+        None => {
+            let path = data_dir.join("job.yaml");
+            streamd::spec::JobSpec::load(&path)
+                .map_err(|e| format!("--etcd without --job-id needs the job spec to know which leader to follow: {e}"))?
+                .job_id
+        }
+    };
+    Ok(streamd::taskmanager::TmHa { config, job_id })
 }
 
 /// Resolves on SIGTERM or SIGINT (as PID 1 in a container, SIGTERM is how docker stops us).

@@ -136,18 +136,51 @@ pub enum TmToJm {
     TaskFailed { attempt: u64, task: TaskId, cause: String },
 }
 
-/// Jobmanager -> taskmanager. Every command carries the attempt (and leader epoch) it
-/// belongs to; taskmanagers ignore commands of an attempt they no longer run.
+/// Jobmanager -> taskmanager. Every command carries the attempt and the leader epoch it
+/// belongs to; taskmanagers ignore commands of an attempt they no longer run, and commands
+/// of a leader epoch older than the newest they have seen (a deposed leader: see `ha`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum JmToTm {
     Registered { jobmanager: String, leader_epoch: u64, heartbeat_interval_ms: u64, heartbeat_timeout_ms: u64 },
     Heartbeat,
     Deploy(Box<Deployment>),
-    Cancel { attempt: u64 },
-    Trigger { attempt: u64, checkpoint: u64 },
-    Complete { attempt: u64, checkpoint: u64 },
+    Cancel {
+        attempt: u64,
+        #[serde(default)]
+        leader_epoch: u64,
+    },
+    Trigger {
+        attempt: u64,
+        checkpoint: u64,
+        #[serde(default)]
+        leader_epoch: u64,
+    },
+    Complete {
+        attempt: u64,
+        checkpoint: u64,
+        #[serde(default)]
+        leader_epoch: u64,
+    },
     /// The job finished: stop the tasks of `attempt`.
-    Finish { attempt: u64 },
+    Finish {
+        attempt: u64,
+        #[serde(default)]
+        leader_epoch: u64,
+    },
+}
+
+impl JmToTm {
+    /// The leader epoch a command was sent under (`None` for the handshake and heartbeats).
+    pub fn leader_epoch(&self) -> Option<u64> {
+        match self {
+            JmToTm::Registered { .. } | JmToTm::Heartbeat => None,
+            JmToTm::Deploy(d) => Some(d.leader_epoch),
+            JmToTm::Cancel { leader_epoch, .. }
+            | JmToTm::Trigger { leader_epoch, .. }
+            | JmToTm::Complete { leader_epoch, .. }
+            | JmToTm::Finish { leader_epoch, .. } => Some(*leader_epoch),
+        }
+    }
 }
 
 /// Everything a taskmanager needs to run its part of one attempt.

@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 
 use streamd::api::JobState;
 
-use super::live::{leader, resolve_node, Live, LiveCluster};
-use super::{NetemArgs, PartitionArgs};
+use super::live::{leader, resolve_node, LiveCluster};
 use crate::client::StreamdClient;
 use crate::current::{self, CurrentCluster};
 use crate::executor::{exit, ChaosError, RuntimeKind};
+use crate::netfault;
 use crate::runtime::docker::{self, DockerRuntime};
 use crate::runtime::process::{self, ProcessRuntime};
 use crate::runtime::Runtime;
@@ -28,7 +28,7 @@ fn other(e: impl std::fmt::Display) -> ChaosError {
 }
 
 /// A duration for humans: `0.4 ms`, `12 ms`, `1.52 s`.
-fn took(d: Duration) -> String {
+pub(super) fn took(d: Duration) -> String {
     let ms = d.as_secs_f64() * 1000.0;
     if ms < 10.0 {
         format!("{ms:.1} ms")
@@ -152,18 +152,18 @@ pub(super) async fn lifecycle(node: &str, action: Lifecycle) -> Result<u8, Chaos
 /// Waits for `d`, or less if Ctrl-C or SIGTERM arrives; true when interrupted.
 /// The handlers are installed by [`Interrupt::new`] *before* the fault is applied, so a
 /// Ctrl-C at any point after it cannot kill chaos with the fault still in place.
-struct Interrupt {
+pub(super) struct Interrupt {
     int: Option<tokio::signal::unix::Signal>,
     term: Option<tokio::signal::unix::Signal>,
 }
 
 impl Interrupt {
-    fn new() -> Interrupt {
+    pub(super) fn new() -> Interrupt {
         use tokio::signal::unix::{signal, SignalKind};
         Interrupt { int: signal(SignalKind::interrupt()).ok(), term: signal(SignalKind::terminate()).ok() }
     }
 
-    async fn sleep(&mut self, d: Duration) -> bool {
+    pub(super) async fn sleep(&mut self, d: Duration) -> bool {
         async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
             match s {
                 Some(s) => {
@@ -196,61 +196,6 @@ pub(super) async fn pause(node: &str, for_: Option<Duration>) -> Result<u8, Chao
     rt.unpause(&name).await?;
     println!("unpaused {name} in {}{}", took(t.elapsed()), if interrupted { " (interrupted)" } else { "" });
     Ok(if interrupted { EXIT_INTERRUPTED } else { exit::PASS })
-}
-
-/// Network faults are the docker runtime's; the process runtime refuses them up front.
-async fn network_fault_cluster() -> Result<(LiveCluster, Live), ChaosError> {
-    let cluster = LiveCluster::find().await?;
-    if cluster.kind == RuntimeKind::Process {
-        return Err(process::refuse_network_fault().into());
-    }
-    let rt = cluster.connect().await?;
-    Ok((cluster, rt))
-}
-
-fn netfault_missing(what: &str) -> ChaosError {
-    // TODO(netfault): call into crate::netfault once it lands (issue 4).
-    ChaosError::Usage(format!("chaos {what}: not implemented yet"))
-}
-
-/// `chaos netem NODE ...`.
-pub(super) async fn netem(a: NetemArgs) -> Result<u8, ChaosError> {
-    if a.delay.is_none() && a.loss.is_none() && a.duplicate.is_none() && a.corrupt.is_none() && a.rate.is_none() {
-        return Err(ChaosError::Usage(
-            "chaos netem needs at least one of --delay, --loss, --duplicate, --corrupt, --rate".into(),
-        ));
-    }
-    let (cluster, rt) = network_fault_cluster().await?;
-    let _name = resolve_node(&cluster, &rt, &a.node).await?;
-    Err(netfault_missing("netem"))
-}
-
-/// `chaos partition GROUP GROUP...`.
-pub(super) async fn partition(a: PartitionArgs) -> Result<u8, ChaosError> {
-    let (cluster, rt) = network_fault_cluster().await?;
-    let mut groups = Vec::new();
-    for g in &a.groups {
-        let mut group = Vec::new();
-        for n in g.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-            group.push(resolve_node(&cluster, &rt, n).await?);
-        }
-        if group.is_empty() {
-            return Err(ChaosError::Usage(format!("empty partition group `{g}`")));
-        }
-        groups.push(group);
-    }
-    let _ = (groups, a.for_, a.one_way);
-    Err(netfault_missing("partition"))
-}
-
-/// `chaos heal`.
-pub(super) async fn heal() -> Result<u8, ChaosError> {
-    let cluster = LiveCluster::find().await?;
-    if cluster.kind == RuntimeKind::Process {
-        println!("nothing to heal: the process runtime has no network faults");
-        return Ok(exit::PASS);
-    }
-    Err(netfault_missing("heal"))
 }
 
 /// `chaos feed`: appends stdin's lines to the live cluster's follow-mode input, one write
@@ -353,7 +298,6 @@ pub(super) async fn counts(top: Option<usize>) -> Result<u8, ChaosError> {
 /// chaos left behind (Docker resources labelled `chaos.cluster`, live nodes of every
 /// process cluster under `target/chaos/runs`).
 pub(super) async fn down(images: bool) -> Result<u8, ChaosError> {
-    // TODO(netfault): undo journaled network rules here once crate::netfault lands.
     match CurrentCluster::load().map_err(other)? {
         Some(cur) => {
             let t = Instant::now();
@@ -364,6 +308,8 @@ pub(super) async fn down(images: bool) -> Result<u8, ChaosError> {
                 },
                 RuntimeKind::Docker => {
                     let mut rt = DockerRuntime::connect(Some(&cur.cluster_id)).await?;
+                    // Rules first, while their namespaces still exist; then the containers.
+                    undo_network_faults(netfault::undo_all(rt.docker(), &cur.run_dir).await);
                     rt.down().await?;
                     if images {
                         remove_images_if_unused(&rt).await?;
@@ -380,6 +326,7 @@ pub(super) async fn down(images: bool) -> Result<u8, ChaosError> {
             }
             match docker::connect_docker().await {
                 Ok(d) => {
+                    undo_network_faults(netfault::undo_all_runs(&d, &current::runs_dir()).await);
                     let s = docker::down_all(&d, images).await?;
                     println!(
                         "removed {} container{}, {} network{}, {} image{} labelled by chaos",
@@ -396,6 +343,23 @@ pub(super) async fn down(images: bool) -> Result<u8, ChaosError> {
         }
     }
     Ok(exit::PASS)
+}
+
+/// Reports what undoing journaled network faults did; failures are warnings, since the
+/// containers holding the rules are removed next anyway.
+fn undo_network_faults(r: Result<netfault::UndoReport, netfault::NetfaultError>) {
+    match r {
+        Ok(r) => {
+            let n = r.undone.len() + r.ended.len();
+            if n > 0 || r.sidecars_removed > 0 {
+                println!("undid {n} network fault rule set{}, removed {} sidecar{}", plural(n), r.sidecars_removed, plural(r.sidecars_removed));
+            }
+            for e in &r.errors {
+                eprintln!("warning: network fault not undone: {e}");
+            }
+        }
+        Err(e) => eprintln!("warning: network faults not undone: {e}"),
+    }
 }
 
 /// Removes chaos's images unless another cluster still runs them.

@@ -125,7 +125,7 @@ pub async fn run(opts: RunOptions) -> Result<u8, ChaosError> {
     let mut reports: Vec<RunReport> = Vec::new();
     match opts.runtime {
         RuntimeKind::Process => {
-            let bin = streamd_binary()?;
+            let bin = streamd_binary().await?;
             for plan in &plans {
                 let mut rt = ProcessRuntime::new(bin.clone());
                 reports.push(run_one::run_plan(&mut rt, plan, &opts, &progress).await?);
@@ -134,7 +134,7 @@ pub async fn run(opts: RunOptions) -> Result<u8, ChaosError> {
         }
         RuntimeKind::Docker => {
             let docker = crate::runtime::docker::connect_docker().await?;
-            let bin = streamd_binary()?;
+            let bin = streamd_binary().await?;
             progress.set_phase("building the streamd image");
             let image = crate::images::ensure_streamd_image(&docker, &bin).await?;
             for plan in &plans {
@@ -164,8 +164,12 @@ fn print_summary(r: Option<&RunReport>) {
 }
 
 /// The static streamd binary: `CHAOS_STREAMD_BIN`, or built by cargo from the workspace.
-pub fn streamd_binary() -> Result<PathBuf, ChaosError> {
-    Ok(crate::images::build_streamd_binary()?)
+pub async fn streamd_binary() -> Result<PathBuf, ChaosError> {
+    // Runs cargo: blocking work, off the async workers.
+    tokio::task::spawn_blocking(crate::images::build_streamd_binary)
+        .await
+        .map_err(|e| ChaosError::Other(format!("building streamd: {e}")))?
+        .map_err(ChaosError::from)
 }
 
 /// `chaos up`: starts a cluster and its job, leaves it running, records it as current.
@@ -207,13 +211,13 @@ pub async fn up(opts: UpOptions) -> Result<u8, ChaosError> {
     let t = std::time::Instant::now();
     let url = match opts.runtime {
         RuntimeKind::Process => {
-            let mut rt = ProcessRuntime::new(streamd_binary()?);
+            let mut rt = ProcessRuntime::new(streamd_binary().await?);
             rt.up(&def).await?;
             rt.rest_url("jobmanager-1").await?
         }
         RuntimeKind::Docker => {
             let docker = crate::runtime::docker::connect_docker().await?;
-            let image = crate::images::ensure_streamd_image(&docker, &streamd_binary()?).await?;
+            let image = crate::images::ensure_streamd_image(&docker, &streamd_binary().await?).await?;
             let mut rt = DockerRuntime::with_docker(docker, None).with_image(image);
             rt.up(&def).await?;
             rt.rest_url("jobmanager-1").await?

@@ -14,9 +14,9 @@ use futures_util::future::join_all;
 use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
 
-use super::journal::{now_unix_ms, BlockPeer, Closed, Entry, Journal, Record, Spec};
-use super::probe::ProbeStats;
-use super::rules::{self, Commands, Direction, Iptables, Mechanism, NetemParams, Via, IP, QUEUE, TC};
+use super::journal::{now_unix_ms, Closed, Entry, Journal, Record, Spec};
+use super::probe::{ProbeStats, Throughput};
+use super::rules::{self, Commands, Iptables, Mechanism, NetemParams, Via, IP, QUEUE, TC};
 use super::sidecar::{self, SidecarSpec, Target};
 use super::NetfaultError;
 
@@ -132,7 +132,8 @@ impl NetFaults {
             .cloned()
     }
 
-    /// Degrades `node`'s egress. Replaces a netem fault already on that node (as `tc qdisc
+    /// Degrades `node`'s network: its egress with netem, else what arrives at it (see
+    /// [`super::rules`]). Replaces a netem fault already on that node (as `tc qdisc
     /// replace` would). Refuses, before touching anything, what this kernel cannot do.
     pub async fn apply_netem(&self, node: &str, params: &NetemParams) -> Result<FaultHandle> {
         params.validate()?;
@@ -150,9 +151,10 @@ impl NetFaults {
         Ok(FaultHandle { id: fault, entries: vec![id], description: format!("netem {node}: {params}") })
     }
 
-    /// Drops traffic between the groups (by peer address on the cluster network, INPUT and
-    /// OUTPUT in each member's namespace). `one_way`: only traffic from `groups[0]` to the
-    /// others is dropped (at both ends); the others still reach `groups[0]`.
+    /// Drops traffic between the groups: each member drops what arrives from the members of
+    /// the other groups (by address on the cluster network), so senders see timeouts as in
+    /// a real partition. `one_way`: only traffic from `groups[0]` to the others is dropped
+    /// (by the others); the others still reach `groups[0]`.
     pub async fn partition(&self, groups: &[Vec<String>], one_way: bool) -> Result<FaultHandle> {
         validate_groups(groups)?;
         let mech = self.probe().await?;
@@ -225,22 +227,49 @@ impl NetFaults {
 
     /// Round trips from `from` (a node's namespace; `None`: a fresh probe container on the
     /// cluster network, outside every fault) to `to`: `count` UDP datagrams, one every 10 ms.
-    /// Measures what `to`'s egress faults do to its answers (and `from`'s, if any).
+    /// The round trip crosses `to`'s faults both ways (and `from`'s, if any).
     pub async fn measure(&self, from: Option<&str>, to: &str, count: u32) -> Result<ProbeStats> {
+        let port = 17_000 + rand::random::<u16>() % 1000;
+        let server = vec!["echo".into(), "--port".into(), port.to_string()];
+        let client = |ip: &str| {
+            ["probe", "--to", &format!("{ip}:{port}"), "--count", &count.to_string()]
+                .into_iter()
+                .chain(["--interval-ms", "10", "--timeout-ms", "3000"])
+                .map(String::from)
+                .collect()
+        };
+        let limit = Duration::from_millis(u64::from(count) * 10) + Duration::from_secs(30);
+        self.client_server(from, to, server, client, limit).await
+    }
+
+    /// Bulk TCP throughput from `from` (as in [`NetFaults::measure`]) to `to` for about
+    /// `duration`: what a rate limit, or a delay through the window, leaves of a connection.
+    pub async fn measure_throughput(&self, from: Option<&str>, to: &str, duration: Duration) -> Result<Throughput> {
+        let port = 18_000 + rand::random::<u16>() % 1000;
+        let server = vec!["sink".into(), "--port".into(), port.to_string()];
+        let secs = duration.as_secs_f64();
+        let client = |ip: &str| {
+            ["send", "--to", &format!("{ip}:{port}"), "--secs", &secs.to_string()].map(String::from).to_vec()
+        };
+        self.client_server(from, to, server, client, duration + Duration::from_secs(90)).await
+    }
+
+    /// Runs `server` (a `chaos-netd` mode that says "listening") in `to`'s namespace and
+    /// `client(to's address)` from `from`, and reads the client's JSON answer.
+    async fn client_server<T: serde::de::DeserializeOwned>(
+        &self,
+        from: Option<&str>,
+        to: &str,
+        server: Vec<String>,
+        client: impl FnOnce(&str) -> Vec<String>,
+        limit: Duration,
+    ) -> Result<T> {
         let target = sidecar::resolve(&self.docker, &self.cluster, to, &self.network).await?;
         let ip = target.ip.clone().unwrap_or_default();
-        let port = 17_000 + rand::random::<u16>() % 1000;
-        let echo = sidecar::start(
-            &self.docker,
-            self.sidecar_spec(to, "measure", format!("container:{}", target.container_id), vec![
-                "echo".into(),
-                "--port".into(),
-                port.to_string(),
-            ]),
-        )
-        .await?;
+        let ns = format!("container:{}", target.container_id);
+        let server_id = sidecar::start(&self.docker, self.sidecar_spec(to, "measure", ns, server)).await?;
         let result = async {
-            sidecar::wait_for_stderr(&self.docker, &echo, "listening", Duration::from_secs(10)).await?;
+            sidecar::wait_for_stderr(&self.docker, &server_id, "listening", Duration::from_secs(10)).await?;
             let mode = match from {
                 Some(node) => {
                     let f = sidecar::resolve(&self.docker, &self.cluster, node, &self.network).await?;
@@ -248,31 +277,21 @@ impl NetFaults {
                 }
                 None => self.network.clone(),
             };
-            let cmd = vec![
-                "probe".into(),
-                "--to".into(),
-                format!("{ip}:{port}"),
-                "--count".into(),
-                count.to_string(),
-                "--interval-ms".into(),
-                "10".into(),
-                "--timeout-ms".into(),
-                "3000".into(),
-            ];
-            let probe = sidecar::start(&self.docker, self.sidecar_spec(to, "measure", mode, cmd)).await?;
-            let limit = Duration::from_millis(u64::from(count) * 10) + Duration::from_secs(30);
-            let out = sidecar::wait_output(&self.docker, &probe, limit).await;
-            let _ = sidecar::remove(&self.docker, &probe).await;
+            let cmd = client(&ip);
+            let what = cmd.first().cloned().unwrap_or_default();
+            let client_id = sidecar::start(&self.docker, self.sidecar_spec(to, "measure", mode, cmd)).await?;
+            let out = sidecar::wait_output(&self.docker, &client_id, limit).await;
+            let _ = sidecar::remove(&self.docker, &client_id).await;
             let (code, stdout, stderr) = out?;
             let line = stdout.lines().rev().find(|l| l.starts_with('{')).unwrap_or_default();
-            serde_json::from_str::<ProbeStats>(line).map_err(|e| NetfaultError::Command {
-                command: "chaos-netd probe".into(),
+            serde_json::from_str::<T>(line).map_err(|e| NetfaultError::Command {
+                command: format!("chaos-netd {what}"),
                 code,
                 output: format!("{e}: {stdout}{stderr}"),
             })
         }
         .await;
-        let _ = sidecar::remove(&self.docker, &echo).await;
+        let _ = sidecar::remove(&self.docker, &server_id).await;
         result
     }
 
@@ -362,15 +381,15 @@ impl NetFaults {
 
     /// Current addresses of `peers` on the cluster network; a peer that is down has none
     /// (it is left out, and reconcile adds it once it has an address again).
-    async fn peer_ips(&self, peers: &[BlockPeer]) -> Result<BTreeMap<String, String>> {
+    async fn peer_ips(&self, peers: &[String]) -> Result<BTreeMap<String, String>> {
         let mut ips = BTreeMap::new();
-        for p in peers {
-            let name = format!("{}-{}", self.cluster, p.node);
-            match sidecar::inspect(&self.docker, &name, &p.node, &self.network).await? {
+        for node in peers {
+            let name = format!("{}-{node}", self.cluster);
+            match sidecar::inspect(&self.docker, &name, node, &self.network).await? {
                 Some(Target { ip: Some(ip), running: true, .. }) => {
-                    ips.insert(p.node.clone(), ip);
+                    ips.insert(node.clone(), ip);
                 }
-                _ => tracing::warn!(peer = %p.node, "partition peer has no address now; rules for it are added once it has"),
+                _ => tracing::warn!(peer = %node, "partition peer has no address now; rules for it are added once it has"),
             }
         }
         Ok(ips)
@@ -451,10 +470,7 @@ fn commands_for(
             let ipt = mech
                 .iptables
                 .ok_or_else(|| NetfaultError::Unsupported("partition: no working iptables".into()))?;
-            let resolved: Vec<(String, Direction)> = peers
-                .iter()
-                .filter_map(|p| peer_ips.get(&p.node).map(|ip| (ip.clone(), p.direction)))
-                .collect();
+            let resolved: Vec<String> = peers.iter().filter_map(|p| peer_ips.get(p).cloned()).collect();
             Ok(rules::block_commands(ipt, iface, &resolved, tag))
         }
     }
@@ -480,28 +496,21 @@ fn validate_groups(groups: &[Vec<String>]) -> Result<()> {
     Ok(())
 }
 
-/// Which peers each member drops, and which way.
-fn partition_peers(groups: &[Vec<String>], one_way: bool) -> Vec<(String, Vec<BlockPeer>)> {
+/// Which peers each member drops traffic from. Two-way: every member, everything from the
+/// other groups. One-way: the members of groups 1.. drop what comes from group 0.
+fn partition_peers(groups: &[Vec<String>], one_way: bool) -> Vec<(String, Vec<String>)> {
     let mut out = Vec::new();
     for (gi, group) in groups.iter().enumerate() {
-        for member in group {
-            let mut peers = Vec::new();
-            for (gj, other) in groups.iter().enumerate() {
-                let direction = match (one_way, gi == gj, gi, gj) {
-                    (_, true, _, _) => continue,
-                    (false, ..) => Direction::Both,
-                    // From group 0: its members stop sending to the others...
-                    (true, _, 0, _) => Direction::Out,
-                    // ...and the others stop receiving from group 0.
-                    (true, _, _, 0) => Direction::In,
-                    (true, ..) => continue,
-                };
-                peers.extend(other.iter().map(|n| BlockPeer { node: n.clone(), direction }));
-            }
-            if !peers.is_empty() {
-                out.push((member.clone(), peers));
-            }
+        let from: Vec<String> = groups
+            .iter()
+            .enumerate()
+            .filter(|(gj, _)| *gj != gi && (!one_way || *gj == 0))
+            .flat_map(|(_, g)| g.iter().cloned())
+            .collect();
+        if from.is_empty() {
+            continue;
         }
+        out.extend(group.iter().map(|member| (member.clone(), from.clone())));
     }
     out
 }
@@ -689,13 +698,13 @@ async fn probe_in(docker: &Docker, id: &str) -> Result<Mechanism> {
             v.extend(s(args));
             v
         };
-        if !ok(base(&["-S", "OUTPUT"])).await? {
+        if !ok(base(&["-S", "INPUT"])).await? {
             continue;
         }
-        let stat = ["OUTPUT", "-o", "lo", "-m", "statistic", "--mode", "random", "--probability", "0.5", "-m", "comment", "--comment", "chaos:probe", "-j", "DROP"];
+        let stat = ["INPUT", "-i", "lo", "-m", "statistic", "--mode", "random", "--probability", "0.5", "-m", "comment", "--comment", "chaos:probe", "-j", "DROP"];
         let queue = QUEUE.to_string();
         let mark = format!("{:#x}", rules::DUP_MARK);
-        let nfq = ["OUTPUT", "-o", "lo", "-m", "mark", "!", "--mark", &mark, "-m", "comment", "--comment", "chaos:probe", "-j", "NFQUEUE", "--queue-num", &queue, "--queue-bypass"];
+        let nfq = ["INPUT", "-i", "lo", "-m", "mark", "!", "--mark", &mark, "-m", "comment", "--comment", "chaos:probe", "-j", "NFQUEUE", "--queue-num", &queue, "--queue-bypass"];
         let mut results = [false; 2];
         for (i, rule) in [&stat[..], &nfq[..]].into_iter().enumerate() {
             let mut add = base(&["-A"]);
@@ -734,35 +743,29 @@ mod tests {
     }
 
     #[test]
-    fn two_way_partition_blocks_every_cross_group_pair_both_ways() {
+    fn two_way_partition_drops_everything_from_the_other_groups() {
         let p = partition_peers(&g(&[&["tm1"], &["jm1", "tm2"]]), false);
-        let shown: Vec<(String, Vec<(String, Direction)>)> = p
-            .into_iter()
-            .map(|(n, peers)| (n, peers.into_iter().map(|b| (b.node, b.direction)).collect()))
-            .collect();
+        let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
         assert_eq!(
-            shown,
+            p,
             vec![
-                ("tm1".into(), vec![("jm1".into(), Direction::Both), ("tm2".into(), Direction::Both)]),
-                ("jm1".into(), vec![("tm1".into(), Direction::Both)]),
-                ("tm2".into(), vec![("tm1".into(), Direction::Both)]),
+                ("tm1".to_string(), v(&["jm1", "tm2"])),
+                ("jm1".to_string(), v(&["tm1"])),
+                ("tm2".to_string(), v(&["tm1"])),
             ]
         );
     }
 
     #[test]
-    fn one_way_partition_only_stops_traffic_from_group_zero() {
-        let p = partition_peers(&g(&[&["a"], &["b"], &["c"]]), true);
-        let dirs: Vec<(String, Vec<(String, Direction)>)> = p
-            .into_iter()
-            .map(|(n, peers)| (n, peers.into_iter().map(|b| (b.node, b.direction)).collect()))
-            .collect();
+    fn one_way_partition_only_drops_what_group_zero_sends() {
+        let p = partition_peers(&g(&[&["a"], &["b"], &["c", "d"]]), true);
+        let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
         assert_eq!(
-            dirs,
+            p,
             vec![
-                ("a".into(), vec![("b".into(), Direction::Out), ("c".into(), Direction::Out)]),
-                ("b".into(), vec![("a".into(), Direction::In)]),
-                ("c".into(), vec![("a".into(), Direction::In)]),
+                ("b".to_string(), v(&["a"])),
+                ("c".to_string(), v(&["a"])),
+                ("d".to_string(), v(&["a"])),
             ]
         );
     }

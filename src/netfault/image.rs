@@ -7,19 +7,16 @@
 //! (a tool, a library, `chaos-netd`) changed. The host needs Debian's `iptables` and
 //! `iproute2` packages: [`ensure_host_tools`] installs them when missing.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use bollard::query_parameters::BuildImageOptionsBuilder;
 use bollard::Docker;
-use futures_util::StreamExt;
-use sha2::{Digest, Sha256};
 
 use super::rules::NETD;
-use super::sidecar::is_not_found;
 use super::NetfaultError;
+use crate::images::{self, ContextFile, ImageContext};
 
 /// Repository part of the sidecar image tag.
 pub const IMAGE_REPO: &str = "chaos-netfault";
@@ -225,68 +222,32 @@ fn rootfs(netd: &Path) -> Result<Rootfs, NetfaultError> {
     Ok(rootfs)
 }
 
-/// The build context: Dockerfile + `rootfs/`, deterministic (sorted, fixed mtime/owner).
-fn context_tar(rootfs: &Rootfs) -> Result<Vec<u8>, NetfaultError> {
-    let err = |e: std::io::Error| NetfaultError::Infrastructure(format!("building the image context: {e}"));
-    let mut tar = tar::Builder::new(Vec::new());
-    let mut files: Vec<(String, u32, &[u8])> = vec![("Dockerfile".into(), 0o644, DOCKERFILE.as_bytes())];
-    files.extend(rootfs.iter().map(|(p, (m, c))| (format!("rootfs/{p}"), *m, c.as_slice())));
-    for (path, mode, contents) in files {
-        let mut h = tar::Header::new_gnu();
-        h.set_size(contents.len() as u64);
-        h.set_mode(mode);
-        h.set_mtime(0);
-        h.set_uid(0);
-        h.set_gid(0);
-        h.set_entry_type(tar::EntryType::Regular);
-        tar.append_data(&mut h, path, contents).map_err(err)?;
+/// The build context: the Dockerfile and every file under `rootfs/`.
+fn context(rootfs: Rootfs) -> ImageContext {
+    ImageContext {
+        kind: IMAGE_KIND.to_string(),
+        dockerfile: DOCKERFILE.to_string(),
+        files: rootfs
+            .into_iter()
+            .map(|(path, (mode, contents))| ContextFile { path: format!("rootfs/{path}"), mode, contents })
+            .collect(),
     }
-    tar.into_inner().map_err(err)
 }
 
 /// Ensures the sidecar image for `netd` (the `chaos-netd` binary) and this host's tools
-/// exists; returns its tag `chaos-netfault:<12 hex>`. Builds only when that tag is absent.
+/// exists; returns its tag `chaos-netfault:<12 hex>`. Builds only when that tag is absent
+/// (through [`crate::images::ensure_image`], like every image of chaos).
 pub async fn ensure_image(docker: &Docker, netd: &Path) -> Result<String, NetfaultError> {
     let netd = netd.to_path_buf();
-    let tar = tokio::task::spawn_blocking(move || {
+    let ctx = tokio::task::spawn_blocking(move || {
         ensure_host_tools()?;
-        context_tar(&rootfs(&netd)?)
+        rootfs(&netd).map(context)
     })
     .await
     .map_err(|e| NetfaultError::Infrastructure(format!("gathering the image files: {e}")))??;
-    let digest = Sha256::digest(&tar);
-    let hash: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
-    let tag = format!("{IMAGE_REPO}:{hash}");
-    match docker.inspect_image(&tag).await {
-        Ok(_) => return Ok(tag),
-        Err(e) if is_not_found(&e) => {}
-        Err(e) => return Err(NetfaultError::Docker(format!("inspecting image {tag}: {e}"))),
-    }
-    let labels = HashMap::from([("chaos.image".to_string(), IMAGE_KIND.to_string())]);
-    let options = BuildImageOptionsBuilder::default()
-        .dockerfile("Dockerfile")
-        .t(&tag)
-        .rm(true)
-        .forcerm(true)
-        .labels(&labels)
-        .build();
-    let failed = |m: String| NetfaultError::Infrastructure(format!("building image {tag} failed: {m}"));
-    let mut log = String::new();
-    let mut stream = docker.build_image(options, None, Some(bollard::body_full(tar.into())));
-    while let Some(item) = stream.next().await {
-        let info = item.map_err(|e| failed(format!("{e}\n{log}")))?;
-        if let Some(detail) = info.error_detail {
-            return Err(failed(format!("{}\n{log}", detail.message.unwrap_or_default())));
-        }
-        if let Some(line) = info.stream {
-            log.push_str(&line);
-        }
-    }
-    match docker.inspect_image(&tag).await {
-        Ok(_) => Ok(tag),
-        Err(e) if is_not_found(&e) => Err(failed(format!("no image was produced\n{log}"))),
-        Err(e) => Err(NetfaultError::Docker(format!("inspecting image {tag}: {e}"))),
-    }
+    images::ensure_image(docker, IMAGE_REPO, &ctx)
+        .await
+        .map_err(|e| NetfaultError::Infrastructure(format!("the network-fault sidecar image: {e}")))
 }
 
 #[cfg(test)]
@@ -303,19 +264,15 @@ mod tests {
     }
 
     #[test]
-    fn context_is_deterministic_and_rooted_in_rootfs() {
+    fn context_puts_the_files_under_rootfs_from_scratch() {
         let mut fs = Rootfs::new();
         fs.insert("usr/sbin/tc".into(), (0o755, b"x".to_vec()));
         fs.insert("run/.keep".into(), (0o644, vec![]));
-        let a = context_tar(&fs).unwrap();
-        assert_eq!(a, context_tar(&fs).unwrap());
-        let mut archive = tar::Archive::new(&a[..]);
-        let names: Vec<String> = archive
-            .entries()
-            .unwrap()
-            .map(|e| e.unwrap().path().unwrap().display().to_string())
-            .collect();
-        assert_eq!(names, ["Dockerfile", "rootfs/run/.keep", "rootfs/usr/sbin/tc"]);
-        assert!(DOCKERFILE.contains("FROM scratch"));
+        let ctx = context(fs);
+        assert_eq!(ctx.kind, "netfault");
+        let paths: Vec<(&str, u32)> = ctx.files.iter().map(|f| (f.path.as_str(), f.mode)).collect();
+        assert_eq!(paths, [("rootfs/run/.keep", 0o644), ("rootfs/usr/sbin/tc", 0o755)]);
+        assert!(ctx.dockerfile.contains("FROM scratch\nCOPY rootfs/ /"));
+        assert!(ctx.dockerfile.contains("ENTRYPOINT [\"/usr/local/bin/chaos-netd\"]"));
     }
 }

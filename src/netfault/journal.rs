@@ -14,7 +14,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use super::rules::{Direction, NetemParams};
+use super::rules::NetemParams;
 use super::NetfaultError;
 
 /// File name of the journal inside a run directory.
@@ -24,17 +24,11 @@ pub const FILE_NAME: &str = "netfault-journal.jsonl";
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Spec {
-    /// Degrade the namespace's egress.
+    /// Degrade the node's network (see [`super::rules`] for the direction).
     Netem { params: NetemParams },
-    /// Drop traffic with other nodes (one member's share of a partition).
-    Block { peers: Vec<BlockPeer> },
-}
-
-/// One peer of a [`Spec::Block`], by node name (its address is resolved at apply time).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BlockPeer {
-    pub node: String,
-    pub direction: Direction,
+    /// Drop what arrives from these nodes (one member's share of a partition); their
+    /// addresses are resolved at apply time.
+    Block { peers: Vec<String> },
 }
 
 /// The rules of one fault in one container's namespace.
@@ -187,7 +181,7 @@ mod tests {
             container_name: "c-taskmanager-1".into(),
             started_at: started_at.into(),
             iface: "eth0".into(),
-            spec: Spec::Block { peers: vec![BlockPeer { node: "jobmanager-1".into(), direction: Direction::Both }] },
+            spec: Spec::Block { peers: vec!["jobmanager-1".into()] },
             peer_ips: BTreeMap::from([("jobmanager-1".into(), "10.0.0.2".into())]),
             sidecar: None,
             apply: vec![vec!["iptables".into(), "-I".into()]],

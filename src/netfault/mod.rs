@@ -5,12 +5,14 @@
 //! Nothing runs on the host: a *sidecar* container from the `chaos-netfault` image
 //! ([`image`]) joins the target's namespace (`network_mode: container:<id>`, `NET_ADMIN`)
 //! and runs `iptables` / `tc` there through `docker exec` ([`sidecar`]). The kernel is
-//! probed once per run ([`NetFaults::probe`]): where netem exists, a netem qdisc does
-//! everything; where it does not, loss is an iptables `statistic` drop, rate a `tbf`
-//! qdisc, and delay, jitter, duplicate and corrupt an iptables `NFQUEUE` rule
-//! (`--queue-bypass`) served by `chaos-netd delay` ([`netd`]) in a sidecar that stays up
-//! while the fault lasts. All rules act on the target's egress on the cluster network
-//! interface (found from its address, not assumed to be `eth0`); IPv4 only.
+//! probed once per run ([`NetFaults::probe`]): where netem exists, a netem qdisc on the
+//! node's egress does everything; where it does not, loss is an iptables `statistic`
+//! drop, rate a `tbf` qdisc, and delay, jitter, duplicate and corrupt an iptables
+//! `NFQUEUE` rule (`--queue-bypass`) served by `chaos-netd delay` ([`netd`]) in a sidecar
+//! that stays up while the fault lasts; the iptables rules act on packets arriving at the
+//! node (why: [`rules`]). Partitions are DROP rules on arrival. Everything is on the
+//! cluster network's interface (found from the node's address, not assumed to be `eth0`);
+//! IPv4 only.
 //!
 //! # Undo
 //! Every rule is announced in `<run_dir>/netfault-journal.jsonl` ([`journal`]) with its
@@ -40,7 +42,7 @@ pub use faults::{
 };
 pub use image::{ensure_host_tools, ensure_image, netd_binary, HOST_PACKAGES};
 pub use netd::schedule::Distribution;
-pub use probe::{ProbeStats, RttStats};
+pub use probe::{ProbeStats, RttStats, Throughput};
 pub use rules::{plan, Iptables, Mechanism, NetemParams, Via};
 
 /// A network fault that could not be applied or undone.

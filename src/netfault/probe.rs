@@ -1,4 +1,5 @@
-//! What a round-trip probe measured: the figures the report shows for a network fault.
+//! What a round-trip probe (or a bulk transfer) measured: the figures the report shows
+//! for a network fault.
 //!
 //! `chaos-netd probe` (inside a sidecar) sends numbered UDP datagrams to `chaos-netd echo`
 //! (inside the target's namespace), prints one [`ProbeStats`] as JSON, and the library reads
@@ -69,6 +70,16 @@ impl ProbeStats {
     pub fn mean_rtt_ms(&self) -> Option<f64> {
         self.rtt_ms.as_ref().map(|r| r.mean)
     }
+}
+
+/// What a bulk TCP transfer achieved (`chaos-netd send`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Throughput {
+    /// Bytes delivered.
+    pub bytes: u64,
+    /// From connect to the receiver having read the last byte.
+    pub secs: f64,
+    pub bits_per_s: f64,
 }
 
 /// Nearest-rank quantile of sorted, non-empty `v`.

@@ -1,6 +1,18 @@
 //! What a network fault does in a namespace, as command lines: the netem parameters, the
 //! mechanism the kernel allows for each, and the exact `tc` / `iptables` commands that
 //! apply and undo it. Pure (no Docker), so lint can show the plan and tests can pin it.
+//!
+//! # Which direction
+//! With netem, the qdisc degrades the node's *egress*, as `tc` users expect. Without it,
+//! loss, delay, jitter, duplicate and corrupt act on packets *arriving* at the node
+//! (iptables INPUT), and only rate stays on egress (tbf). That is deliberate: a packet
+//! the node itself sent and that iptables holds (NFQUEUE) or drops in OUTPUT is still
+//! charged to the sending socket, so TCP Small Queues throttle the connection to a couple
+//! of packets per delay (0.3 MB/s under a 20 ms delay, measured) and a DROP there is an
+//! `EPERM` for the sender instead of a loss on the wire. Held on arrival, a packet has
+//! already left its sender (crossing the veth orphans it): TCP sees a real long, lossy
+//! link. A round trip through the node sees the same added delay and loss either way.
+//! Partitions drop on arrival too, so peers see timeouts, as in a real partition.
 
 use std::fmt;
 use std::time::Duration;
@@ -25,10 +37,11 @@ pub const DUP_MARK: u32 = 0x00c4_a05d;
 /// once a 200 ms delay meets a busy data connection).
 pub const LIMIT: u32 = 10_000;
 
-/// Network degradation of a node's egress. Every field is optional; at least one is set.
+/// Network degradation of a node (see the module header for the direction). Every field
+/// is optional; at least one is set.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct NetemParams {
-    /// Added one-way delay of each outgoing packet.
+    /// Added one-way delay of each packet.
     #[serde(default, with = "opt_micros", skip_serializing_if = "Option::is_none")]
     pub delay: Option<Duration>,
     /// Spread around `delay` (see [`Distribution`]).
@@ -36,13 +49,13 @@ pub struct NetemParams {
     pub jitter: Option<Duration>,
     #[serde(default)]
     pub distribution: Distribution,
-    /// Fraction (0..=1) of outgoing packets dropped.
+    /// Fraction (0..=1) of packets dropped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub loss: Option<f64>,
-    /// Fraction (0..=1) of outgoing packets sent twice.
+    /// Fraction (0..=1) of packets delivered twice.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duplicate: Option<f64>,
-    /// Fraction (0..=1) of outgoing packets with one bit flipped.
+    /// Fraction (0..=1) of packets with one bit flipped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub corrupt: Option<f64>,
     /// Egress rate limit in bits per second.
@@ -137,23 +150,23 @@ pub struct Mechanism {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Via {
-    /// tc qdisc netem.
+    /// tc qdisc netem (egress).
     Netem,
-    /// iptables NFQUEUE rule served by the `chaos-netd delay` process in a sidecar.
+    /// iptables NFQUEUE rule (INPUT) served by the `chaos-netd delay` process in a sidecar.
     Delayer,
-    /// iptables `-m statistic --mode random ... -j DROP`.
+    /// iptables `-m statistic --mode random ... -j DROP` (INPUT).
     Statistic,
-    /// tc qdisc tbf.
+    /// tc qdisc tbf (egress).
     Tbf,
 }
 
 impl fmt::Display for Via {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            Via::Netem => "tc netem",
-            Via::Delayer => "iptables NFQUEUE + userspace delayer (chaos-netd)",
-            Via::Statistic => "iptables statistic DROP",
-            Via::Tbf => "tc tbf",
+            Via::Netem => "tc netem on egress",
+            Via::Delayer => "iptables NFQUEUE + userspace delayer (chaos-netd) on arrival",
+            Via::Statistic => "iptables statistic DROP on arrival",
+            Via::Tbf => "tc tbf on egress",
         })
     }
 }
@@ -290,21 +303,23 @@ pub fn netem_commands(
     let via = |v: Via| plan.iter().any(|(_, p)| *p == v);
     // Drops come first (-I): a packet the NFQUEUE verdict accepts leaves the chain.
     if let Some(p) = params.loss.filter(|_| via(Via::Statistic)) {
-        let mut spec = argv(&["-o", iface, "-m", "statistic", "--mode", "random", "--probability"]);
+        let mut spec = argv(&["-i", iface, "-m", "statistic", "--mode", "random", "--probability"]);
         spec.push(format!("{p:.6}"));
         spec.extend(comment(tag));
         spec.extend(argv(&["-j", "DROP"]));
-        rule(ipt, true, "OUTPUT", &spec, &mut out);
+        rule(ipt, true, "INPUT", &spec, &mut out);
     }
     if via(Via::Delayer) {
-        let mut spec = argv(&["-o", iface, "-m", "mark", "!", "--mark"]);
+        // Duplicates come in through `lo` (sent to the node's own address), and carry the
+        // mark besides: neither is queued again.
+        let mut spec = argv(&["-i", iface, "-m", "mark", "!", "--mark"]);
         spec.push(format!("{DUP_MARK:#x}"));
         spec.extend(comment(tag));
         spec.extend(argv(&["-j", "NFQUEUE", "--queue-num"]));
         spec.push(QUEUE.to_string());
         // Without a listener (delayer gone), packets pass instead of being dropped.
         spec.push("--queue-bypass".into());
-        rule(ipt, false, "OUTPUT", &spec, &mut out);
+        rule(ipt, false, "INPUT", &spec, &mut out);
         out.delayer = Some(delayer_args(params));
     }
     if let Some(rate) = params.rate_bps.filter(|_| via(Via::Tbf)) {
@@ -321,33 +336,15 @@ pub fn netem_commands(
     Ok(out)
 }
 
-/// Which way a partition rule drops traffic with one peer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Direction {
-    /// Packets from the peer (INPUT).
-    In,
-    /// Packets to the peer (OUTPUT).
-    Out,
-    Both,
-}
-
-/// DROP rules against `peers` (IPv4 address, direction) on `iface`.
-pub fn block_commands(ipt: Iptables, iface: &str, peers: &[(String, Direction)], tag: &str) -> Commands {
+/// DROP rules, on `iface`, for packets arriving from `peer_ips` (one member's share of a
+/// partition).
+pub fn block_commands(ipt: Iptables, iface: &str, peer_ips: &[String], tag: &str) -> Commands {
     let mut out = Commands::default();
-    for (ip, dir) in peers {
-        if matches!(dir, Direction::In | Direction::Both) {
-            let mut spec = argv(&["-i", iface, "-s", ip]);
-            spec.extend(comment(tag));
-            spec.extend(argv(&["-j", "DROP"]));
-            rule(ipt, true, "INPUT", &spec, &mut out);
-        }
-        if matches!(dir, Direction::Out | Direction::Both) {
-            let mut spec = argv(&["-o", iface, "-d", ip]);
-            spec.extend(comment(tag));
-            spec.extend(argv(&["-j", "DROP"]));
-            rule(ipt, true, "OUTPUT", &spec, &mut out);
-        }
+    for ip in peer_ips {
+        let mut spec = argv(&["-i", iface, "-s", ip]);
+        spec.extend(comment(tag));
+        spec.extend(argv(&["-j", "DROP"]));
+        rule(ipt, true, "INPUT", &spec, &mut out);
     }
     out.undo.reverse();
     out
@@ -416,22 +413,22 @@ mod tests {
     }
 
     #[test]
-    fn without_netem_loss_is_a_statistic_drop_before_the_nfqueue_rule() {
+    fn without_netem_loss_is_a_statistic_drop_on_arrival_before_the_nfqueue_rule() {
         let c = netem_commands(&delay_loss(), &no_netem(), "eth0", "f1").unwrap();
         let ipt = "/usr/sbin/xtables-nft-multi iptables";
         assert_eq!(
             joined(&c.apply),
             [
-                format!("{ipt} -I OUTPUT -o eth0 -m statistic --mode random --probability 0.300000 -m comment --comment chaos:f1 -j DROP"),
-                format!("{ipt} -A OUTPUT -o eth0 -m mark ! --mark 0xc4a05d -m comment --comment chaos:f1 -j NFQUEUE --queue-num 4242 --queue-bypass"),
+                format!("{ipt} -I INPUT -i eth0 -m statistic --mode random --probability 0.300000 -m comment --comment chaos:f1 -j DROP"),
+                format!("{ipt} -A INPUT -i eth0 -m mark ! --mark 0xc4a05d -m comment --comment chaos:f1 -j NFQUEUE --queue-num 4242 --queue-bypass"),
             ]
         );
         // Undo deletes the very same rules, last applied first.
         assert_eq!(
             joined(&c.undo),
             [
-                format!("{ipt} -D OUTPUT -o eth0 -m mark ! --mark 0xc4a05d -m comment --comment chaos:f1 -j NFQUEUE --queue-num 4242 --queue-bypass"),
-                format!("{ipt} -D OUTPUT -o eth0 -m statistic --mode random --probability 0.300000 -m comment --comment chaos:f1 -j DROP"),
+                format!("{ipt} -D INPUT -i eth0 -m mark ! --mark 0xc4a05d -m comment --comment chaos:f1 -j NFQUEUE --queue-num 4242 --queue-bypass"),
+                format!("{ipt} -D INPUT -i eth0 -m statistic --mode random --probability 0.300000 -m comment --comment chaos:f1 -j DROP"),
             ]
         );
         let d = c.delayer.unwrap().join(" ");
@@ -489,20 +486,24 @@ mod tests {
     }
 
     #[test]
-    fn partition_rules_drop_by_peer_address_both_ways() {
-        let peers = [("10.0.0.2".to_string(), Direction::Both), ("10.0.0.3".to_string(), Direction::In)];
+    fn partition_rules_drop_what_arrives_from_each_peer() {
+        let peers = ["10.0.0.2".to_string(), "10.0.0.3".to_string()];
         let c = block_commands(Iptables::Legacy, "eth0", &peers, "p1");
         let ipt = "/usr/sbin/xtables-legacy-multi iptables";
         assert_eq!(
             joined(&c.apply),
             [
                 format!("{ipt} -I INPUT -i eth0 -s 10.0.0.2 -m comment --comment chaos:p1 -j DROP"),
-                format!("{ipt} -I OUTPUT -o eth0 -d 10.0.0.2 -m comment --comment chaos:p1 -j DROP"),
                 format!("{ipt} -I INPUT -i eth0 -s 10.0.0.3 -m comment --comment chaos:p1 -j DROP"),
             ]
         );
-        assert_eq!(c.undo.len(), 3);
-        assert!(c.undo.iter().all(|u| u[2] == "-D"));
+        assert_eq!(
+            joined(&c.undo),
+            [
+                format!("{ipt} -D INPUT -i eth0 -s 10.0.0.3 -m comment --comment chaos:p1 -j DROP"),
+                format!("{ipt} -D INPUT -i eth0 -s 10.0.0.2 -m comment --comment chaos:p1 -j DROP"),
+            ]
+        );
     }
 
     #[test]

@@ -18,16 +18,10 @@ use futures_util::StreamExt;
 
 use super::NetfaultError;
 
-/// Label: cluster id.
-pub const LABEL_CLUSTER: &str = "chaos.cluster";
-/// Label: role (`sidecar` for ours).
-pub const LABEL_ROLE: &str = "chaos.role";
-/// Label: the node a sidecar works on.
-pub const LABEL_NODE: &str = "chaos.node";
-/// Label: the fault a sidecar belongs to.
+use crate::runtime::docker::labels::{CLUSTER as LABEL_CLUSTER, NODE as LABEL_NODE, ROLE as LABEL_ROLE, ROLE_SIDECAR};
+
+/// Label: the fault a sidecar belongs to (`netem-taskmanager-1-3f2a`, `measure`, `probe`).
 pub const LABEL_FAULT: &str = "chaos.fault";
-/// `chaos.role` of sidecars.
-pub const ROLE_SIDECAR: &str = "sidecar";
 
 /// How long one command in a sidecar may take.
 const EXEC_TIMEOUT: Duration = Duration::from_secs(30);

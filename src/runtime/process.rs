@@ -317,7 +317,13 @@ impl ProcessRuntime {
         let pid = pid as i32;
         self.reap(&rec.name, pid);
         match proc_state(pid) {
-            Some(s) if !matches!(s, 'Z' | 'X' | 'x') && is_node_process(pid, &self.streamd, &rec.name) => {
+            Some('Z' | 'X' | 'x') => {
+                // It died between the reap above and the look at /proc: reap it now, so
+                // "exited" never leaves a zombie of ours behind.
+                self.reap(&rec.name, pid);
+                Liveness::Gone
+            }
+            Some(s) if is_node_process(pid, &self.streamd, &rec.name) => {
                 if matches!(s, 'T' | 't') {
                     Liveness::Paused
                 } else {
@@ -666,7 +672,10 @@ impl Runtime for ProcessRuntime {
         if let Some(e) = first_err {
             return Err(e);
         }
-        self.lock_children().clear();
+        // Every node is gone (dead or a zombie): reap what is ours.
+        for (_, mut child) in self.lock_children().drain() {
+            let _ = child.try_wait();
+        }
         if let Some(s) = self.lock_state().as_mut() {
             for n in &mut s.nodes {
                 n.pid = None;

@@ -131,6 +131,16 @@ impl Coordinator {
         Some((m, p.is_final))
     }
 
+    /// Takes back the completion of checkpoint `id` (HA: its pointer could not be
+    /// published, so it does not count as complete and is discarded).
+    pub fn retract(&mut self, id: u64) {
+        if self.recent.back().is_some_and(|s| s.id == id) {
+            self.recent.pop_back();
+            self.completed_total = self.completed_total.saturating_sub(1);
+            self.failed_total += 1;
+        }
+    }
+
     /// REST view.
     pub fn info(&self) -> CheckpointsInfo {
         CheckpointsInfo {

@@ -5,18 +5,26 @@
 //! All state lives in one actor ([`JobMaster`]); connection tasks turn frames into
 //! [`Event`]s, and a tick drives timers. Every decision happens in `handle_event`/`tick`,
 //! apart from I/O.
+//!
+//! With high availability (`--etcd`, see [`crate::ha`]) the jobmanager campaigns for
+//! leadership and runs a `JobMaster` only while it leads. Steps others must be able to rely
+//! on after a failover — triggering a checkpoint id, deploying an attempt, telling sinks a
+//! checkpoint completed — are queued as [`HaOp`]s: `run` makes their records durable
+//! through a leadership-guarded etcd transaction first, and only then does the
+//! `JobMaster` act ([`JobMaster::op_done`]). Without HA the ops complete at once.
 
 pub mod checkpoints;
 pub mod rest;
 
 use crate::api::{self, FailureEvent, JobDetails, JobState, Overview, StateChange, TaskManagerInfo};
+use crate::ha::{self, CheckpointPointer, HaConfig, HaError, JobStatusRecord, LeaderInfo, Record};
 use crate::restart::{Decision, RestartTracker};
-use crate::snapshot;
+use crate::snapshot::{self, Metadata};
 use crate::spec::JobSpec;
 use crate::taskmanager::source::SourceState;
 use crate::wire::{self, Assignment, Deployment, JmToTm, Restore, TaskId, TaskMetrics, TmToJm};
 use checkpoints::Coordinator;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
@@ -34,6 +42,33 @@ pub struct JmConfig {
     pub data_dir: PathBuf,
     pub rpc_bind: String,
     pub rest_bind: String,
+    /// The RPC address taskmanagers use to reach this jobmanager (published when it leads).
+    pub rpc_advertise: String,
+    /// This jobmanager's REST base URL as others reach it (`http://host:port`).
+    pub rest_url: String,
+    /// High availability through etcd; `None`: a single jobmanager that always leads.
+    pub ha: Option<HaConfig>,
+}
+
+/// A step the leader takes only once `records` are durable in HA storage (see
+/// [`crate::ha`]); produced by [`JobMaster::next_op`], completed by [`JobMaster::op_done`].
+#[derive(Debug)]
+pub struct HaOp {
+    pub records: Vec<Record>,
+    then: Then,
+}
+
+/// What an [`HaOp`] does once its records are written.
+#[derive(Debug)]
+enum Then {
+    /// Only the status record.
+    Nothing,
+    /// Send the triggers of a checkpoint whose id is reserved.
+    Trigger { attempt: u64, checkpoint: u64 },
+    /// Send the deployments of an attempt that is recorded.
+    Deploy { attempt: u64, deployments: Vec<(String, Deployment)> },
+    /// Tell the sinks a checkpoint completed: its pointer is published.
+    Complete { metadata: Box<Metadata>, is_final: bool, attempt: u64 },
 }
 
 /// What connection tasks tell the actor.
@@ -71,6 +106,14 @@ struct Tm {
 pub struct JobMaster {
     cfg: JmConfig,
     leader_epoch: u64,
+    /// Steps waiting for their HA records to be durable.
+    ops: VecDeque<HaOp>,
+    /// The status changed since it was last written to HA storage.
+    status_dirty: bool,
+    /// Restores never use a checkpoint newer than this (HA: the latest *published* one; a
+    /// checkpoint whose `_metadata` exists but whose pointer never made it to etcd is not
+    /// complete). `None`: the latest intact checkpoint on disk (no HA).
+    restore_ceiling: Option<u64>,
     state: JobState,
     attempt: u64,
     restarts: u64,
@@ -97,11 +140,22 @@ pub struct JobMaster {
 
 impl JobMaster {
     pub fn new(cfg: JmConfig, leader_epoch: u64) -> Self {
+        let view = Arc::new(RwLock::new(initial_view(&cfg, true, None)));
+        Self::with_view(cfg, leader_epoch, view)
+    }
+
+    /// A master that publishes its REST view into `view` (shared with the REST server,
+    /// which outlives leaderships).
+    pub fn with_view(cfg: JmConfig, leader_epoch: u64, view: SharedView) -> Self {
         let ckpt = Coordinator::new(&cfg.data_dir, &cfg.job.job_id);
         let restart = RestartTracker::new(cfg.job.restart.clone(), api::now_ms());
         let start_ms = api::now_ms();
+        let restore_ceiling = if cfg.ha.is_some() { Some(0) } else { None };
         let mut jm = JobMaster {
             leader_epoch,
+            ops: VecDeque::new(),
+            status_dirty: true,
+            restore_ceiling,
             state: JobState::Created,
             attempt: 0,
             restarts: 0,
@@ -121,35 +175,169 @@ impl JobMaster {
             failure_cause: None,
             start_ms,
             last_hb_sent: Instant::now(),
-            view: Arc::new(RwLock::new(View {
-                overview: Overview {
-                    jobmanager: cfg.id.clone(),
-                    leader: true,
-                    leader_address: None,
-                    leader_epoch,
-                    job_id: cfg.job.job_id.clone(),
-                    job_state: JobState::Created,
-                    taskmanagers: 0,
-                    slots_total: 0,
-                    slots_available: 0,
-                },
-                job: empty_details(&cfg.job, start_ms),
-                checkpoints: api::CheckpointsInfo {
-                    completed: vec![],
-                    completed_total: 0,
-                    failed_total: 0,
-                    in_progress: None,
-                    latest: None,
-                    restored: None,
-                },
-                taskmanagers: vec![],
-                checkpoint_last_duration_ms: 0,
-            })),
+            view,
             cfg,
         };
         jm.set_state(JobState::Created, "job submitted");
         jm.check_input();
+        jm.refresh_view();
         jm
+    }
+
+    /// Takeover after a failover: continue the job where the previous leader left it, from
+    /// what it made durable in HA storage (see [`crate::ha`]).
+    pub fn resume(&mut self, rec: &ha::Recovered) {
+        let pointer = rec.checkpoint.map(|p| p.checkpoint);
+        self.restore_ceiling = Some(pointer.unwrap_or(0));
+        self.ckpt.bump_past(rec.checkpoint_counter.max(pointer.unwrap_or(0)));
+        let Some(st) = &rec.status else { return };
+        self.attempt = st.attempt;
+        self.restarts = st.restarts;
+        self.start_ms = st.start_ms;
+        self.history = st.history.clone();
+        self.failures = st.failures.clone();
+        self.failure_cause = st.failure_cause.clone();
+        self.status_dirty = true;
+        if st.state.is_terminal() {
+            // Flink's JobResultStore: a job that ended is not run again by the next leader.
+            self.state = st.state;
+            tracing::info!(state = ?st.state, "the job already ended under leader {}", st.leader);
+            self.refresh_view();
+            return;
+        }
+        if st.attempt == 0 && st.state == JobState::Created {
+            return; // the previous leader never deployed: nothing to recover from
+        }
+        let cause = format!(
+            "jobmanager failover: {} took over from {} (epoch {} -> {}); restoring checkpoint {}",
+            self.cfg.id,
+            st.leader,
+            st.epoch,
+            self.leader_epoch,
+            pointer.map(|p| p.to_string()).unwrap_or_else(|| "none (replay from the start)".into())
+        );
+        self.failures.push(FailureEvent { at_ms: api::now_ms(), attempt: self.attempt, taskmanager: None, cause: cause.clone() });
+        self.failure_cause = Some(cause.clone());
+        self.restarts += 1;
+        self.set_state(JobState::Restarting, &cause);
+        self.refresh_view();
+    }
+
+    /// What HA storage keeps of the job's status.
+    fn status_record(&self) -> JobStatusRecord {
+        let mut r = JobStatusRecord {
+            leader: self.cfg.id.clone(),
+            epoch: self.leader_epoch,
+            state: self.state,
+            attempt: self.attempt,
+            restarts: self.restarts,
+            start_ms: self.start_ms,
+            failure_cause: self.failure_cause.clone(),
+            history: self.history.clone(),
+            failures: self.failures.clone(),
+        };
+        r.truncate();
+        r
+    }
+
+    /// The next step that needs HA records written first. With HA, a changed status rides
+    /// along (or goes alone); without HA there is nothing to write.
+    pub fn next_op(&mut self) -> Option<HaOp> {
+        let mut op = self.ops.pop_front();
+        if self.cfg.ha.is_some() && self.status_dirty {
+            self.status_dirty = false;
+            let status = Record::Status(Box::new(self.status_record()));
+            match &mut op {
+                Some(op) => op.records.push(status),
+                None => op = Some(HaOp { records: vec![status], then: Then::Nothing }),
+            }
+        }
+        op
+    }
+
+    /// Completes `op` once its records were written (`Ok`), or gives it up (`Err`: etcd
+    /// unavailable; the caller steps down itself on [`HaError::NotLeader`]).
+    pub fn op_done(&mut self, op: HaOp, result: Result<(), HaError>) {
+        if let Err(e) = &result {
+            tracing::warn!("HA storage: {e}");
+            if op.records.iter().any(|r| matches!(r, Record::Status(_))) {
+                self.status_dirty = true;
+            }
+        }
+        let ok = result.is_ok();
+        match op.then {
+            Then::Nothing => {}
+            Then::Trigger { attempt, checkpoint } => {
+                if !ok {
+                    if self.ckpt.pending.as_ref().is_some_and(|p| p.id == checkpoint) {
+                        self.ckpt.abort("its id could not be reserved in HA storage");
+                    }
+                } else if attempt == self.attempt && self.ckpt.pending.as_ref().is_some_and(|p| p.id == checkpoint) {
+                    self.broadcast(JmToTm::Trigger { attempt, checkpoint, leader_epoch: self.leader_epoch });
+                }
+            }
+            Then::Deploy { attempt, deployments } => {
+                if attempt != self.attempt || self.placement.is_empty() {
+                    return; // the attempt failed before it went out
+                }
+                if !ok {
+                    // Not recorded, so not sent: try again shortly.
+                    self.placement.clear();
+                    self.restart_at = Some(Instant::now() + Duration::from_millis(500));
+                    return;
+                }
+                for (tm, d) in deployments {
+                    if let Some(t) = self.tms.get(&tm) {
+                        let _ = t.tx.send(JmToTm::Deploy(Box::new(d)));
+                    }
+                }
+            }
+            Then::Complete { metadata, is_final, attempt } => {
+                let id = metadata.checkpoint;
+                if !ok {
+                    // Flink discards a checkpoint its CompletedCheckpointStore cannot store:
+                    // without the `_metadata` it is an incomplete directory, never restored.
+                    let meta = snapshot::checkpoint_dir(&self.cfg.data_dir, &self.cfg.job.job_id, id).join("_metadata");
+                    if let Err(e) = std::fs::remove_file(&meta) {
+                        tracing::warn!("cannot discard {}: {e}", meta.display());
+                    }
+                    self.ckpt.retract(id);
+                    return;
+                }
+                tracing::info!(checkpoint = id, records_in = metadata.records_in, "checkpoint complete");
+                self.restore_ceiling = self.restore_ceiling.map(|c| c.max(id));
+                self.broadcast(JmToTm::Complete { attempt, checkpoint: id, leader_epoch: self.leader_epoch });
+                snapshot::prune(&self.cfg.data_dir, &self.cfg.job.job_id, self.cfg.job.checkpoints_retained);
+                if is_final && attempt == self.attempt {
+                    self.final_checkpoint = Some(id);
+                }
+            }
+        }
+    }
+
+    /// Leadership is lost: cancel the job on the taskmanagers and drop their connections
+    /// (they find the next leader through etcd). The master is not used afterwards.
+    pub fn step_down(&mut self, why: &str) {
+        tracing::warn!(epoch = self.leader_epoch, "stepping down: {why}");
+        self.broadcast(JmToTm::Cancel { attempt: self.attempt, leader_epoch: self.leader_epoch });
+        for (_, tm) in std::mem::take(&mut self.tms) {
+            tm.reader.abort();
+        }
+        self.ops.clear();
+        self.placement.clear();
+    }
+
+    /// The checkpoint to restore: the newest intact one not above the restore ceiling.
+    fn restore_point(&self) -> Option<Metadata> {
+        let (data, job) = (&self.cfg.data_dir, &self.cfg.job.job_id);
+        let Some(max) = self.restore_ceiling else { return snapshot::latest_valid(data, job) };
+        for n in snapshot::checkpoint_ids(data, job).into_iter().rev().filter(|&n| n <= max) {
+            match snapshot::load_verified(data, job, n) {
+                Ok(m) => return Some(m),
+                Err(e) => tracing::warn!("checkpoint {n} unusable, falling back to an older one: {e}"),
+            }
+        }
+        None
     }
 
     pub fn view(&self) -> SharedView {
@@ -163,6 +351,7 @@ impl JobMaster {
     fn set_state(&mut self, s: JobState, reason: &str) {
         tracing::info!(state = ?s, attempt = self.attempt, "job {}: {reason}", self.cfg.job.job_id);
         self.state = s;
+        self.status_dirty = true;
         self.history.push(StateChange { state: s, at_ms: api::now_ms(), attempt: self.attempt, reason: reason.to_string() });
     }
 
@@ -235,12 +424,13 @@ impl JobMaster {
                 if let Some((m, is_final)) =
                     self.ckpt.ack(&self.cfg.data_dir, &self.cfg.job.job_id, attempt, checkpoint, task, handle, lines, expected)
                 {
-                    tracing::info!(checkpoint = m.checkpoint, records_in = m.records_in, "checkpoint complete");
-                    self.broadcast(JmToTm::Complete { attempt, checkpoint: m.checkpoint });
-                    snapshot::prune(&self.cfg.data_dir, &self.cfg.job.job_id, self.cfg.job.checkpoints_retained);
-                    if is_final {
-                        self.final_checkpoint = Some(m.checkpoint);
-                    }
+                    // `_metadata` is written; the sinks hear of it only once the pointer is
+                    // published (HA) — the fence of the commit path.
+                    let pointer = CheckpointPointer { checkpoint: m.checkpoint, epoch: self.leader_epoch, completed_ms: m.complete_ms };
+                    self.ops.push_back(HaOp {
+                        records: vec![Record::LatestCheckpoint(pointer)],
+                        then: Then::Complete { metadata: Box::new(m), is_final, attempt },
+                    });
                 }
             }
             TmToJm::Decline { attempt, checkpoint, task, reason } if attempt == current => {
@@ -257,7 +447,7 @@ impl JobMaster {
                     self.committed_final.insert(subtask);
                     if self.committed_final.len() as u32 == self.p() && self.state == JobState::Running {
                         self.set_state(JobState::Finished, "all input processed, final checkpoint committed");
-                        self.broadcast(JmToTm::Finish { attempt });
+                        self.broadcast(JmToTm::Finish { attempt, leader_epoch: self.leader_epoch });
                     }
                 }
             }
@@ -295,6 +485,7 @@ impl JobMaster {
             taskmanager: Some(tm.id.clone()),
             cause: format!("taskmanager {} lost: {cause}", tm.id),
         });
+        self.status_dirty = true;
         if hosts_tasks && matches!(self.state, JobState::Running | JobState::Restarting | JobState::Created) {
             self.fail(None, format!("taskmanager {} lost: {cause}", tm.id));
         }
@@ -313,7 +504,7 @@ impl JobMaster {
             // the same fault is not a new failure.
             return;
         }
-        self.broadcast(JmToTm::Cancel { attempt: self.attempt });
+        self.broadcast(JmToTm::Cancel { attempt: self.attempt, leader_epoch: self.leader_epoch });
         self.ckpt.abort("the attempt failed");
         self.placement.clear();
         self.deployed.clear();
@@ -365,7 +556,7 @@ impl JobMaster {
             slot.2 -= 1;
             placement.push(Assignment { subtask, taskmanager: slot.0.clone(), data_address: slot.1.clone() });
         }
-        let restore = snapshot::latest_valid(&self.cfg.data_dir, &self.cfg.job.job_id);
+        let restore = self.restore_point();
         self.attempt += 1;
         self.restart_at = None;
         self.source_lines.clear();
@@ -387,8 +578,9 @@ impl JobMaster {
             m.entry(a.taskmanager.clone()).or_insert_with(Vec::new).push(a.subtask);
             m
         });
-        for (tm, local) in by_tm {
-            if let Some(t) = self.tms.get(&tm) {
+        let deployments = by_tm
+            .into_iter()
+            .map(|(tm, local)| {
                 let d = Deployment {
                     attempt: self.attempt,
                     leader_epoch: self.leader_epoch,
@@ -397,9 +589,13 @@ impl JobMaster {
                     local,
                     restore: restore.clone(),
                 };
-                let _ = t.tx.send(JmToTm::Deploy(Box::new(d)));
-            }
-        }
+                (tm, d)
+            })
+            .collect();
+        // Sent once the attempt is recorded (HA): a new leader continues above it, so an
+        // attempt number never names two deployments.
+        self.status_dirty = true;
+        self.ops.push_back(HaOp { records: Vec::new(), then: Then::Deploy { attempt: self.attempt, deployments } });
         self.placement = placement;
         self.deployed.clear();
     }
@@ -435,7 +631,12 @@ impl JobMaster {
                 if all_ended || due {
                     let id = self.ckpt.trigger(self.attempt, all_ended);
                     tracing::debug!(checkpoint = id, is_final = all_ended, "triggering checkpoint");
-                    self.broadcast(JmToTm::Trigger { attempt: self.attempt, checkpoint: id });
+                    // Flink's CheckpointIDCounter: the id is reserved in HA storage before any
+                    // barrier carries it, so no later leader reuses it.
+                    self.ops.push_back(HaOp {
+                        records: vec![Record::CheckpointCounter(id)],
+                        then: Then::Trigger { attempt: self.attempt, checkpoint: id },
+                    });
                 }
             }
         }
@@ -486,7 +687,7 @@ impl JobMaster {
         let overview = Overview {
             jobmanager: self.cfg.id.clone(),
             leader: true,
-            leader_address: None,
+            leader_address: Some(self.cfg.rest_url.clone()),
             leader_epoch: self.leader_epoch,
             job_id: self.cfg.job.job_id.clone(),
             job_state: self.state,
@@ -524,30 +725,256 @@ fn empty_details(job: &JobSpec, start_ms: u64) -> JobDetails {
     }
 }
 
-/// Runs a jobmanager until `shutdown` resolves.
+/// The REST view when no master runs: a standby (`leader: false`, pointing at `known`),
+/// or a leader about to start its master.
+fn initial_view(cfg: &JmConfig, leader: bool, known: Option<&LeaderInfo>) -> View {
+    let now = api::now_ms();
+    View {
+        overview: Overview {
+            jobmanager: cfg.id.clone(),
+            leader,
+            leader_address: if leader { Some(cfg.rest_url.clone()) } else { known.map(|l| l.rest_url.clone()) },
+            leader_epoch: known.map(|l| l.epoch).unwrap_or(0),
+            job_id: cfg.job.job_id.clone(),
+            job_state: JobState::Created,
+            taskmanagers: 0,
+            slots_total: 0,
+            slots_available: 0,
+        },
+        job: empty_details(&cfg.job, now),
+        checkpoints: api::CheckpointsInfo {
+            completed: vec![],
+            completed_total: 0,
+            failed_total: 0,
+            in_progress: None,
+            latest: None,
+            restored: None,
+        },
+        taskmanagers: vec![],
+        checkpoint_last_duration_ms: 0,
+    }
+}
+
+/// Runs a jobmanager until `shutdown` resolves. Without HA it leads at once (epoch 1);
+/// with HA it stands by, campaigns, leads while its lease holds, and steps down and
+/// campaigns again when it is lost.
 pub async fn run(cfg: JmConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let rpc = TcpListener::bind(&cfg.rpc_bind).await.map_err(|e| anyhow::anyhow!("cannot listen on RPC address {}: {e}", cfg.rpc_bind))?;
     let rest = TcpListener::bind(&cfg.rest_bind).await.map_err(|e| anyhow::anyhow!("cannot listen on REST address {}: {e}", cfg.rest_bind))?;
-    tracing::info!(id = %cfg.id, rpc = %cfg.rpc_bind, rest = %cfg.rest_bind, job = %cfg.job.job_id, "jobmanager started");
-    let mut jm = JobMaster::new(cfg, 1);
-    let view = jm.view();
-    let rest_task = tokio::spawn(rest::serve(rest, view));
+    tracing::info!(id = %cfg.id, rpc = %cfg.rpc_bind, rest = %cfg.rest_bind, job = %cfg.job.job_id, ha = cfg.ha.is_some(), "jobmanager started");
+    let view: SharedView = Arc::new(RwLock::new(initial_view(&cfg, cfg.ha.is_none(), None)));
+    let rest_task = tokio::spawn(rest::serve(rest, view.clone()));
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel::<Event>();
     let accept = tokio::spawn(accept_loop(rpc, ev_tx));
-    let mut tick = tokio::time::interval(Duration::from_millis(20));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => break,
-            Some(ev) = ev_rx.recv() => jm.handle_event(ev),
-            _ = tick.tick() => jm.tick(),
+    let result = match cfg.ha.clone() {
+        None => {
+            let mut jm = JobMaster::with_view(cfg, 1, view);
+            lead(&mut jm, &mut ev_rx, None, &mut shutdown).await;
+            Ok(())
         }
-    }
+        Some(ha_cfg) => run_ha(cfg, ha_cfg, view, &mut ev_rx, &mut shutdown).await,
+    };
     tracing::info!("jobmanager shutting down");
     accept.abort();
     rest_task.abort();
-    Ok(())
+    result
+}
+
+/// Why a leadership ended.
+enum End {
+    Shutdown,
+    Lost(String),
+}
+
+/// Drives a master: events, timers, and its HA ops (each made durable before the master
+/// acts on it). Returns on shutdown or when leadership is lost.
+async fn lead<F: Future<Output = ()>>(
+    jm: &mut JobMaster,
+    ev_rx: &mut mpsc::UnboundedReceiver<Event>,
+    mut ha: Option<(&ha::Store, &mut ha::election::Leadership)>,
+    shutdown: &mut std::pin::Pin<&mut F>,
+) -> End {
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let ev = tokio::select! {
+            _ = &mut *shutdown => return End::Shutdown,
+            why = lease_lost(&mut ha) => return End::Lost(why),
+            Some(ev) = ev_rx.recv() => Some(ev),
+            _ = tick.tick() => None,
+        };
+        // The zombie check: a leader that was frozen (SIGSTOP, docker pause) resumes right
+        // here, with its lease lapsed and maybe a successor elected. It must not act on the
+        // event it just woke up to.
+        if let Some((_, l)) = &ha {
+            if !l.is_valid() {
+                return End::Lost("the leader lease lapsed before it could be renewed (was this jobmanager frozen, or etcd unreachable?)".into());
+            }
+        }
+        match ev {
+            Some(ev) => jm.handle_event(ev),
+            None => jm.tick(),
+        }
+        while let Some(op) = jm.next_op() {
+            let result = match &ha {
+                None => Ok(()),
+                Some((store, l)) => {
+                    if !l.is_valid() {
+                        return End::Lost("the leader lease lapsed".into());
+                    }
+                    store.guarded_put(l.epoch(), &op.records).await
+                }
+            };
+            if let Err(HaError::NotLeader(why)) = &result {
+                return End::Lost(why.clone());
+            }
+            jm.op_done(op, result);
+        }
+    }
+}
+
+async fn lease_lost(ha: &mut Option<(&ha::Store, &mut ha::election::Leadership)>) -> String {
+    match ha {
+        Some((_, l)) => l.lost().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The HA life of a jobmanager: stand by, lead, step down, stand by again.
+async fn run_ha<F: Future<Output = ()>>(
+    cfg: JmConfig,
+    ha_cfg: HaConfig,
+    view: SharedView,
+    ev_rx: &mut mpsc::UnboundedReceiver<Event>,
+    shutdown: &mut std::pin::Pin<&mut F>,
+) -> anyhow::Result<()> {
+    let store = ha::Store::connect(ha_cfg, &cfg.job.job_id).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut leader_rx = ha::follow::follow(store.clone());
+    let me = ha::election::Candidate {
+        jobmanager: cfg.id.clone(),
+        rpc_address: cfg.rpc_advertise.clone(),
+        rest_url: cfg.rest_url.clone(),
+    };
+    loop {
+        let Some((mut leadership, held)) = stand_by(&store, &me, &cfg, &view, &mut leader_rx, ev_rx, shutdown).await else {
+            return Ok(());
+        };
+        let epoch = leadership.epoch();
+        let rec = match store.recover().await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!("cannot read the job's HA state; giving leadership up: {e}");
+                leadership.release(&store);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        let mut leader_cfg = cfg.clone();
+        match &rec.job {
+            Some(job) => {
+                if *job != cfg.job {
+                    tracing::warn!("the job spec in etcd differs from {}: running the stored one", cfg.job.job_id);
+                }
+                leader_cfg.job = job.clone();
+            }
+            None => {
+                if let Err(e) = store.publish_job(epoch, &cfg.job).await {
+                    tracing::warn!("cannot store the job spec in etcd: {e}");
+                }
+            }
+        }
+        tracing::info!(epoch, checkpoint = ?rec.checkpoint.map(|p| p.checkpoint), "leading");
+        let mut jm = JobMaster::with_view(leader_cfg, epoch, view.clone());
+        jm.resume(&rec);
+        for ev in held {
+            jm.handle_event(ev);
+        }
+        match lead(&mut jm, ev_rx, Some((&store, &mut leadership)), shutdown).await {
+            End::Shutdown => {
+                jm.step_down("shutting down");
+                // Revoking the lease lets a standby take over at once instead of after the TTL.
+                leadership.resign(&store).await;
+                return Ok(());
+            }
+            End::Lost(why) => {
+                jm.step_down(&why);
+                leadership.release(&store);
+            }
+        }
+    }
+}
+
+/// How long a standby holds a taskmanager's registration before refusing it: taskmanagers
+/// learn of a new leader from etcd at the same moment the leader does, and may knock
+/// before it has switched from standby to leading.
+const HOLD_REGISTRATION: Duration = Duration::from_secs(1);
+
+/// Standby: serve REST pointing at the leader, campaign, hold taskmanager registrations
+/// briefly (handed to the master if this jobmanager wins, refused otherwise). `None` on
+/// shutdown.
+async fn stand_by<F: Future<Output = ()>>(
+    store: &ha::Store,
+    me: &ha::election::Candidate,
+    cfg: &JmConfig,
+    view: &SharedView,
+    leader_rx: &mut tokio::sync::watch::Receiver<Option<LeaderInfo>>,
+    ev_rx: &mut mpsc::UnboundedReceiver<Event>,
+    shutdown: &mut std::pin::Pin<&mut F>,
+) -> Option<(ha::election::Leadership, Vec<Event>)> {
+    let set_view = |known: Option<&LeaderInfo>| {
+        if let Ok(mut v) = view.write() {
+            *v = initial_view(cfg, false, known.filter(|l| l.jobmanager != cfg.id));
+        }
+    };
+    set_view(leader_rx.borrow().as_ref());
+    let mut held: Vec<(Instant, Event)> = Vec::new();
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let campaign = store.campaign(me);
+        tokio::pin!(campaign);
+        let result = loop {
+            tokio::select! {
+                _ = &mut *shutdown => return None,
+                r = &mut campaign => break r,
+                Some(ev) = ev_rx.recv() => match ev {
+                    Event::Registered { .. } => held.push((Instant::now(), ev)),
+                    // A held taskmanager gave up waiting.
+                    Event::Lost { conn, .. } => held.retain(|(_, e)| !matches!(e, Event::Registered { conn: c, .. } if *c == conn)),
+                    // Traffic of connections of an earlier leadership.
+                    Event::Message { .. } => {}
+                },
+                Ok(()) = leader_rx.changed() => set_view(leader_rx.borrow().as_ref()),
+                _ = tokio::time::sleep(Duration::from_millis(100)), if !held.is_empty() => {
+                    held.retain(|(at, ev)| {
+                        let keep = at.elapsed() < HOLD_REGISTRATION;
+                        if let (false, Event::Registered { id, reader, .. }) = (keep, ev) {
+                            // Not the leader: close the connection; the taskmanager asks etcd again.
+                            tracing::debug!(tm = %id, "refusing a registration: this jobmanager is a standby");
+                            reader.abort();
+                        }
+                        keep
+                    });
+                }
+            }
+        };
+        match result {
+            Ok(l) => {
+                if let Ok(mut v) = view.write() {
+                    *v = initial_view(cfg, true, None);
+                }
+                return Some((l, held.into_iter().map(|(_, ev)| ev).collect()));
+            }
+            Err(e) => {
+                tracing::warn!("campaigning for leadership: {e}; retrying in {} ms", backoff.as_millis());
+                tokio::select! {
+                    _ = &mut *shutdown => return None,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
 }
 
 async fn accept_loop(listener: TcpListener, events: mpsc::UnboundedSender<Event>) {

@@ -1,9 +1,16 @@
 //! The REST API (JSON), as Flink's: `/overview`, `/jobs`, `/jobs/<id>`,
 //! `/jobs/<id>/checkpoints`, `/taskmanagers`, `/metrics` (Prometheus text).
+//!
+//! With HA, a standby answers `/overview` itself (`leader: false`, `leader_address`: the
+//! leader's REST URL; the cluster numbers are the leader's, fetched from it) and forwards
+//! every other request to the leader ([`crate::ha::proxy`]). When no leader is known or it
+//! does not answer, a standby says so with `503 Service Unavailable` and a JSON body
+//! `{"error", "jobmanager", "leader": false, "leader_address"}`.
 
 use super::SharedView;
+use crate::ha::proxy;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -31,45 +38,93 @@ fn read(view: &SharedView) -> Result<super::View, Response> {
     view.read().map(|v| v.clone()).map_err(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
-async fn overview(State(v): State<SharedView>) -> Response {
-    match read(&v) {
-        Ok(v) => Json(v.overview).into_response(),
-        Err(e) => e,
+/// The view of a leader; a standby's answer (forwarded or 503) as the error.
+async fn leader_view(view: &SharedView, uri: &Uri, headers: &HeaderMap) -> Result<super::View, Response> {
+    let v = read(view)?;
+    if v.overview.leader {
+        return Ok(v);
+    }
+    let me = v.overview.jobmanager.clone();
+    let unavailable = |why: String| {
+        let body = serde_json::json!({
+            "error": why,
+            "jobmanager": me,
+            "leader": false,
+            "leader_address": v.overview.leader_address,
+        });
+        (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+    };
+    if headers.contains_key(proxy::FORWARDED_BY) {
+        return Err(unavailable(format!("{me} is a standby; it does not forward a forwarded request")));
+    }
+    let Some(leader) = v.overview.leader_address.clone() else {
+        return Err(unavailable(format!("{me} is a standby and no leader is known (election in progress?)")));
+    };
+    let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    match proxy::get(&leader, path, &me).await {
+        Ok(f) => {
+            let status = StatusCode::from_u16(f.status).unwrap_or(StatusCode::BAD_GATEWAY);
+            let ct = f.content_type.unwrap_or_else(|| "application/octet-stream".into());
+            Err((status, [(axum::http::header::CONTENT_TYPE, ct)], f.body).into_response())
+        }
+        Err(e) => Err(unavailable(e)),
     }
 }
 
-async fn jobs(State(v): State<SharedView>) -> Response {
-    match read(&v) {
+async fn overview(State(view): State<SharedView>, headers: HeaderMap) -> Response {
+    let own = match read(&view) {
+        Ok(v) => v.overview,
+        Err(e) => return e,
+    };
+    if own.leader || headers.contains_key(proxy::FORWARDED_BY) {
+        return Json(own).into_response();
+    }
+    // A standby: the cluster as the leader sees it, but who we are and that we don't lead.
+    if let Some(leader) = own.leader_address.clone() {
+        if let Ok(f) = proxy::get(&leader, "/overview", &own.jobmanager).await {
+            if let (200, Ok(mut o)) = (f.status, serde_json::from_slice::<crate::api::Overview>(&f.body)) {
+                o.jobmanager = own.jobmanager.clone();
+                o.leader = false;
+                o.leader_address = Some(leader);
+                return Json(o).into_response();
+            }
+        }
+    }
+    Json(own).into_response()
+}
+
+async fn jobs(State(v): State<SharedView>, uri: Uri, headers: HeaderMap) -> Response {
+    match leader_view(&v, &uri, &headers).await {
         Ok(v) => Json(serde_json::json!({ "jobs": [{ "id": v.job.id, "state": v.job.state }] })).into_response(),
         Err(e) => e,
     }
 }
 
-async fn job(State(v): State<SharedView>, Path(id): Path<String>) -> Response {
-    match read(&v) {
+async fn job(State(v): State<SharedView>, Path(id): Path<String>, uri: Uri, headers: HeaderMap) -> Response {
+    match leader_view(&v, &uri, &headers).await {
         Ok(v) if v.job.id == id => Json(v.job).into_response(),
         Ok(_) => (StatusCode::NOT_FOUND, format!("no job {id}")).into_response(),
         Err(e) => e,
     }
 }
 
-async fn checkpoints(State(v): State<SharedView>, Path(id): Path<String>) -> Response {
-    match read(&v) {
+async fn checkpoints(State(v): State<SharedView>, Path(id): Path<String>, uri: Uri, headers: HeaderMap) -> Response {
+    match leader_view(&v, &uri, &headers).await {
         Ok(v) if v.job.id == id => Json(v.checkpoints).into_response(),
         Ok(_) => (StatusCode::NOT_FOUND, format!("no job {id}")).into_response(),
         Err(e) => e,
     }
 }
 
-async fn taskmanagers(State(v): State<SharedView>) -> Response {
-    match read(&v) {
+async fn taskmanagers(State(v): State<SharedView>, uri: Uri, headers: HeaderMap) -> Response {
+    match leader_view(&v, &uri, &headers).await {
         Ok(v) => Json(v.taskmanagers).into_response(),
         Err(e) => e,
     }
 }
 
-async fn metrics(State(v): State<SharedView>) -> Response {
-    let v = match read(&v) {
+async fn metrics(State(v): State<SharedView>, uri: Uri, headers: HeaderMap) -> Response {
+    let v = match leader_view(&v, &uri, &headers).await {
         Ok(v) => v,
         Err(e) => return e,
     };

@@ -4,12 +4,19 @@
 //!
 //! A taskmanager that loses its jobmanager (connection closed, or no word from it within
 //! the heartbeat timeout) cancels its tasks and registers again; the jobmanager redeploys.
+//!
+//! With high availability ([`crate::ha`]) the jobmanager to register with is the leader
+//! published in etcd: the taskmanager follows the `leader` key and re-registers (in the
+//! same process) when a newer leader is elected. It remembers the newest leader epoch it has
+//! seen and refuses every command of an older epoch: a deposed leader that wakes up cannot
+//! deploy, trigger, commit or cancel anything here.
 
 pub mod alignment;
 pub mod count;
 pub mod sink;
 pub mod source;
 
+use crate::ha::{self, HaConfig, LeaderInfo};
 use crate::spec::JobSpec;
 use crate::snapshot;
 use crate::wire::{self, DataHello, Deployment, JmToTm, TaskId, TaskMetrics, TmToJm};
@@ -20,7 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -36,6 +43,16 @@ pub struct TmConfig {
     pub data_bind: String,
     /// The data address other taskmanagers use to reach this one.
     pub advertise: String,
+    /// High availability: follow the leader published in etcd instead of `jobmanager`.
+    pub ha: Option<TmHa>,
+}
+
+/// Where a taskmanager finds the leader with high availability.
+#[derive(Debug, Clone)]
+pub struct TmHa {
+    pub config: HaConfig,
+    /// The job whose leader key to follow (`/streamd/<job>/leader`).
+    pub job_id: String,
 }
 
 /// Messages from tasks to the jobmanager, queued until the control connection sends them.
@@ -94,10 +111,20 @@ pub async fn run(cfg: TmConfig, shutdown: impl Future<Output = ()>) -> anyhow::R
     let server = tokio::spawn(data_server(listener, routes.clone()));
     tokio::pin!(shutdown);
 
+    let mut leader_rx = match &cfg.ha {
+        Some(h) => {
+            let store = ha::Store::connect(h.config.clone(), &h.job_id).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            tracing::info!(etcd = ?h.config.endpoints, job = %h.job_id, "following the leader through etcd");
+            Some(ha::follow::follow(store))
+        }
+        None => None,
+    };
     let mut running: Option<Running> = None;
+    let mut newest_epoch = 0u64;
     let mut backoff = Duration::from_millis(50);
     loop {
-        let session = session(&cfg, &routes, &mut running);
+        let mut registered = false;
+        let session = session(&cfg, &routes, &mut running, leader_rx.as_mut(), &mut newest_epoch, &mut registered);
         tokio::select! {
             _ = &mut shutdown => break,
             r = session => {
@@ -108,9 +135,15 @@ pub async fn run(cfg: TmConfig, shutdown: impl Future<Output = ()>) -> anyhow::R
                 // Without a jobmanager our tasks are orphans: a new leader (or the same one
                 // after recovery) redeploys from the latest checkpoint.
                 cancel(&mut running, &routes);
+                if registered {
+                    backoff = Duration::from_millis(50);
+                }
+                let known = leader_rx.as_ref().and_then(|rx| rx.borrow().as_ref().map(|l| l.epoch)).unwrap_or(0);
                 tokio::select! {
                     _ = &mut shutdown => break,
                     _ = tokio::time::sleep(backoff) => {}
+                    // A newly elected leader: register at once rather than after the backoff.
+                    _ = newer_leader(leader_rx.as_mut(), known) => {}
                 }
                 backoff = (backoff * 2).min(Duration::from_millis(500));
             }
@@ -132,12 +165,61 @@ fn cancel(running: &mut Option<Running>, routes: &SharedRoutes) {
     }
 }
 
-/// One registration with the jobmanager; returns when the connection is lost.
-async fn session(cfg: &TmConfig, routes: &SharedRoutes, running: &mut Option<Running>) -> Result<(), String> {
-    let stream = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(&cfg.jobmanager))
+/// Resolves once `rx` names a leader of an epoch above `epoch` (never without HA).
+async fn newer_leader(rx: Option<&mut watch::Receiver<Option<LeaderInfo>>>, epoch: u64) {
+    match rx {
+        Some(rx) => {
+            if rx.wait_for(|l| l.as_ref().is_some_and(|l| l.epoch > epoch)).await.is_err() {
+                std::future::pending::<()>().await
+            }
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// One registration with the jobmanager (with HA: the leader etcd names, of an epoch not
+/// older than `newest_epoch`); returns when the connection is lost or a newer leader is
+/// elected.
+async fn session(
+    cfg: &TmConfig,
+    routes: &SharedRoutes,
+    running: &mut Option<Running>,
+    leader_rx: Option<&mut watch::Receiver<Option<LeaderInfo>>>,
+    newest_epoch: &mut u64,
+    registered: &mut bool,
+) -> Result<(), String> {
+    let Some(rx) = leader_rx else {
+        return registered_session(cfg, &cfg.jobmanager, routes, running, newest_epoch, registered).await;
+    };
+    let floor = *newest_epoch;
+    let leader = rx
+        .wait_for(|l| l.as_ref().is_some_and(|l| l.epoch >= floor))
         .await
-        .map_err(|_| format!("connecting to {} timed out", cfg.jobmanager))?
-        .map_err(|e| format!("cannot connect to {}: {e}", cfg.jobmanager))?;
+        .map_err(|_| "the leader follower stopped".to_string())?
+        .clone()
+        .ok_or("no leader")?;
+    *newest_epoch = (*newest_epoch).max(leader.epoch);
+    tokio::select! {
+        r = registered_session(cfg, &leader.rpc_address, routes, running, newest_epoch, registered) => r,
+        _ = newer_leader(Some(rx), leader.epoch) => {
+            Err(format!("a newer leader was elected (after {} of epoch {})", leader.jobmanager, leader.epoch))
+        }
+    }
+}
+
+/// Registers with the jobmanager at `address` and serves it until the connection breaks.
+async fn registered_session(
+    cfg: &TmConfig,
+    address: &str,
+    routes: &SharedRoutes,
+    running: &mut Option<Running>,
+    newest_epoch: &mut u64,
+    registered: &mut bool,
+) -> Result<(), String> {
+    let stream = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(address))
+        .await
+        .map_err(|_| format!("connecting to {address} timed out"))?
+        .map_err(|e| format!("cannot connect to {address}: {e}"))?;
     let _ = stream.set_nodelay(true);
     let (r, mut w) = stream.into_split();
     let mut r = tokio::io::BufReader::new(r);
@@ -152,6 +234,12 @@ async fn session(cfg: &TmConfig, routes: &SharedRoutes, running: &mut Option<Run
     let JmToTm::Registered { jobmanager, leader_epoch, heartbeat_interval_ms, heartbeat_timeout_ms } = first else {
         return Err(format!("expected Registered, got {first:?}"));
     };
+    if leader_epoch < *newest_epoch {
+        return Err(format!("{jobmanager} leads epoch {leader_epoch}, older than epoch {newest_epoch} seen already"));
+    }
+    *newest_epoch = leader_epoch;
+    *registered = true;
+    let fence = leader_epoch;
     tracing::info!(%jobmanager, leader_epoch, "registered");
     let hb_interval = Duration::from_millis(heartbeat_interval_ms.max(10));
     let hb_timeout = Duration::from_millis(heartbeat_timeout_ms.max(50));
@@ -178,7 +266,7 @@ async fn session(cfg: &TmConfig, routes: &SharedRoutes, running: &mut Option<Run
             m = in_rx.recv() => {
                 let m = m.ok_or("reader ended")??;
                 last_heard = Instant::now();
-                handle(cfg, routes, running, &outbox, leader_epoch, m);
+                handle(cfg, routes, running, &outbox, fence, m);
             }
             Some(msg) = out_rx.recv() => {
                 wire::write_json(&mut w, &msg).await.map_err(|e| e.to_string())?;
@@ -206,16 +294,18 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Acts on one jobmanager command.
-fn handle(cfg: &TmConfig, routes: &SharedRoutes, running: &mut Option<Running>, outbox: &Outbox, epoch: u64, m: JmToTm) {
+/// Acts on one jobmanager command. `newest_epoch` is the newest leader epoch this
+/// taskmanager has seen: commands of an older epoch come from a deposed leader and are
+/// refused, whatever they are.
+fn handle(cfg: &TmConfig, routes: &SharedRoutes, running: &mut Option<Running>, outbox: &Outbox, newest_epoch: u64, m: JmToTm) {
+    if let Some(epoch) = m.leader_epoch().filter(|&e| e < newest_epoch) {
+        tracing::warn!(epoch, newest_epoch, command = ?command_name(&m), "refusing a command of a stale leader epoch");
+        return;
+    }
     let current = running.as_ref().map(|r| r.attempt);
     match m {
         JmToTm::Heartbeat | JmToTm::Registered { .. } => {}
         JmToTm::Deploy(d) => {
-            if d.leader_epoch < epoch {
-                tracing::warn!(attempt = d.attempt, "ignoring a deployment from a stale leader epoch");
-                return;
-            }
             if current.is_some_and(|a| a >= d.attempt) {
                 tracing::warn!(attempt = d.attempt, "ignoring a deployment of an old attempt");
                 return;
@@ -232,31 +322,43 @@ fn handle(cfg: &TmConfig, routes: &SharedRoutes, running: &mut Option<Running>, 
                 }
             }
         }
-        JmToTm::Cancel { attempt } => {
+        JmToTm::Cancel { attempt, .. } => {
             if current == Some(attempt) {
                 cancel(running, routes);
             }
         }
-        JmToTm::Finish { attempt } => {
+        JmToTm::Finish { attempt, .. } => {
             if current == Some(attempt) {
                 tracing::info!(attempt, "job finished; stopping tasks");
                 cancel(running, routes);
             }
         }
-        JmToTm::Trigger { attempt, checkpoint } => {
+        JmToTm::Trigger { attempt, checkpoint, .. } => {
             if let Some(r) = running.as_ref().filter(|r| r.attempt == attempt) {
                 for tx in r.sources.values() {
                     let _ = tx.try_send(source::SourceCmd::Trigger(checkpoint));
                 }
             }
         }
-        JmToTm::Complete { attempt, checkpoint } => {
+        JmToTm::Complete { attempt, checkpoint, .. } => {
             if let Some(r) = running.as_ref().filter(|r| r.attempt == attempt) {
                 for tx in r.counts.values() {
                     let _ = tx.try_send(count::CountCmd::Complete(checkpoint));
                 }
             }
         }
+    }
+}
+
+fn command_name(m: &JmToTm) -> &'static str {
+    match m {
+        JmToTm::Registered { .. } => "registered",
+        JmToTm::Heartbeat => "heartbeat",
+        JmToTm::Deploy(_) => "deploy",
+        JmToTm::Cancel { .. } => "cancel",
+        JmToTm::Trigger { .. } => "trigger",
+        JmToTm::Complete { .. } => "complete",
+        JmToTm::Finish { .. } => "finish",
     }
 }
 

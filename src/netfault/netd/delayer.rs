@@ -2,9 +2,11 @@
 //!
 //! Each queued packet is held until the release time the [`Scheduler`] gives it, then
 //! accepted (`NF_ACCEPT`); optionally a bit is flipped first (corrupt) or a copy is sent
-//! after it through a raw socket (duplicate). The copy carries a firewall mark that the
-//! `NFQUEUE` rule excludes, so it is not queued again. The hold is bounded: past `limit`
-//! held packets new ones are dropped, as netem's `limit` does.
+//! after it through a raw socket to the packet's destination (duplicate). For packets
+//! arriving at the node that destination is the node itself, so the copy comes in through
+//! `lo`; it also carries a firewall mark that the `NFQUEUE` rule excludes: either way it is
+//! not queued again. The hold is bounded: past `limit` held packets new ones are dropped,
+//! as netem's `limit` does.
 //!
 //! Single-threaded on purpose: the kernel only accepts verdicts on the socket that is
 //! bound to the queue, so one loop waits (ppoll) for either a packet or the next release.

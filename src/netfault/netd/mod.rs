@@ -2,12 +2,14 @@
 //!
 //! It runs in the target container's network namespace and does what the image's stock
 //! tools (iptables, tc, ip) cannot: `delay` serves the NFQUEUE rule on kernels without
-//! netem, `echo` and `probe` measure round trips, `hold` keeps a sidecar alive while
+//! netem, `echo` and `probe` measure round trips, `sink` and `send` TCP throughput,
+//! `hold` keeps a sidecar alive while
 //! `chaos` runs commands in it through `docker exec`. Every mode ends cleanly on SIGTERM
 //! (it is PID 1 of its container, where signals without a handler are ignored).
 
 pub mod delayer;
 pub mod schedule;
+pub mod tcp;
 pub mod udp;
 
 use std::net::SocketAddr;
@@ -87,6 +89,18 @@ pub enum Command {
         #[arg(long)]
         port: u16,
     },
+    /// Accept TCP connections on PORT and discard what they send.
+    Sink {
+        #[arg(long)]
+        port: u16,
+    },
+    /// Send bulk data over TCP to ADDR for SECS seconds and print the throughput as JSON.
+    Send {
+        #[arg(long)]
+        to: SocketAddr,
+        #[arg(long, default_value_t = 3.0)]
+        secs: f64,
+    },
     /// Send COUNT datagrams to ADDR every INTERVAL and print the round-trip figures as JSON.
     Probe {
         #[arg(long)]
@@ -136,6 +150,13 @@ fn run(command: Command) -> std::io::Result<()> {
             delayer::run(&delayer::DelayerConfig { queue, model, limit: limit.max(1), mark }, &STOP)
         }
         Command::Echo { port } => udp::echo(port, &STOP),
+        Command::Sink { port } => tcp::sink(port, &STOP),
+        Command::Send { to, secs } => {
+            let t = tcp::send(to, Duration::from_secs_f64(secs.max(0.1)), &STOP)?;
+            let json = serde_json::to_string(&t).map_err(std::io::Error::other)?;
+            println!("{json}");
+            Ok(())
+        }
         Command::Probe { to, count, interval_ms, timeout_ms, size } => {
             let cfg = udp::ProbeConfig {
                 to,

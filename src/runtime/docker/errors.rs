@@ -67,7 +67,12 @@ pub fn map(what: &str, err: Error) -> RuntimeError {
 /// "Container … is not running / is not paused / is already paused / is paused": the
 /// request does not fit the node's current state.
 fn is_state_conflict(message: &str) -> bool {
-    ["is not running", "is not paused", "is already paused", "is paused"]
-        .iter()
-        .any(|m| message.contains(m))
+    [
+        "is not running",
+        "is not paused",
+        "is already paused",
+        "is paused",
+    ]
+    .iter()
+    .any(|m| message.contains(m))
 }

@@ -210,8 +210,14 @@ mod tests {
     #[test]
     fn body_carries_labels_mount_alias_and_limits() {
         let d = def();
-        let b = container_body(&d, &d.nodes[1], "img:1", Path::new("/runs/r1"), "jobmanager-1")
-            .unwrap();
+        let b = container_body(
+            &d,
+            &d.nodes[1],
+            "img:1",
+            Path::new("/runs/r1"),
+            "jobmanager-1",
+        )
+        .unwrap();
         let labels = b.labels.unwrap();
         assert_eq!(labels[labels::CLUSTER], "c1");
         assert_eq!(labels[labels::ROLE], "taskmanager");
@@ -225,7 +231,10 @@ mod tests {
         assert_eq!(hc.memory, Some(256 << 20));
         assert_eq!(hc.memory_swap, Some(256 << 20));
         let eps = b.networking_config.unwrap().endpoints_config.unwrap();
-        assert_eq!(eps["c1-internal"].aliases.as_deref(), Some(&["taskmanager-2".to_string()][..]));
+        assert_eq!(
+            eps["c1-internal"].aliases.as_deref(),
+            Some(&["taskmanager-2".to_string()][..])
+        );
     }
 
     #[test]
@@ -241,7 +250,10 @@ mod tests {
             slots: 0,
             resources: Resources::default(),
         };
-        assert!(matches!(node_command(&etcd, "jobmanager-1"), Err(RuntimeError::Usage(_))));
+        assert!(matches!(
+            node_command(&etcd, "jobmanager-1"),
+            Err(RuntimeError::Usage(_))
+        ));
     }
 
     #[test]

@@ -1,0 +1,113 @@
+//! The product: every scenario in `scenarios/` run by the `chaos` binary on Docker, as a
+//! user (or CI) would run it, judged by its exit code and its report. One test per
+//! scenario; nextest runs them one at a time (.config/nextest.toml).
+//!
+//! Without a Docker daemon these tests fail under CI=true and say so loudly otherwise.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Is Docker reachable? In CI its absence is an error, not a skip.
+fn docker_or_skip() -> bool {
+    let ok = Command::new("docker").arg("info").output().map(|o| o.status.success()).unwrap_or(false);
+    if !ok {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("CI=true but the Docker daemon is unreachable: the scenario suite needs Docker");
+        }
+        eprintln!("\n!!! SKIPPED: no Docker daemon reachable; the scenario suite did NOT run !!!\n");
+    }
+    ok
+}
+
+struct Outcome {
+    code: i32,
+    stdout: String,
+    report: serde_json::Value,
+}
+
+fn run(file: &str) -> Option<Outcome> {
+    if !docker_or_skip() {
+        return None;
+    }
+    let out_dir = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(env!("CARGO_BIN_EXE_chaos"))
+        .current_dir(root())
+        .args(["run", &format!("scenarios/{file}"), "--report", "json", "--report", "junit", "--report", "html", "--out"])
+        .arg(out_dir.path())
+        .env("CHAOS_STREAMD_BIN", streamd_bin())
+        .output()
+        .expect("running chaos");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    println!("{stdout}\n--- stderr ---\n{stderr}");
+    let name = file.trim_end_matches(".yaml");
+    let report = std::fs::read_to_string(out_dir.path().join(format!("{name}.json")))
+        .ok()
+        .and_then(|s| serde_json::from_str(&s).ok())
+        .unwrap_or(serde_json::Value::Null);
+    assert!(out_dir.path().join("junit.xml").exists() || out.status.code() != Some(0), "junit.xml written");
+    Some(Outcome { code: out.status.code().unwrap_or(-1), stdout, report })
+}
+
+fn streamd_bin() -> PathBuf {
+    chaos::images::build_streamd_binary().expect("building streamd")
+}
+
+/// A scenario that must pass: exit 0, verdict pass, every fault applied and recovered.
+fn passes(file: &str) {
+    let Some(o) = run(file) else { return };
+    assert_eq!(o.code, 0, "chaos run {file} must pass:\n{}", o.stdout);
+    assert_eq!(o.report["verdict"], "pass");
+    for f in o.report["faults"].as_array().into_iter().flatten() {
+        assert!(f["applied_ms"].is_u64(), "every fault applied: {f}");
+        assert!(f["error"].is_null(), "no fault failed: {f}");
+    }
+    assert!(Path::new(o.report["counts_file"].as_str().unwrap_or("")).exists(), "counts.tsv written");
+}
+
+macro_rules! scenario {
+    ($name:ident, $file:literal) => {
+        #[test]
+        fn $name() {
+            passes($file);
+        }
+    };
+}
+
+scenario!(kill_tm2, "kill-tm2.yaml");
+scenario!(stop_tm, "stop-tm.yaml");
+scenario!(pause_tm, "pause-tm.yaml");
+scenario!(restart_tm, "restart-tm.yaml");
+scenario!(kill_two_tms, "kill-two-tms.yaml");
+scenario!(kill_during_recovery, "kill-during-recovery.yaml");
+scenario!(random_kills, "random-kills.yaml");
+scenario!(heterogeneous, "heterogeneous.yaml");
+
+/// The checker can fail: at-least-once under a kill, judged as exactly-once, exits 1 and
+/// names duplicated commits or over-counted words.
+#[test]
+fn at_least_once_caught() {
+    let Some(o) = run("at-least-once-caught.yaml") else { return };
+    assert_eq!(o.code, 1, "chaos must exit 1 on at-least-once-caught:\n{}", o.stdout);
+    assert_eq!(o.report["verdict"], "fail");
+    let dup = o.report["checks"]["monotonic"]["ok"] == false;
+    let over = o.report["overcounted"].as_object().is_some_and(|m| !m.is_empty());
+    assert!(dup || over, "the report names duplicated commits or over-counted words");
+    assert!(o.stdout.contains("monotonic") || o.stdout.contains("overcount"), "the summary says why");
+}
+
+/// Every scenario file has a test above (a new file without one fails here).
+#[test]
+fn every_scenario_file_is_covered() {
+    let src = std::fs::read_to_string(root().join("tests/scenarios.rs")).expect("this file");
+    for e in std::fs::read_dir(root().join("scenarios")).expect("scenarios/") {
+        let name = e.expect("entry").file_name().to_string_lossy().to_string();
+        if name.ends_with(".yaml") {
+            assert!(src.contains(&format!("\"{name}\"")), "scenarios/{name} has no test in tests/scenarios.rs");
+        }
+    }
+}
