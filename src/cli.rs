@@ -96,7 +96,7 @@ pub enum Command {
         #[arg(long)]
         images: bool,
     },
-    /// Build the streamd binary and image.
+    /// Build the streamd binary and the images (streamd, network-fault sidecar).
     Build,
     /// Validate scenarios and print their planned timelines.
     Lint {

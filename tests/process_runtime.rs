@@ -127,7 +127,8 @@ async fn lifecycle_kill_start_pause_unpause_down() {
         assert!(matches!(n.state, NodeState::Missing | NodeState::Exited), "{n:?}");
     }
     for pid in pids {
-        assert!(!Path::new(&format!("/proc/{pid}")).exists(), "pid {pid} survived down");
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"));
+        assert!(stat.is_err(), "pid {pid} survived down (reaped? no zombie may stay): {stat:?}");
     }
     rt.down().await.unwrap();
 }
@@ -240,13 +241,13 @@ async fn a_missing_binary_is_an_infrastructure_error() {
 }
 
 #[tokio::test]
-async fn high_availability_is_refused_with_a_reason() {
+async fn high_availability_without_etcd_is_refused_with_a_reason() {
     let dir = tempfile::tempdir().unwrap();
     let run_dir = dir.path().join("run");
     let mut d = def(&run_dir, 1, vec![]);
     d.nodes.push(NodeDef { name: "jobmanager-2".into(), role: Role::Jobmanager, slots: 0, resources: Resources::default() });
     let mut rt = ProcessRuntime::with_binary(standin());
     let err = rt.up(&d).await.unwrap_err();
-    assert!(matches!(&err, RuntimeError::Usage(m) if m.contains("docker runtime")), "{err}");
+    assert!(matches!(&err, RuntimeError::Usage(m) if m.contains("etcd")), "{err}");
     assert!(!run_dir.join(STATE_FILE).exists(), "nothing may start");
 }

@@ -383,7 +383,7 @@ fn plural(n: usize) -> &'static str {
     }
 }
 
-/// `chaos build`: the static streamd binary and its image.
+/// `chaos build`: the static streamd binary and its image, and the network-fault sidecar image.
 pub(super) async fn build() -> Result<u8, ChaosError> {
     let t = Instant::now();
     let binary = tokio::task::spawn_blocking(crate::images::build_streamd_binary).await.map_err(other)??;
@@ -391,6 +391,11 @@ pub(super) async fn build() -> Result<u8, ChaosError> {
     let t = Instant::now();
     let docker = docker::connect_docker().await?;
     let tag = crate::images::ensure_streamd_image(&docker, &binary).await?;
+    println!("image {tag} ready in {}", took(t.elapsed()));
+    // The network-fault sidecar image, so the first `chaos netem` does not build it.
+    let t = Instant::now();
+    let netd = tokio::task::spawn_blocking(netfault::netd_binary).await.map_err(other)?.map_err(super::net::nf_err)?;
+    let tag = netfault::ensure_image(&docker, &netd).await.map_err(super::net::nf_err)?;
     println!("image {tag} ready in {}", took(t.elapsed()));
     Ok(exit::PASS)
 }

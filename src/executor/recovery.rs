@@ -49,14 +49,17 @@ pub fn recovery(
         .filter(|&t| within(t))
         .min();
     let mut r = Recovery { detected_ms: detected, ..Recovery::default() };
-    // With no failure noticed, the job never stopped running: progress is what counts.
-    let running_from = detected.unwrap_or(from);
-    r.running_ms = match detected {
+    // Did the job actually go down? A lost taskmanager that ran no task (a spare) is
+    // noticed but costs nothing: the job never stopped running.
+    let restarted = history.iter().find(|h| h.state == JobState::Restarting && within(h.at_ms)).map(|h| h.at_ms);
+    let disrupted_from = restarted.map(|t| detected.map_or(t, |d| d.min(t)));
+    let running_from = disrupted_from.unwrap_or(from);
+    r.running_ms = match disrupted_from {
         Some(d) => history.iter().filter(|h| h.state == JobState::Running && h.at_ms >= d).map(|h| h.at_ms).min(),
         None => None,
     };
     let base = r.running_ms.unwrap_or(running_from);
-    if detected.is_none() || r.running_ms.is_some() {
+    if disrupted_from.is_none() || r.running_ms.is_some() {
         // Progress: the position moves past what it was at `base`.
         let at_base = samples.iter().filter(|s| s.at_ms <= base.max(from)).map(|s| s.records_in).last();
         r.progress_ms = samples
@@ -111,6 +114,17 @@ mod tests {
         assert_eq!(r.running_ms, None);
         assert_eq!(r.progress_ms, Some(1100));
         assert_eq!(r.caught_up_ms, Some(1100));
+    }
+
+    #[test]
+    fn a_lost_spare_is_detected_but_needs_only_progress() {
+        let history = [h(JobState::Running, 0)];
+        let failures = [FailureEvent { at_ms: 1005, attempt: 1, taskmanager: Some("tm3".into()), cause: "lost".into() }];
+        let samples = [s(900, 900, JobState::Running), s(1100, 950, JobState::Running)];
+        let r = recovery(1000, 900, None, &history, &failures, &samples);
+        assert_eq!(r.detected_ms, Some(1005));
+        assert_eq!(r.running_ms, None);
+        assert_eq!(r.progress_ms, Some(1100));
     }
 
     #[test]

@@ -141,7 +141,7 @@ async fn drive<R: Runtime + super::net::NetCapable>(
     t_up: Instant,
 ) -> Result<Vec<(String, String)>, ChaosError> {
     let url = rt.rest_url("jobmanager-1").await?;
-    let client = StreamdClient::new(url).map_err(|e| ChaosError::Other(e.to_string()))?;
+    let mut client = StreamdClient::new(url).map_err(|e| ChaosError::Other(e.to_string()))?;
     client
         .wait_ready(plan.cluster.taskmanagers as usize, Duration::from_secs(60))
         .await
@@ -227,7 +227,16 @@ async fn drive<R: Runtime + super::net::NetCapable>(
                 }
                 last = Some(d);
             }
-            Err(e) => tracing::debug!("REST sample failed: {e}"),
+            Err(e) => {
+                tracing::debug!("REST sample failed: {e}");
+                // HA: the jobmanager asked may be gone or frozen (a killed or paused
+                // leader): follow the one that leads now.
+                if e.is_unreachable() && plan.cluster.ha() {
+                    if let Some(c) = leader_client(rt).await {
+                        client = c;
+                    }
+                }
+            }
         }
         // Fire due faults.
         for i in 0..faults.len() {
@@ -297,6 +306,11 @@ async fn drive<R: Runtime + super::net::NetCapable>(
     }
     if interrupted {
         return Err(ChaosError::Interrupted);
+    }
+    if plan.cluster.ha() {
+        if let Some(c) = leader_client(rt).await {
+            client = c;
+        }
     }
     let d = match client.job(&job_id).await {
         Ok(d) => d,
@@ -409,6 +423,13 @@ async fn resolve_targets<R: Runtime>(rt: &R, targets: &[Target]) -> Vec<String> 
         }
     }
     out
+}
+
+/// A client for the current leader (HA: after a failover, the jobmanager first asked may
+/// be dead).
+async fn leader_client<R: Runtime>(rt: &R) -> Option<StreamdClient> {
+    let node = leader(rt).await?;
+    StreamdClient::new(rt.rest_url(&node).await.ok()?).ok()
 }
 
 /// The current leader jobmanager, asked over REST.

@@ -1,4 +1,5 @@
-//! [`NetFaults`]: apply, undo, reconcile and measure the network faults of one cluster.
+//! [`NetFaults`]: apply, undo and reconcile the network faults of one cluster (measuring
+//! them is in [`super::measure`]).
 //!
 //! Each fault is one or more journal entries, one per namespace it touches (a netem fault:
 //! the target's; a partition: every member's). Applying an entry: start a sidecar in the
@@ -15,9 +16,10 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
 
 use super::journal::{now_unix_ms, Closed, Entry, Journal, Record, Spec};
-use super::probe::{ProbeStats, Throughput};
-use super::rules::{self, Commands, Iptables, Mechanism, NetemParams, Via, IP, QUEUE, TC};
+use super::kernel;
+use super::rules::{self, Commands, Mechanism, NetemParams, Via, IP};
 use super::sidecar::{self, SidecarSpec, Target};
+use super::undo::{run_undo, undo_entries, undo_entry, UndoReport};
 use super::NetfaultError;
 
 type Result<T> = std::result::Result<T, NetfaultError>;
@@ -67,33 +69,13 @@ pub struct Reconciled {
     pub reason: String,
 }
 
-/// What an undo did.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct UndoReport {
-    /// Entries whose rules were removed (or found already absent).
-    pub undone: Vec<String>,
-    /// Entries whose namespace was gone (container removed, stopped or restarted).
-    pub ended: Vec<String>,
-    /// Orphan sidecars removed by the sweep.
-    pub sidecars_removed: usize,
-    /// Entries that could not be undone, with the reason; they stay open in the journal.
-    pub errors: Vec<String>,
-}
-
-impl UndoReport {
-    /// Nothing failed.
-    pub fn is_clean(&self) -> bool {
-        self.errors.is_empty()
-    }
-}
-
 /// The network faults of one cluster during one run.
 #[derive(Clone)]
 pub struct NetFaults {
-    docker: Docker,
-    cluster: String,
-    network: String,
-    image: String,
+    pub(super) docker: Docker,
+    pub(super) cluster: String,
+    pub(super) network: String,
+    pub(super) image: String,
     journal: Journal,
     mechanism: Arc<OnceCell<Mechanism>>,
 }
@@ -119,6 +101,14 @@ impl NetFaults {
         }
     }
 
+    /// Uses `mech` instead of probing (a CLI command reusing what `chaos up` probed).
+    pub fn with_mechanism(self, mech: Mechanism) -> NetFaults {
+        NetFaults {
+            mechanism: Arc::new(OnceCell::new_with(Some(mech))),
+            ..self
+        }
+    }
+
     /// The journal file.
     pub fn journal_path(&self) -> &Path {
         self.journal.path()
@@ -127,7 +117,7 @@ impl NetFaults {
     /// What the kernel offers; probed once (in a throwaway namespace), then cached.
     pub async fn probe(&self) -> Result<Mechanism> {
         self.mechanism
-            .get_or_try_init(|| probe_kernel(&self.docker, &self.image, &self.cluster))
+            .get_or_try_init(|| kernel::probe(&self.docker, &self.image, &self.cluster))
             .await
             .cloned()
     }
@@ -146,9 +136,15 @@ impl NetFaults {
         }
         let fault = format!("netem-{node}-{:04x}", rand::random::<u16>());
         let id = format!("{fault}/{node}");
-        let spec = Spec::Netem { params: params.clone() };
+        let spec = Spec::Netem {
+            params: params.clone(),
+        };
         self.apply_entry(&fault, &id, node, &spec, &mech).await?;
-        Ok(FaultHandle { id: fault, entries: vec![id], description: format!("netem {node}: {params}") })
+        Ok(FaultHandle {
+            id: fault,
+            entries: vec![id],
+            description: format!("netem {node}: {params}"),
+        })
     }
 
     /// Drops traffic between the groups: each member drops what arrives from the members of
@@ -159,13 +155,17 @@ impl NetFaults {
         validate_groups(groups)?;
         let mech = self.probe().await?;
         if mech.iptables.is_none() {
-            return Err(NetfaultError::Unsupported("partition: no working iptables in the sidecar".into()));
+            return Err(NetfaultError::Unsupported(
+                "partition: no working iptables in the sidecar".into(),
+            ));
         }
         let fault = format!("partition-{:04x}", rand::random::<u16>());
         let plans = partition_peers(groups, one_way);
         let applied = join_all(plans.iter().map(|(node, peers)| {
             let id = format!("{fault}/{node}");
-            let spec = Spec::Block { peers: peers.clone() };
+            let spec = Spec::Block {
+                peers: peers.clone(),
+            };
             let fault = fault.clone();
             let mech = mech.clone();
             async move { self.apply_entry(&fault, &id, node, &spec, &mech).await }
@@ -188,18 +188,29 @@ impl NetFaults {
             }
             return Err(e);
         }
-        let shown: Vec<String> = groups.iter().map(|g| format!("[{}]", g.join(", "))).collect();
+        let shown: Vec<String> = groups
+            .iter()
+            .map(|g| format!("[{}]", g.join(", ")))
+            .collect();
         Ok(FaultHandle {
             id: fault,
             entries: entries.into_iter().map(|e| e.id).collect(),
-            description: format!("partition{} {}", if one_way { " one-way" } else { "" }, shown.join(" ")),
+            description: format!(
+                "partition{} {}",
+                if one_way { " one-way" } else { "" },
+                shown.join(" ")
+            ),
         })
     }
 
     /// Takes back every rule of `handle` (idempotent: what is already gone counts as done).
     pub async fn undo(&self, handle: &FaultHandle) -> Result<UndoReport> {
         let wanted: BTreeSet<&str> = handle.entries.iter().map(String::as_str).collect();
-        let open: Vec<Entry> = self.open_entries()?.into_iter().filter(|e| wanted.contains(e.id.as_str())).collect();
+        let open: Vec<Entry> = self
+            .open_entries()?
+            .into_iter()
+            .filter(|e| wanted.contains(e.id.as_str()))
+            .collect();
         let report = self.undo_entries(&open).await;
         match report.errors.first() {
             Some(e) => Err(NetfaultError::Docker(format!("undoing {}: {e}", handle.id))),
@@ -220,91 +231,51 @@ impl NetFaults {
         let mut out = Vec::new();
         for entry in self.open_entries()? {
             let (action, reason) = self.reconcile_entry(&entry, policy).await?;
-            out.push(Reconciled { fault: entry.fault.clone(), node: entry.node.clone(), action, reason });
+            out.push(Reconciled {
+                fault: entry.fault.clone(),
+                node: entry.node.clone(),
+                action,
+                reason,
+            });
         }
         Ok(out)
     }
 
-    /// Round trips from `from` (a node's namespace; `None`: a fresh probe container on the
-    /// cluster network, outside every fault) to `to`: `count` UDP datagrams, one every 10 ms.
-    /// The round trip crosses `to`'s faults both ways (and `from`'s, if any).
-    pub async fn measure(&self, from: Option<&str>, to: &str, count: u32) -> Result<ProbeStats> {
-        let port = 17_000 + rand::random::<u16>() % 1000;
-        let server = vec!["echo".into(), "--port".into(), port.to_string()];
-        let client = |ip: &str| {
-            ["probe", "--to", &format!("{ip}:{port}"), "--count", &count.to_string()]
-                .into_iter()
-                .chain(["--interval-ms", "10", "--timeout-ms", "3000"])
-                .map(String::from)
-                .collect()
-        };
-        let limit = Duration::from_millis(u64::from(count) * 10) + Duration::from_secs(30);
-        self.client_server(from, to, server, client, limit).await
-    }
-
-    /// Bulk TCP throughput from `from` (as in [`NetFaults::measure`]) to `to` for about
-    /// `duration`: what a rate limit, or a delay through the window, leaves of a connection.
-    pub async fn measure_throughput(&self, from: Option<&str>, to: &str, duration: Duration) -> Result<Throughput> {
-        let port = 18_000 + rand::random::<u16>() % 1000;
-        let server = vec!["sink".into(), "--port".into(), port.to_string()];
-        let secs = duration.as_secs_f64();
-        let client = |ip: &str| {
-            ["send", "--to", &format!("{ip}:{port}"), "--secs", &secs.to_string()].map(String::from).to_vec()
-        };
-        self.client_server(from, to, server, client, duration + Duration::from_secs(90)).await
-    }
-
-    /// Runs `server` (a `chaos-netd` mode that says "listening") in `to`'s namespace and
-    /// `client(to's address)` from `from`, and reads the client's JSON answer.
-    async fn client_server<T: serde::de::DeserializeOwned>(
-        &self,
-        from: Option<&str>,
-        to: &str,
-        server: Vec<String>,
-        client: impl FnOnce(&str) -> Vec<String>,
-        limit: Duration,
-    ) -> Result<T> {
-        let target = sidecar::resolve(&self.docker, &self.cluster, to, &self.network).await?;
-        let ip = target.ip.clone().unwrap_or_default();
-        let ns = format!("container:{}", target.container_id);
-        let server_id = sidecar::start(&self.docker, self.sidecar_spec(to, "measure", ns, server)).await?;
-        let result = async {
-            sidecar::wait_for_stderr(&self.docker, &server_id, "listening", Duration::from_secs(10)).await?;
-            let mode = match from {
-                Some(node) => {
-                    let f = sidecar::resolve(&self.docker, &self.cluster, node, &self.network).await?;
-                    format!("container:{}", f.container_id)
-                }
-                None => self.network.clone(),
-            };
-            let cmd = client(&ip);
-            let what = cmd.first().cloned().unwrap_or_default();
-            let client_id = sidecar::start(&self.docker, self.sidecar_spec(to, "measure", mode, cmd)).await?;
-            let out = sidecar::wait_output(&self.docker, &client_id, limit).await;
-            let _ = sidecar::remove(&self.docker, &client_id).await;
-            let (code, stdout, stderr) = out?;
-            let line = stdout.lines().rev().find(|l| l.starts_with('{')).unwrap_or_default();
-            serde_json::from_str::<T>(line).map_err(|e| NetfaultError::Command {
-                command: format!("chaos-netd {what}"),
-                code,
-                output: format!("{e}: {stdout}{stderr}"),
-            })
-        }
-        .await;
-        let _ = sidecar::remove(&self.docker, &server_id).await;
-        result
-    }
-
     fn open_entries(&self) -> Result<Vec<Entry>> {
-        Ok(self.journal.open_entries()?.into_iter().filter(|e| e.cluster == self.cluster).collect())
+        Ok(self
+            .journal
+            .open_entries()?
+            .into_iter()
+            .filter(|e| e.cluster == self.cluster)
+            .collect())
     }
 
-    fn sidecar_spec<'a>(&'a self, node: &'a str, fault: &'a str, network_mode: String, cmd: Vec<String>) -> SidecarSpec<'a> {
-        SidecarSpec { image: &self.image, cluster: &self.cluster, node, fault, network_mode, cmd }
+    pub(super) fn sidecar_spec<'a>(
+        &'a self,
+        node: &'a str,
+        fault: &'a str,
+        network_mode: String,
+        cmd: Vec<String>,
+    ) -> SidecarSpec<'a> {
+        SidecarSpec {
+            image: &self.image,
+            cluster: &self.cluster,
+            node,
+            fault,
+            network_mode,
+            cmd,
+        }
     }
 
     /// Applies `spec` to `node`'s namespace as entry `id`; journals before running anything.
-    async fn apply_entry(&self, fault: &str, id: &str, node: &str, spec: &Spec, mech: &Mechanism) -> Result<Entry> {
+    async fn apply_entry(
+        &self,
+        fault: &str,
+        id: &str,
+        node: &str,
+        spec: &Spec,
+        mech: &Mechanism,
+    ) -> Result<Entry> {
         let target = sidecar::resolve(&self.docker, &self.cluster, node, &self.network).await?;
         let ns = format!("container:{}", target.container_id);
         let peer_ips = match spec {
@@ -313,16 +284,28 @@ impl NetFaults {
         };
         // With a delayer, its sidecar also runs the commands; otherwise a short-lived one.
         let delayer_args = match spec {
-            Spec::Netem { params } if rules::plan(params, mech)?.iter().any(|(_, v)| *v == Via::Delayer) => {
+            Spec::Netem { params }
+                if rules::plan(params, mech)?
+                    .iter()
+                    .any(|(_, v)| *v == Via::Delayer) =>
+            {
                 Some(rules::delayer_args(params))
             }
             _ => None,
         };
-        let cmd = delayer_args.clone().unwrap_or_else(|| vec!["hold".into(), "--max-secs".into(), "120".into()]);
+        let cmd = delayer_args
+            .clone()
+            .unwrap_or_else(|| vec!["hold".into(), "--max-secs".into(), "120".into()]);
         let worker = sidecar::start(&self.docker, self.sidecar_spec(node, fault, ns, cmd)).await?;
         let prepared = async {
             if delayer_args.is_some() {
-                sidecar::wait_for_stderr(&self.docker, &worker, "serving queue", Duration::from_secs(10)).await?;
+                sidecar::wait_for_stderr(
+                    &self.docker,
+                    &worker,
+                    "serving queue",
+                    Duration::from_secs(10),
+                )
+                .await?;
             }
             let ip = target.ip.as_deref().unwrap_or_default();
             let iface = find_iface(&self.docker, &worker, ip).await?;
@@ -386,10 +369,16 @@ impl NetFaults {
         for node in peers {
             let name = format!("{}-{node}", self.cluster);
             match sidecar::inspect(&self.docker, &name, node, &self.network).await? {
-                Some(Target { ip: Some(ip), running: true, .. }) => {
+                Some(Target {
+                    ip: Some(ip),
+                    running: true,
+                    ..
+                }) => {
                     ips.insert(node.clone(), ip);
                 }
-                _ => tracing::warn!(peer = %node, "partition peer has no address now; rules for it are added once it has"),
+                _ => {
+                    tracing::warn!(peer = %node, "partition peer has no address now; rules for it are added once it has")
+                }
             }
         }
         Ok(ips)
@@ -403,8 +392,18 @@ impl NetFaults {
         undo_entries(&self.docker, &self.journal, entries).await
     }
 
-    async fn reconcile_entry(&self, entry: &Entry, policy: ReconcilePolicy) -> Result<(ReconcileAction, String)> {
-        let now = sidecar::inspect(&self.docker, &entry.container_id, &entry.node, &entry.network).await?;
+    async fn reconcile_entry(
+        &self,
+        entry: &Entry,
+        policy: ReconcilePolicy,
+    ) -> Result<(ReconcileAction, String)> {
+        let now = sidecar::inspect(
+            &self.docker,
+            &entry.container_id,
+            &entry.node,
+            &entry.network,
+        )
+        .await?;
         let restarted = match &now {
             None => {
                 self.undo_entry(entry).await?;
@@ -415,26 +414,15 @@ impl NetFaults {
                     self.undo_entry(entry).await?;
                     return Ok((ReconcileAction::Ended, "container stopped".into()));
                 }
-                return Ok((ReconcileAction::Waiting, "container stopped; re-applied when it runs again".into()));
+                return Ok((
+                    ReconcileAction::Waiting,
+                    "container stopped; re-applied when it runs again".into(),
+                ));
             }
             Some(t) => t.started_at != entry.started_at,
         };
-        let reason = if restarted {
-            "container restarted (its namespace was recreated without the rules)".to_string()
-        } else if let Some(s) = entry.sidecar.as_deref() {
-            if sidecar::is_running(&self.docker, s).await? {
-                match self.stale_peers(entry).await? {
-                    Some(why) => why,
-                    None => return Ok((ReconcileAction::Intact, String::new())),
-                }
-            } else {
-                "the delayer sidecar exited".to_string()
-            }
-        } else {
-            match self.stale_peers(entry).await? {
-                Some(why) => why,
-                None => return Ok((ReconcileAction::Intact, String::new())),
-            }
+        let Some(reason) = self.staleness(entry, restarted).await? else {
+            return Ok((ReconcileAction::Intact, String::new()));
         };
         // Clean what is left (a no-op in a recreated namespace), then decide.
         undo_entry(&self.docker, &self.journal, entry).await?;
@@ -442,15 +430,38 @@ impl NetFaults {
             return Ok((ReconcileAction::Ended, reason));
         }
         let mech = self.probe().await?;
-        match self.apply_entry(&entry.fault, &entry.id, &entry.node, &entry.spec, &mech).await {
+        match self
+            .apply_entry(&entry.fault, &entry.id, &entry.node, &entry.spec, &mech)
+            .await
+        {
             Ok(_) => Ok((ReconcileAction::Reapplied, reason)),
-            Err(e) => Ok((ReconcileAction::Ended, format!("{reason}; re-applying failed: {e}"))),
+            Err(e) => Ok((
+                ReconcileAction::Ended,
+                format!("{reason}; re-applying failed: {e}"),
+            )),
         }
+    }
+
+    /// Why `entry`'s rules are no longer what was applied, if they are not.
+    async fn staleness(&self, entry: &Entry, restarted: bool) -> Result<Option<String>> {
+        if restarted {
+            return Ok(Some(
+                "container restarted (its namespace was recreated without the rules)".into(),
+            ));
+        }
+        if let Some(s) = &entry.sidecar {
+            if !sidecar::is_running(&self.docker, s).await? {
+                return Ok(Some("the delayer sidecar exited".into()));
+            }
+        }
+        self.stale_peers(entry).await
     }
 
     /// For a partition entry: whether a peer's address changed since the rules were made.
     async fn stale_peers(&self, entry: &Entry) -> Result<Option<String>> {
-        let Spec::Block { peers } = &entry.spec else { return Ok(None) };
+        let Spec::Block { peers } = &entry.spec else {
+            return Ok(None);
+        };
         let now = self.peer_ips(peers).await?;
         Ok((now != entry.peer_ips).then(|| "a peer's address changed".to_string()))
     }
@@ -467,10 +478,13 @@ fn commands_for(
     match spec {
         Spec::Netem { params } => rules::netem_commands(params, mech, iface, tag),
         Spec::Block { peers } => {
-            let ipt = mech
-                .iptables
-                .ok_or_else(|| NetfaultError::Unsupported("partition: no working iptables".into()))?;
-            let resolved: Vec<String> = peers.iter().filter_map(|p| peer_ips.get(p).cloned()).collect();
+            let ipt = mech.iptables.ok_or_else(|| {
+                NetfaultError::Unsupported("partition: no working iptables".into())
+            })?;
+            let resolved: Vec<String> = peers
+                .iter()
+                .filter_map(|p| peer_ips.get(p).cloned())
+                .collect();
             Ok(rules::block_commands(ipt, iface, &resolved, tag))
         }
     }
@@ -480,7 +494,9 @@ fn commands_for(
 /// node in two groups.
 fn validate_groups(groups: &[Vec<String>]) -> Result<()> {
     if groups.len() < 2 {
-        return Err(NetfaultError::Usage("partition: at least two groups are needed".into()));
+        return Err(NetfaultError::Usage(
+            "partition: at least two groups are needed".into(),
+        ));
     }
     let mut seen = BTreeSet::new();
     for g in groups {
@@ -489,7 +505,9 @@ fn validate_groups(groups: &[Vec<String>]) -> Result<()> {
         }
         for n in g {
             if !seen.insert(n.as_str()) {
-                return Err(NetfaultError::Usage(format!("partition: {n} is in more than one group")));
+                return Err(NetfaultError::Usage(format!(
+                    "partition: {n} is in more than one group"
+                )));
             }
         }
     }
@@ -517,9 +535,23 @@ fn partition_peers(groups: &[Vec<String>], one_way: bool) -> Vec<(String, Vec<St
 
 /// The interface that carries `ip`, from `ip -o -4 addr show` in the namespace.
 async fn find_iface(docker: &Docker, sidecar_id: &str, ip: &str) -> Result<String> {
-    let out = sidecar::exec_ok(docker, sidecar_id, &[IP.into(), "-o".into(), "-4".into(), "addr".into(), "show".into()]).await?;
+    let out = sidecar::exec_ok(
+        docker,
+        sidecar_id,
+        &[
+            IP.into(),
+            "-o".into(),
+            "-4".into(),
+            "addr".into(),
+            "show".into(),
+        ],
+    )
+    .await?;
     parse_iface(&out.stdout, ip).ok_or_else(|| {
-        NetfaultError::Docker(format!("no interface with address {ip} in the target's namespace:\n{}", out.stdout))
+        NetfaultError::Docker(format!(
+            "no interface with address {ip} in the target's namespace:\n{}",
+            out.stdout
+        ))
     })
 }
 
@@ -535,211 +567,14 @@ fn parse_iface(ip_o_addr: &str, ip: &str) -> Option<String> {
     })
 }
 
-/// Runs undo commands; an absent rule or qdisc counts as removed.
-async fn run_undo(docker: &Docker, sidecar_id: &str, undo: &[Vec<String>]) -> Result<()> {
-    for cmd in undo {
-        if let Some(pos) = cmd.iter().position(|a| a == "-D") {
-            // iptables: delete while the rule exists (-C exit 1: no such rule). Bounded, in
-            // case an interrupted re-apply added it twice.
-            let mut check = cmd.clone();
-            check[pos] = "-C".into();
-            for _ in 0..8 {
-                let c = sidecar::exec(docker, sidecar_id, &check).await?;
-                match c.code {
-                    0 => {
-                        sidecar::exec_ok(docker, sidecar_id, cmd).await?;
-                    }
-                    1 => break,
-                    code => {
-                        return Err(NetfaultError::Command {
-                            command: check.join(" "),
-                            code,
-                            output: format!("{}{}", c.stdout, c.stderr).trim().to_string(),
-                        })
-                    }
-                }
-            }
-        } else if cmd.first().is_some_and(|c| c == TC) {
-            let out = sidecar::exec(docker, sidecar_id, cmd).await?;
-            let text = format!("{}{}", out.stdout, out.stderr);
-            let absent = ["handle of zero", "Cannot find device", "No such file or directory", "Invalid handle"];
-            if out.code != 0 && !absent.iter().any(|a| text.contains(a)) {
-                return Err(NetfaultError::Command { command: cmd.join(" "), code: out.code, output: text.trim().to_string() });
-            }
-        } else {
-            sidecar::exec_ok(docker, sidecar_id, cmd).await?;
-        }
-    }
-    Ok(())
-}
-
-/// Undoes one entry and closes it in the journal.
-async fn undo_entry(docker: &Docker, journal: &Journal, entry: &Entry) -> Result<Closed> {
-    let now = sidecar::inspect(docker, &entry.container_id, &entry.node, &entry.network).await?;
-    let how = match now {
-        // No namespace, or a new one: the rules went with the old one.
-        None => Closed::Ended,
-        Some(t) if !t.running || t.started_at != entry.started_at => Closed::Ended,
-        Some(t) => {
-            let spec = SidecarSpec {
-                image: &entry.image,
-                cluster: &entry.cluster,
-                node: &entry.node,
-                fault: &entry.fault,
-                network_mode: format!("container:{}", t.container_id),
-                cmd: vec!["hold".into(), "--max-secs".into(), "120".into()],
-            };
-            // Rules first (so nothing is queued to a delayer that is going away), then the
-            // delayer: on SIGTERM it lets the packets it holds go.
-            let worker = sidecar::start(docker, spec).await?;
-            let undone = run_undo(docker, &worker, &entry.undo).await;
-            let _ = sidecar::remove(docker, &worker).await;
-            undone?;
-            Closed::Undone
-        }
-    };
-    if let Some(s) = &entry.sidecar {
-        sidecar::remove(docker, s).await?;
-    }
-    journal.close(&entry.id, how)?;
-    tracing::info!(fault = %entry.fault, node = %entry.node, ?how, "network fault undone");
-    Ok(how)
-}
-
-async fn undo_entries(docker: &Docker, journal: &Journal, entries: &[Entry]) -> UndoReport {
-    let results = join_all(entries.iter().map(|e| undo_entry(docker, journal, e))).await;
-    let mut report = UndoReport::default();
-    for (e, r) in entries.iter().zip(results) {
-        match r {
-            Ok(Closed::Undone) => report.undone.push(e.id.clone()),
-            Ok(_) => report.ended.push(e.id.clone()),
-            Err(err) => report.errors.push(format!("{}: {err}", e.id)),
-        }
-    }
-    report
-}
-
-/// Undoes every open entry of the journal in `run_dir`, whatever cluster, and removes the
-/// sidecars of those clusters (including ones orphaned by a crash before they were
-/// journaled). Idempotent. For `chaos down`, Ctrl-C, and the start of the next run.
-pub async fn undo_all(docker: &Docker, run_dir: &Path) -> Result<UndoReport> {
-    let journal = Journal::in_run_dir(run_dir);
-    let entries = journal.open_entries()?;
-    let mut report = undo_entries(docker, &journal, &entries).await;
-    let clusters: BTreeSet<&str> = entries.iter().map(|e| e.cluster.as_str()).collect();
-    for cluster in clusters {
-        for id in sidecar::list(docker, cluster).await? {
-            match sidecar::remove(docker, &id).await {
-                Ok(()) => report.sidecars_removed += 1,
-                Err(e) => report.errors.push(format!("sidecar {id}: {e}")),
-            }
-        }
-    }
-    Ok(report)
-}
-
-/// [`undo_all`] for every run directory under `runs_root` (e.g. `target/chaos/runs`) that
-/// holds a journal: what the next `chaos run` calls first, since it does not know which
-/// earlier run crashed.
-pub async fn undo_all_runs(docker: &Docker, runs_root: &Path) -> Result<UndoReport> {
-    let mut total = UndoReport::default();
-    let dirs: Vec<PathBuf> = match std::fs::read_dir(runs_root) {
-        Ok(rd) => rd.flatten().map(|e| e.path()).collect(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(total),
-        Err(e) => return Err(NetfaultError::Journal(format!("{}: {e}", runs_root.display()))),
-    };
-    for dir in dirs {
-        if !dir.join(super::journal::FILE_NAME).is_file() {
-            continue;
-        }
-        let r = undo_all(docker, &dir).await?;
-        total.undone.extend(r.undone);
-        total.ended.extend(r.ended);
-        total.sidecars_removed += r.sidecars_removed;
-        total.errors.extend(r.errors);
-    }
-    Ok(total)
-}
-
-/// Probes the kernel from a sidecar with its own, empty namespace (`network_mode: none`):
-/// adds and removes a netem qdisc, a tbf qdisc, and the iptables rules the fallbacks use.
-async fn probe_kernel(docker: &Docker, image: &str, cluster: &str) -> Result<Mechanism> {
-    let spec = SidecarSpec {
-        image,
-        cluster,
-        node: "probe",
-        fault: "probe",
-        network_mode: "none".into(),
-        cmd: vec!["hold".into(), "--max-secs".into(), "60".into()],
-    };
-    let id = sidecar::start(docker, spec).await?;
-    let mech = probe_in(docker, &id).await;
-    let _ = sidecar::remove(docker, &id).await;
-    let mech = mech?;
-    tracing::info!(?mech, "network-fault mechanisms probed");
-    Ok(mech)
-}
-
-async fn probe_in(docker: &Docker, id: &str) -> Result<Mechanism> {
-    let s = |v: &[&str]| v.iter().map(|a| a.to_string()).collect::<Vec<String>>();
-    let ok = |argv: Vec<String>| async move { sidecar::exec(docker, id, &argv).await.map(|o| o.code == 0) };
-    let netem = ok(s(&[TC, "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms"])).await?;
-    if netem {
-        ok(s(&[TC, "qdisc", "del", "dev", "lo", "root"])).await?;
-    }
-    let tbf = ok(s(&[TC, "qdisc", "add", "dev", "lo", "root", "tbf", "rate", "1mbit", "burst", "32kbit", "latency", "50ms"])).await?;
-    if tbf {
-        ok(s(&[TC, "qdisc", "del", "dev", "lo", "root"])).await?;
-    }
-    let mut found: Option<(Iptables, bool, bool)> = None;
-    for ipt in [Iptables::Nft, Iptables::Legacy] {
-        let base = |args: &[&str]| {
-            let mut v = s(&ipt.argv());
-            v.extend(s(args));
-            v
-        };
-        if !ok(base(&["-S", "INPUT"])).await? {
-            continue;
-        }
-        let stat = ["INPUT", "-i", "lo", "-m", "statistic", "--mode", "random", "--probability", "0.5", "-m", "comment", "--comment", "chaos:probe", "-j", "DROP"];
-        let queue = QUEUE.to_string();
-        let mark = format!("{:#x}", rules::DUP_MARK);
-        let nfq = ["INPUT", "-i", "lo", "-m", "mark", "!", "--mark", &mark, "-m", "comment", "--comment", "chaos:probe", "-j", "NFQUEUE", "--queue-num", &queue, "--queue-bypass"];
-        let mut results = [false; 2];
-        for (i, rule) in [&stat[..], &nfq[..]].into_iter().enumerate() {
-            let mut add = base(&["-A"]);
-            add.extend(s(rule));
-            results[i] = ok(add).await?;
-            if results[i] {
-                let mut del = base(&["-D"]);
-                del.extend(s(rule));
-                ok(del).await?;
-            }
-        }
-        let candidate = (ipt, results[0], results[1]);
-        let complete = results[0] && results[1];
-        if found.is_none() || complete {
-            found = Some(candidate);
-        }
-        if complete {
-            break;
-        }
-    }
-    Ok(Mechanism {
-        netem,
-        iptables: found.map(|f| f.0),
-        statistic: found.is_some_and(|f| f.1),
-        nfqueue: found.is_some_and(|f| f.2),
-        tbf,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn g(v: &[&[&str]]) -> Vec<Vec<String>> {
-        v.iter().map(|g| g.iter().map(|s| s.to_string()).collect()).collect()
+        v.iter()
+            .map(|g| g.iter().map(|s| s.to_string()).collect())
+            .collect()
     }
 
     #[test]
@@ -774,7 +609,9 @@ mod tests {
     fn groups_are_validated() {
         assert!(validate_groups(&g(&[&["a"]])).is_err());
         assert!(validate_groups(&g(&[&["a"], &[]])).is_err());
-        let err = validate_groups(&g(&[&["a", "b"], &["b"]])).unwrap_err().to_string();
+        let err = validate_groups(&g(&[&["a", "b"], &["b"]]))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("b is in more than one group"), "{err}");
         assert!(validate_groups(&g(&[&["a"], &["b"]])).is_ok());
     }

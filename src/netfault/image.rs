@@ -53,13 +53,20 @@ CMD [\"hold\"]
 
 /// Path of a host tool, if installed.
 fn find_tool(name: &str) -> Option<PathBuf> {
-    TOOL_DIRS.iter().map(|d| Path::new(d).join(name)).find(|p| p.is_file())
+    TOOL_DIRS
+        .iter()
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.is_file())
 }
 
 /// Installs [`HOST_PACKAGES`] with apt-get when one of the tools is missing (as root; CI
 /// runs as root). Otherwise says what to install.
 pub fn ensure_host_tools() -> Result<(), NetfaultError> {
-    let missing: Vec<&str> = TOOLS.iter().copied().filter(|t| find_tool(t).is_none()).collect();
+    let missing: Vec<&str> = TOOLS
+        .iter()
+        .copied()
+        .filter(|t| find_tool(t).is_none())
+        .collect();
     if missing.is_empty() {
         return Ok(());
     }
@@ -84,12 +91,18 @@ pub fn ensure_host_tools() -> Result<(), NetfaultError> {
             .is_ok_and(|s| s.success())
     };
     let ok = install()
-        || (Command::new("apt-get").arg("update").stdin(Stdio::null()).status().is_ok_and(|s| s.success())
+        || (Command::new("apt-get")
+            .arg("update")
+            .stdin(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
             && install());
     if ok && TOOLS.iter().all(|t| find_tool(t).is_some()) {
         Ok(())
     } else {
-        Err(NetfaultError::Infrastructure(format!("apt-get failed; {advice}")))
+        Err(NetfaultError::Infrastructure(format!(
+            "apt-get failed; {advice}"
+        )))
     }
 }
 
@@ -102,7 +115,10 @@ pub fn netd_binary() -> Result<PathBuf, NetfaultError> {
         return if p.is_file() {
             Ok(p)
         } else {
-            Err(NetfaultError::Usage(format!("{NETD_BIN_ENV}={} is not a file", p.display())))
+            Err(NetfaultError::Usage(format!(
+                "{NETD_BIN_ENV}={} is not a file",
+                p.display()
+            )))
         };
     }
     if let Ok(exe) = std::env::current_exe() {
@@ -120,7 +136,9 @@ pub fn netd_binary() -> Result<PathBuf, NetfaultError> {
         .args(["build", "--release", "--bin", "chaos-netd"])
         .stdin(Stdio::null())
         .status()
-        .map_err(|e| NetfaultError::Infrastructure(format!("cannot run cargo to build chaos-netd: {e}")))?;
+        .map_err(|e| {
+            NetfaultError::Infrastructure(format!("cannot run cargo to build chaos-netd: {e}"))
+        })?;
     let built = root.join("target/x86_64-unknown-linux-gnu/release/chaos-netd");
     if status.success() && built.is_file() {
         Ok(built)
@@ -137,7 +155,9 @@ type Rootfs = BTreeMap<String, (u32, Vec<u8>)>;
 fn read_into(rootfs: &mut Rootfs, host: &Path, at: &str) -> Result<(), NetfaultError> {
     let contents = std::fs::read(host)
         .map_err(|e| NetfaultError::Infrastructure(format!("reading {}: {e}", host.display())))?;
-    let mode = std::fs::metadata(host).map(|m| m.permissions().mode() & 0o777).unwrap_or(0o644);
+    let mode = std::fs::metadata(host)
+        .map(|m| m.permissions().mode() & 0o777)
+        .unwrap_or(0o644);
     rootfs.insert(at.trim_start_matches('/').to_string(), (mode, contents));
     Ok(())
 }
@@ -154,7 +174,9 @@ fn shared_libraries(files: &[PathBuf]) -> Result<Vec<PathBuf>, NetfaultError> {
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         let line = line.trim();
         if line.contains("not found") {
-            return Err(NetfaultError::Infrastructure(format!("a host tool misses a library: {line}")));
+            return Err(NetfaultError::Infrastructure(format!(
+                "a host tool misses a library: {line}"
+            )));
         }
         // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)" or "/lib64/ld-linux-x86-64.so.2 (0x...)"
         let path = match line.split_once("=>") {
@@ -172,7 +194,11 @@ fn shared_libraries(files: &[PathBuf]) -> Result<Vec<PathBuf>, NetfaultError> {
     Ok(libs)
 }
 
-fn copy_dir(rootfs: &mut Rootfs, dir: &Path, objects: &mut Vec<PathBuf>) -> Result<(), NetfaultError> {
+fn copy_dir(
+    rootfs: &mut Rootfs,
+    dir: &Path,
+    objects: &mut Vec<PathBuf>,
+) -> Result<(), NetfaultError> {
     let entries = std::fs::read_dir(dir)
         .map_err(|e| NetfaultError::Infrastructure(format!("reading {}: {e}", dir.display())))?;
     for entry in entries.flatten() {
@@ -229,7 +255,11 @@ fn context(rootfs: Rootfs) -> ImageContext {
         dockerfile: DOCKERFILE.to_string(),
         files: rootfs
             .into_iter()
-            .map(|(path, (mode, contents))| ContextFile { path: format!("rootfs/{path}"), mode, contents })
+            .map(|(path, (mode, contents))| ContextFile {
+                path: format!("rootfs/{path}"),
+                mode,
+                contents,
+            })
             .collect(),
     }
 }
@@ -256,10 +286,16 @@ mod tests {
 
     #[test]
     fn ldd_output_gives_library_and_loader_paths() {
-        let sh = find_tool("tc").or_else(|| Some(PathBuf::from("/bin/sh"))).unwrap();
+        let sh = find_tool("tc")
+            .or_else(|| Some(PathBuf::from("/bin/sh")))
+            .unwrap();
         let libs = shared_libraries(&[sh]).unwrap();
         assert!(libs.iter().any(|l| l.ends_with("libc.so.6")), "{libs:?}");
-        assert!(libs.iter().any(|l| l.to_string_lossy().contains("ld-linux")), "{libs:?}");
+        assert!(
+            libs.iter()
+                .any(|l| l.to_string_lossy().contains("ld-linux")),
+            "{libs:?}"
+        );
         assert!(libs.iter().all(|l| l.is_absolute()));
     }
 
@@ -270,9 +306,18 @@ mod tests {
         fs.insert("run/.keep".into(), (0o644, vec![]));
         let ctx = context(fs);
         assert_eq!(ctx.kind, "netfault");
-        let paths: Vec<(&str, u32)> = ctx.files.iter().map(|f| (f.path.as_str(), f.mode)).collect();
-        assert_eq!(paths, [("rootfs/run/.keep", 0o644), ("rootfs/usr/sbin/tc", 0o755)]);
+        let paths: Vec<(&str, u32)> = ctx
+            .files
+            .iter()
+            .map(|f| (f.path.as_str(), f.mode))
+            .collect();
+        assert_eq!(
+            paths,
+            [("rootfs/run/.keep", 0o644), ("rootfs/usr/sbin/tc", 0o755)]
+        );
         assert!(ctx.dockerfile.contains("FROM scratch\nCOPY rootfs/ /"));
-        assert!(ctx.dockerfile.contains("ENTRYPOINT [\"/usr/local/bin/chaos-netd\"]"));
+        assert!(ctx
+            .dockerfile
+            .contains("ENTRYPOINT [\"/usr/local/bin/chaos-netd\"]"));
     }
 }

@@ -82,7 +82,11 @@ pub enum Closed {
 #[serde(tag = "op", rename_all = "lowercase")]
 pub enum Record {
     Open(Box<Entry>),
-    Done { id: String, how: Closed, at_unix_ms: u64 },
+    Done {
+        id: String,
+        how: Closed,
+        at_unix_ms: u64,
+    },
 }
 
 /// A run's journal file.
@@ -94,7 +98,9 @@ pub struct Journal {
 impl Journal {
     /// The journal of the run in `run_dir`.
     pub fn in_run_dir(run_dir: &Path) -> Journal {
-        Journal { path: run_dir.join(FILE_NAME) }
+        Journal {
+            path: run_dir.join(FILE_NAME),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -104,14 +110,19 @@ impl Journal {
     /// Appends `record` and syncs it to disk before returning: the rule it announces may be
     /// applied right after, and a crash must not lose the announcement.
     pub fn append(&self, record: &Record) -> Result<(), NetfaultError> {
-        let io = |e: std::io::Error| NetfaultError::Journal(format!("{}: {e}", self.path.display()));
+        let io =
+            |e: std::io::Error| NetfaultError::Journal(format!("{}: {e}", self.path.display()));
         if let Some(dir) = self.path.parent() {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
         let mut line = serde_json::to_vec(record)
             .map_err(|e| NetfaultError::Journal(format!("encoding a record: {e}")))?;
         line.push(b'\n');
-        let mut f = OpenOptions::new().create(true).append(true).open(&self.path).map_err(io)?;
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .map_err(io)?;
         // One write of the whole line: O_APPEND keeps concurrent writers' lines apart.
         f.write_all(&line).map_err(io)?;
         f.sync_data().map_err(io)
@@ -119,7 +130,11 @@ impl Journal {
 
     /// Records that entry `id` is closed.
     pub fn close(&self, id: &str, how: Closed) -> Result<(), NetfaultError> {
-        self.append(&Record::Done { id: id.to_string(), how, at_unix_ms: now_unix_ms() })
+        self.append(&Record::Done {
+            id: id.to_string(),
+            how,
+            at_unix_ms: now_unix_ms(),
+        })
     }
 
     /// Every entry opened and not closed, latest `open` record per id, in opening order.
@@ -128,7 +143,12 @@ impl Journal {
         let text = match std::fs::read_to_string(&self.path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(NetfaultError::Journal(format!("{}: {e}", self.path.display()))),
+            Err(e) => {
+                return Err(NetfaultError::Journal(format!(
+                    "{}: {e}",
+                    self.path.display()
+                )))
+            }
         };
         let mut order: Vec<String> = Vec::new();
         let mut open: BTreeMap<String, Entry> = BTreeMap::new();
@@ -153,7 +173,10 @@ impl Journal {
                 ),
             }
         }
-        Ok(order.into_iter().filter_map(|id| open.remove(&id)).collect())
+        Ok(order
+            .into_iter()
+            .filter_map(|id| open.remove(&id))
+            .collect())
     }
 }
 
@@ -181,7 +204,9 @@ mod tests {
             container_name: "c-taskmanager-1".into(),
             started_at: started_at.into(),
             iface: "eth0".into(),
-            spec: Spec::Block { peers: vec!["jobmanager-1".into()] },
+            spec: Spec::Block {
+                peers: vec!["jobmanager-1".into()],
+            },
             peer_ips: BTreeMap::from([("jobmanager-1".into(), "10.0.0.2".into())]),
             sidecar: None,
             apply: vec![vec!["iptables".into(), "-I".into()]],
@@ -223,7 +248,10 @@ mod tests {
         j.append(&Record::Open(Box::new(entry("a", "t1")))).unwrap();
         j.close("a", Closed::Undone).unwrap();
         let text = std::fs::read_to_string(j.path()).unwrap();
-        let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         assert_eq!(lines[0]["op"], "open");
         assert_eq!(lines[0]["spec"]["kind"], "block");
         assert_eq!(lines[0]["undo"][0][1], "-D");

@@ -26,24 +26,28 @@
 //! - [`journal`]: the append-only undo journal.
 //! - [`sidecar`]: Docker plumbing (targets, sidecars, exec).
 //! - [`image`]: the sidecar image, built offline from the host's tools.
-//! - [`faults`]: [`NetFaults`], the API the executor and the CLI call.
-//! - [`probe`]: round-trip measurement results; [`netd`]: the `chaos-netd` program.
+//! - [`faults`]: [`NetFaults`], the API the executor and the CLI call; `kernel`: the
+//!   mechanism probe; `measure`: [`NetFaults::measure`] and friends.
+//! - [`undo`]: undoing, idempotently, down to [`undo_all`] after a crash.
+//! - [`probe`]: measurement results; [`netd`]: the `chaos-netd` program.
 
 pub mod faults;
 pub mod image;
 pub mod journal;
+mod kernel;
+mod measure;
 pub mod netd;
 pub mod probe;
 pub mod rules;
 pub mod sidecar;
+pub mod undo;
 
-pub use faults::{
-    undo_all, undo_all_runs, FaultHandle, NetFaults, ReconcileAction, ReconcilePolicy, Reconciled, UndoReport,
-};
+pub use faults::{FaultHandle, NetFaults, ReconcileAction, ReconcilePolicy, Reconciled};
 pub use image::{ensure_host_tools, ensure_image, netd_binary, HOST_PACKAGES};
 pub use netd::schedule::Distribution;
 pub use probe::{ProbeStats, RttStats, Throughput};
-pub use rules::{plan, Iptables, Mechanism, NetemParams, Via};
+pub use rules::{describe, plan, Iptables, Mechanism, NetemParams, Via};
+pub use undo::{undo_all, undo_all_runs, UndoReport};
 
 /// A network fault that could not be applied or undone.
 #[derive(Debug, thiserror::Error)]
@@ -63,7 +67,11 @@ pub enum NetfaultError {
     Infrastructure(String),
     /// A command in the target's namespace failed (exit 3).
     #[error("`{command}` failed with exit code {code}: {output}")]
-    Command { command: String, code: i64, output: String },
+    Command {
+        command: String,
+        code: i64,
+        output: String,
+    },
     /// Reading or writing the journal (exit 3).
     #[error("network-fault journal: {0}")]
     Journal(String),
@@ -72,6 +80,9 @@ pub enum NetfaultError {
 impl NetfaultError {
     /// Whether this is the user's to fix (exit code 2) rather than the machine's (3).
     pub fn is_usage(&self) -> bool {
-        matches!(self, NetfaultError::Usage(_) | NetfaultError::Unsupported(_))
+        matches!(
+            self,
+            NetfaultError::Usage(_) | NetfaultError::Unsupported(_)
+        )
     }
 }

@@ -63,7 +63,13 @@ impl ProbeStats {
                 stddev: var.sqrt(),
             }
         });
-        ProbeStats { sent, received, duplicates, loss, rtt_ms }
+        ProbeStats {
+            sent,
+            received,
+            duplicates,
+            loss,
+            rtt_ms,
+        }
     }
 
     /// Mean round-trip time in milliseconds, if anything came back.

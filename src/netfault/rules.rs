@@ -68,13 +68,26 @@ impl NetemParams {
     /// zero rate.
     pub fn validate(&self) -> Result<(), NetfaultError> {
         let bad = |m: String| Err(NetfaultError::Usage(format!("netem: {m}")));
-        if *self == (NetemParams { distribution: self.distribution, ..NetemParams::default() }) {
-            return bad("nothing to do: set delay, jitter, loss, duplicate, corrupt or rate".into());
+        if *self
+            == (NetemParams {
+                distribution: self.distribution,
+                ..NetemParams::default()
+            })
+        {
+            return bad(
+                "nothing to do: set delay, jitter, loss, duplicate, corrupt or rate".into(),
+            );
         }
-        for (name, v) in [("loss", self.loss), ("duplicate", self.duplicate), ("corrupt", self.corrupt)] {
+        for (name, v) in [
+            ("loss", self.loss),
+            ("duplicate", self.duplicate),
+            ("corrupt", self.corrupt),
+        ] {
             if let Some(v) = v {
                 if !(0.0..=1.0).contains(&v) {
-                    return bad(format!("{name} must be a fraction between 0 and 1, got {v}"));
+                    return bad(format!(
+                        "{name} must be a fraction between 0 and 1, got {v}"
+                    ));
                 }
             }
         }
@@ -101,7 +114,11 @@ impl fmt::Display for NetemParams {
         if let Some(j) = self.jitter {
             parts.push(format!("jitter {j:?} ({})", self.distribution.as_str()));
         }
-        for (name, v) in [("loss", self.loss), ("duplicate", self.duplicate), ("corrupt", self.corrupt)] {
+        for (name, v) in [
+            ("loss", self.loss),
+            ("duplicate", self.duplicate),
+            ("corrupt", self.corrupt),
+        ] {
             if let Some(v) = v {
                 parts.push(format!("{name} {}%", trim(v * 100.0)));
             }
@@ -173,7 +190,10 @@ impl fmt::Display for Via {
 
 /// For each parameter set in `params` (`delay`, `jitter`, `loss`, `duplicate`, `corrupt`,
 /// `rate`), the mechanism that will carry it out on a kernel offering `mech`.
-pub fn plan(params: &NetemParams, mech: &Mechanism) -> Result<Vec<(&'static str, Via)>, NetfaultError> {
+pub fn plan(
+    params: &NetemParams,
+    mech: &Mechanism,
+) -> Result<Vec<(&'static str, Via)>, NetfaultError> {
     params.validate()?;
     let wanted = [
         ("delay", params.delay.is_some_and(|d| !d.is_zero())),
@@ -199,8 +219,12 @@ pub fn plan(params: &NetemParams, mech: &Mechanism) -> Result<Vec<(&'static str,
         };
         let missing = match via {
             Via::Netem => None,
-            Via::Delayer if mech.iptables.is_none() || !mech.nfqueue => Some("the iptables NFQUEUE target"),
-            Via::Statistic if mech.iptables.is_none() || !mech.statistic => Some("the iptables statistic match"),
+            Via::Delayer if mech.iptables.is_none() || !mech.nfqueue => {
+                Some("the iptables NFQUEUE target")
+            }
+            Via::Statistic if mech.iptables.is_none() || !mech.statistic => {
+                Some("the iptables statistic match")
+            }
             Via::Tbf if !mech.tbf => Some("the tbf qdisc"),
             _ => None,
         };
@@ -212,6 +236,38 @@ pub fn plan(params: &NetemParams, mech: &Mechanism) -> Result<Vec<(&'static str,
         out.push((name, via));
     }
     Ok(out)
+}
+
+/// For `chaos lint`: how each parameter of `params` will be carried out, one line each
+/// (`delay 200ms: iptables NFQUEUE + ...`). With `mech` unknown (no probe yet), names what
+/// happens with netem and without it.
+pub fn describe(
+    params: &NetemParams,
+    mech: Option<&Mechanism>,
+) -> Result<Vec<String>, NetfaultError> {
+    if let Some(mech) = mech {
+        return Ok(plan(params, mech)?
+            .into_iter()
+            .map(|(name, via)| format!("{name}: {via}"))
+            .collect());
+    }
+    let fallback = Mechanism {
+        netem: false,
+        iptables: Some(Iptables::Nft),
+        nfqueue: true,
+        statistic: true,
+        tbf: true,
+    };
+    let without = plan(params, &fallback)?;
+    Ok(without
+        .into_iter()
+        .map(|(name, via)| {
+            format!(
+                "{name}: {} where the kernel has sch_netem, else {via}",
+                Via::Netem
+            )
+        })
+        .collect())
 }
 
 /// The commands of one fault in one namespace.
@@ -234,12 +290,29 @@ fn argv(parts: &[&str]) -> Vec<String> {
 pub fn delayer_args(params: &NetemParams) -> Vec<String> {
     let mut d = argv(&["delay", "--queue"]);
     d.push(QUEUE.to_string());
-    d.extend(["--delay-us".into(), params.delay.unwrap_or_default().as_micros().to_string()]);
-    d.extend(["--jitter-us".into(), params.jitter.unwrap_or_default().as_micros().to_string()]);
+    d.extend([
+        "--delay-us".into(),
+        params.delay.unwrap_or_default().as_micros().to_string(),
+    ]);
+    d.extend([
+        "--jitter-us".into(),
+        params.jitter.unwrap_or_default().as_micros().to_string(),
+    ]);
     d.extend(["--distribution".into(), params.distribution.as_str().into()]);
-    d.extend(["--duplicate".into(), params.duplicate.unwrap_or(0.0).to_string()]);
-    d.extend(["--corrupt".into(), params.corrupt.unwrap_or(0.0).to_string()]);
-    d.extend(["--limit".into(), LIMIT.to_string(), "--mark".into(), DUP_MARK.to_string()]);
+    d.extend([
+        "--duplicate".into(),
+        params.duplicate.unwrap_or(0.0).to_string(),
+    ]);
+    d.extend([
+        "--corrupt".into(),
+        params.corrupt.unwrap_or(0.0).to_string(),
+    ]);
+    d.extend([
+        "--limit".into(),
+        LIMIT.to_string(),
+        "--mark".into(),
+        DUP_MARK.to_string(),
+    ]);
     d
 }
 
@@ -259,7 +332,12 @@ fn rule(ipt: Iptables, insert: bool, chain: &str, spec: &[String], out: &mut Com
 }
 
 fn comment(tag: &str) -> [String; 4] {
-    ["-m".into(), "comment".into(), "--comment".into(), format!("chaos:{tag}")]
+    [
+        "-m".into(),
+        "comment".into(),
+        "--comment".into(),
+        format!("chaos:{tag}"),
+    ]
 }
 
 /// Commands for `params` on interface `iface`; `tag` identifies the rules (comment).
@@ -276,7 +354,10 @@ pub fn netem_commands(
         tc.push(LIMIT.to_string());
         if params.delays() {
             tc.push("delay".into());
-            tc.push(format!("{}us", params.delay.unwrap_or_default().as_micros()));
+            tc.push(format!(
+                "{}us",
+                params.delay.unwrap_or_default().as_micros()
+            ));
             if let Some(j) = params.jitter.filter(|j| !j.is_zero()) {
                 tc.push(format!("{}us", j.as_micros()));
                 if params.distribution == Distribution::Normal {
@@ -284,7 +365,11 @@ pub fn netem_commands(
                 }
             }
         }
-        for (name, v) in [("loss", params.loss), ("duplicate", params.duplicate), ("corrupt", params.corrupt)] {
+        for (name, v) in [
+            ("loss", params.loss),
+            ("duplicate", params.duplicate),
+            ("corrupt", params.corrupt),
+        ] {
             if let Some(v) = v.filter(|v| *v > 0.0) {
                 tc.push(name.into());
                 tc.push(format!("{}%", trim(v * 100.0)));
@@ -295,15 +380,26 @@ pub fn netem_commands(
             tc.push(format!("{r}bit"));
         }
         out.apply.push(tc);
-        out.undo.push(argv(&[TC, "qdisc", "del", "dev", iface, "root"]));
+        out.undo
+            .push(argv(&[TC, "qdisc", "del", "dev", iface, "root"]));
         return Ok(out);
     }
 
-    let ipt = mech.iptables.ok_or_else(|| NetfaultError::Unsupported("no working iptables".into()))?;
+    let ipt = mech
+        .iptables
+        .ok_or_else(|| NetfaultError::Unsupported("no working iptables".into()))?;
     let via = |v: Via| plan.iter().any(|(_, p)| *p == v);
     // Drops come first (-I): a packet the NFQUEUE verdict accepts leaves the chain.
     if let Some(p) = params.loss.filter(|_| via(Via::Statistic)) {
-        let mut spec = argv(&["-i", iface, "-m", "statistic", "--mode", "random", "--probability"]);
+        let mut spec = argv(&[
+            "-i",
+            iface,
+            "-m",
+            "statistic",
+            "--mode",
+            "random",
+            "--probability",
+        ]);
         spec.push(format!("{p:.6}"));
         spec.extend(comment(tag));
         spec.extend(argv(&["-j", "DROP"]));
@@ -327,9 +423,15 @@ pub fn netem_commands(
         let burst = (rate / 8 / 50).max(16 * 1514);
         let mut tc = argv(&[TC, "qdisc", "add", "dev", iface, "root", "tbf", "rate"]);
         tc.push(format!("{rate}bit"));
-        tc.extend(["burst".into(), burst.to_string(), "latency".into(), "200ms".into()]);
+        tc.extend([
+            "burst".into(),
+            burst.to_string(),
+            "latency".into(),
+            "200ms".into(),
+        ]);
         out.apply.push(tc);
-        out.undo.push(argv(&[TC, "qdisc", "del", "dev", iface, "root"]));
+        out.undo
+            .push(argv(&[TC, "qdisc", "del", "dev", iface, "root"]));
     }
     // Undo in reverse order of apply.
     out.undo.reverse();
@@ -379,10 +481,19 @@ mod tests {
     use super::*;
 
     fn no_netem() -> Mechanism {
-        Mechanism { netem: false, iptables: Some(Iptables::Nft), nfqueue: true, statistic: true, tbf: true }
+        Mechanism {
+            netem: false,
+            iptables: Some(Iptables::Nft),
+            nfqueue: true,
+            statistic: true,
+            tbf: true,
+        }
     }
     fn with_netem() -> Mechanism {
-        Mechanism { netem: true, ..no_netem() }
+        Mechanism {
+            netem: true,
+            ..no_netem()
+        }
     }
     fn delay_loss() -> NetemParams {
         NetemParams {
@@ -405,8 +516,10 @@ mod tests {
         let c = netem_commands(&p, &with_netem(), "eth1", "f1").unwrap();
         assert_eq!(
             joined(&c.apply),
-            ["/usr/sbin/tc qdisc add dev eth1 root netem limit 10000 delay 200000us 50000us \
-              distribution normal loss 30% duplicate 1% rate 1000000bit"]
+            [
+                "/usr/sbin/tc qdisc add dev eth1 root netem limit 10000 delay 200000us 50000us \
+              distribution normal loss 30% duplicate 1% rate 1000000bit"
+            ]
         );
         assert_eq!(joined(&c.undo), ["/usr/sbin/tc qdisc del dev eth1 root"]);
         assert!(c.delayer.is_none());
@@ -432,12 +545,19 @@ mod tests {
             ]
         );
         let d = c.delayer.unwrap().join(" ");
-        assert!(d.starts_with("delay --queue 4242 --delay-us 200000 --jitter-us 50000"), "{d}");
+        assert!(
+            d.starts_with("delay --queue 4242 --delay-us 200000 --jitter-us 50000"),
+            "{d}"
+        );
     }
 
     #[test]
     fn loss_alone_needs_no_delayer_and_rate_is_tbf() {
-        let p = NetemParams { loss: Some(0.3), rate_bps: Some(8_000_000), ..NetemParams::default() };
+        let p = NetemParams {
+            loss: Some(0.3),
+            rate_bps: Some(8_000_000),
+            ..NetemParams::default()
+        };
         let c = netem_commands(&p, &no_netem(), "eth0", "x").unwrap();
         assert!(c.delayer.is_none());
         assert_eq!(c.apply.len(), 2);
@@ -450,7 +570,11 @@ mod tests {
 
     #[test]
     fn plan_names_the_mechanism_of_each_parameter() {
-        let p = NetemParams { duplicate: Some(0.1), rate_bps: Some(1000), ..delay_loss() };
+        let p = NetemParams {
+            duplicate: Some(0.1),
+            rate_bps: Some(1000),
+            ..delay_loss()
+        };
         let plan = plan(&p, &no_netem()).unwrap();
         assert_eq!(
             plan,
@@ -462,26 +586,74 @@ mod tests {
                 ("rate", Via::Tbf)
             ]
         );
-        assert!(super::plan(&p, &with_netem()).unwrap().iter().all(|(_, v)| *v == Via::Netem));
+        assert!(super::plan(&p, &with_netem())
+            .unwrap()
+            .iter()
+            .all(|(_, v)| *v == Via::Netem));
     }
 
     #[test]
     fn a_kernel_without_the_fallbacks_is_refused_clearly() {
-        let m = Mechanism { nfqueue: false, ..no_netem() };
+        let m = Mechanism {
+            nfqueue: false,
+            ..no_netem()
+        };
         let err = plan(&delay_loss(), &m).unwrap_err().to_string();
-        assert!(err.contains("neither sch_netem nor the iptables NFQUEUE target"), "{err}");
-        let m = Mechanism { tbf: false, ..no_netem() };
-        let p = NetemParams { rate_bps: Some(1), ..NetemParams::default() };
+        assert!(
+            err.contains("neither sch_netem nor the iptables NFQUEUE target"),
+            "{err}"
+        );
+        let m = Mechanism {
+            tbf: false,
+            ..no_netem()
+        };
+        let p = NetemParams {
+            rate_bps: Some(1),
+            ..NetemParams::default()
+        };
         assert!(plan(&p, &m).is_err());
+    }
+
+    #[test]
+    fn describe_says_what_lint_prints() {
+        let p = NetemParams {
+            loss: Some(0.05),
+            ..NetemParams::default()
+        };
+        assert_eq!(
+            describe(&p, Some(&no_netem())).unwrap(),
+            ["loss: iptables statistic DROP on arrival"]
+        );
+        assert_eq!(
+            describe(&p, Some(&with_netem())).unwrap(),
+            ["loss: tc netem on egress"]
+        );
+        assert_eq!(
+            describe(&p, None).unwrap(),
+            ["loss: tc netem on egress where the kernel has sch_netem, else iptables statistic DROP on arrival"]
+        );
     }
 
     #[test]
     fn validation_rejects_empty_and_out_of_range() {
         assert!(NetemParams::default().validate().is_err());
-        let p = NetemParams { distribution: Distribution::Normal, ..NetemParams::default() };
+        let p = NetemParams {
+            distribution: Distribution::Normal,
+            ..NetemParams::default()
+        };
         assert!(p.validate().is_err());
-        assert!(NetemParams { loss: Some(30.0), ..NetemParams::default() }.validate().is_err());
-        assert!(NetemParams { rate_bps: Some(0), ..NetemParams::default() }.validate().is_err());
+        assert!(NetemParams {
+            loss: Some(30.0),
+            ..NetemParams::default()
+        }
+        .validate()
+        .is_err());
+        assert!(NetemParams {
+            rate_bps: Some(0),
+            ..NetemParams::default()
+        }
+        .validate()
+        .is_err());
         assert!(delay_loss().validate().is_ok());
     }
 

@@ -18,7 +18,9 @@ use futures_util::StreamExt;
 
 use super::NetfaultError;
 
-use crate::runtime::docker::labels::{CLUSTER as LABEL_CLUSTER, NODE as LABEL_NODE, ROLE as LABEL_ROLE, ROLE_SIDECAR};
+use crate::runtime::docker::labels::{
+    CLUSTER as LABEL_CLUSTER, NODE as LABEL_NODE, ROLE as LABEL_ROLE, ROLE_SIDECAR,
+};
 
 /// Label: the fault a sidecar belongs to (`netem-taskmanager-1-3f2a`, `measure`, `probe`).
 pub const LABEL_FAULT: &str = "chaos.fault";
@@ -45,15 +47,30 @@ pub(crate) fn docker_err(what: &str) -> impl FnOnce(bollard::errors::Error) -> N
 }
 
 pub(crate) fn is_not_found(e: &bollard::errors::Error) -> bool {
-    matches!(e, bollard::errors::Error::DockerResponseServerError { status_code: 404, .. })
+    matches!(
+        e,
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
 }
 
 /// Inspects container `name_or_id`; `None` when it does not exist.
-pub async fn inspect(docker: &Docker, name_or_id: &str, node: &str, network: &str) -> Result<Option<Target>, NetfaultError> {
+pub async fn inspect(
+    docker: &Docker,
+    name_or_id: &str,
+    node: &str,
+    network: &str,
+) -> Result<Option<Target>, NetfaultError> {
     let c = match docker.inspect_container(name_or_id, None).await {
         Ok(c) => c,
         Err(e) if is_not_found(&e) => return Ok(None),
-        Err(e) => return Err(NetfaultError::Docker(format!("inspecting container {name_or_id}: {e}"))),
+        Err(e) => {
+            return Err(NetfaultError::Docker(format!(
+                "inspecting container {name_or_id}: {e}"
+            )))
+        }
     };
     let state = c.state.unwrap_or_default();
     let ip = c
@@ -65,7 +82,11 @@ pub async fn inspect(docker: &Docker, name_or_id: &str, node: &str, network: &st
     Ok(Some(Target {
         node: node.to_string(),
         container_id: c.id.unwrap_or_else(|| name_or_id.to_string()),
-        container_name: c.name.unwrap_or_default().trim_start_matches('/').to_string(),
+        container_name: c
+            .name
+            .unwrap_or_default()
+            .trim_start_matches('/')
+            .to_string(),
         started_at: state.started_at.unwrap_or_default(),
         running: state.running.unwrap_or(false),
         ip,
@@ -74,14 +95,25 @@ pub async fn inspect(docker: &Docker, name_or_id: &str, node: &str, network: &st
 
 /// Finds the running container of `node` in `cluster` (named `<cluster>-<node>`) and checks
 /// that it carries the cluster's label: `chaos` never touches a container it did not create.
-pub async fn resolve(docker: &Docker, cluster: &str, node: &str, network: &str) -> Result<Target, NetfaultError> {
+pub async fn resolve(
+    docker: &Docker,
+    cluster: &str,
+    node: &str,
+    network: &str,
+) -> Result<Target, NetfaultError> {
     let name = format!("{cluster}-{node}");
     let labels = match docker.inspect_container(&name, None).await {
         Ok(c) => c.config.and_then(|c| c.labels).unwrap_or_default(),
         Err(e) if is_not_found(&e) => {
-            return Err(NetfaultError::Usage(format!("no container {name} for node {node} in cluster {cluster}")))
+            return Err(NetfaultError::Usage(format!(
+                "no container {name} for node {node} in cluster {cluster}"
+            )))
         }
-        Err(e) => return Err(NetfaultError::Docker(format!("inspecting container {name}: {e}"))),
+        Err(e) => {
+            return Err(NetfaultError::Docker(format!(
+                "inspecting container {name}: {e}"
+            )))
+        }
     };
     if labels.get(LABEL_CLUSTER).map(String::as_str) != Some(cluster) {
         return Err(NetfaultError::Usage(format!(
@@ -92,10 +124,14 @@ pub async fn resolve(docker: &Docker, cluster: &str, node: &str, network: &str) 
         .await?
         .ok_or_else(|| NetfaultError::Usage(format!("container {name} disappeared")))?;
     if !target.running {
-        return Err(NetfaultError::Usage(format!("node {node} is not running: its network cannot be changed")));
+        return Err(NetfaultError::Usage(format!(
+            "node {node} is not running: its network cannot be changed"
+        )));
     }
     if target.ip.is_none() {
-        return Err(NetfaultError::Usage(format!("container {name} has no address on network {network}")));
+        return Err(NetfaultError::Usage(format!(
+            "container {name} has no address on network {network}"
+        )));
     }
     Ok(target)
 }
@@ -120,7 +156,12 @@ pub async fn start(docker: &Docker, spec: SidecarSpec<'_>) -> Result<String, Net
         (LABEL_NODE.to_string(), spec.node.to_string()),
         (LABEL_FAULT.to_string(), spec.fault.to_string()),
     ]);
-    let name = format!("{}-netfault-{}-{:06x}", spec.cluster, spec.node, rand::random::<u32>() & 0xff_ffff);
+    let name = format!(
+        "{}-netfault-{}-{:06x}",
+        spec.cluster,
+        spec.node,
+        rand::random::<u32>() & 0xff_ffff
+    );
     let body = ContainerCreateBody {
         image: Some(spec.image.to_string()),
         cmd: Some(spec.cmd),
@@ -137,10 +178,17 @@ pub async fn start(docker: &Docker, spec: SidecarSpec<'_>) -> Result<String, Net
     let created = docker
         .create_container(Some(options), body)
         .await
-        .map_err(|e| NetfaultError::Docker(format!("creating sidecar {name} (image {}): {e}", spec.image)))?;
+        .map_err(|e| {
+            NetfaultError::Docker(format!(
+                "creating sidecar {name} (image {}): {e}",
+                spec.image
+            ))
+        })?;
     if let Err(e) = docker.start_container(&created.id, None).await {
         let _ = remove(docker, &created.id).await;
-        return Err(NetfaultError::Docker(format!("starting sidecar {name}: {e}")));
+        return Err(NetfaultError::Docker(format!(
+            "starting sidecar {name}: {e}"
+        )));
     }
     Ok(created.id)
 }
@@ -155,12 +203,17 @@ pub async fn remove(docker: &Docker, id: &str) -> Result<(), NetfaultError> {
         // Already stopped (304) or any other trouble: the forced removal below settles it.
         Err(_) => {}
     }
-    let options = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
+    let options = RemoveContainerOptionsBuilder::default()
+        .force(true)
+        .v(true)
+        .build();
     match docker.remove_container(id, Some(options)).await {
         Ok(()) => Ok(()),
         Err(e) if is_not_found(&e) => Ok(()),
         // 409: removal already in progress.
-        Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) => Ok(()),
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 409, ..
+        }) => Ok(()),
         Err(e) => Err(NetfaultError::Docker(format!("removing sidecar {id}: {e}"))),
     }
 }
@@ -170,7 +223,9 @@ pub async fn is_running(docker: &Docker, id: &str) -> Result<bool, NetfaultError
     match docker.inspect_container(id, None).await {
         Ok(c) => Ok(c.state.and_then(|s| s.running).unwrap_or(false)),
         Err(e) if is_not_found(&e) => Ok(false),
-        Err(e) => Err(NetfaultError::Docker(format!("inspecting sidecar {id}: {e}"))),
+        Err(e) => Err(NetfaultError::Docker(format!(
+            "inspecting sidecar {id}: {e}"
+        ))),
     }
 }
 
@@ -178,9 +233,15 @@ pub async fn is_running(docker: &Docker, id: &str) -> Result<bool, NetfaultError
 pub async fn list(docker: &Docker, cluster: &str) -> Result<Vec<String>, NetfaultError> {
     let filters = HashMap::from([(
         "label".to_string(),
-        vec![format!("{LABEL_CLUSTER}={cluster}"), format!("{LABEL_ROLE}={ROLE_SIDECAR}")],
+        vec![
+            format!("{LABEL_CLUSTER}={cluster}"),
+            format!("{LABEL_ROLE}={ROLE_SIDECAR}"),
+        ],
     )]);
-    let options = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
+    let options = ListContainersOptionsBuilder::default()
+        .all(true)
+        .filters(&filters)
+        .build();
     let found = docker
         .list_containers(Some(options))
         .await
@@ -225,7 +286,9 @@ pub async fn exec(docker: &Docker, id: &str, argv: &[String]) -> Result<ExecOutp
                             stderr.push_str(&String::from_utf8_lossy(&message))
                         }
                         Ok(_) => {}
-                        Err(e) => return Err(NetfaultError::Docker(format!("exec {}: {e}", what()))),
+                        Err(e) => {
+                            return Err(NetfaultError::Docker(format!("exec {}: {e}", what())))
+                        }
                     }
                 }
             }
@@ -236,15 +299,26 @@ pub async fn exec(docker: &Docker, id: &str, argv: &[String]) -> Result<ExecOutp
             .inspect_exec(&created.id)
             .await
             .map_err(|e| NetfaultError::Docker(format!("exec {}: {e}", what())))?;
-        Ok(ExecOutput { code: inspected.exit_code.unwrap_or(-1), stdout, stderr })
+        Ok(ExecOutput {
+            code: inspected.exit_code.unwrap_or(-1),
+            stdout,
+            stderr,
+        })
     };
-    tokio::time::timeout(EXEC_TIMEOUT, run)
-        .await
-        .map_err(|_| NetfaultError::Docker(format!("exec {}: no answer within {EXEC_TIMEOUT:?}", what())))?
+    tokio::time::timeout(EXEC_TIMEOUT, run).await.map_err(|_| {
+        NetfaultError::Docker(format!(
+            "exec {}: no answer within {EXEC_TIMEOUT:?}",
+            what()
+        ))
+    })?
 }
 
 /// Runs `argv` and fails unless it exits 0.
-pub async fn exec_ok(docker: &Docker, id: &str, argv: &[String]) -> Result<ExecOutput, NetfaultError> {
+pub async fn exec_ok(
+    docker: &Docker,
+    id: &str,
+    argv: &[String],
+) -> Result<ExecOutput, NetfaultError> {
     let out = exec(docker, id, argv).await?;
     if out.code != 0 {
         return Err(NetfaultError::Command {
@@ -257,7 +331,11 @@ pub async fn exec_ok(docker: &Docker, id: &str, argv: &[String]) -> Result<ExecO
 }
 
 /// Waits up to `timeout` for container `id` to exit; returns its stdout and exit code.
-pub async fn wait_output(docker: &Docker, id: &str, timeout: Duration) -> Result<(i64, String, String), NetfaultError> {
+pub async fn wait_output(
+    docker: &Docker,
+    id: &str,
+    timeout: Duration,
+) -> Result<(i64, String, String), NetfaultError> {
     let waited = tokio::time::timeout(timeout, async {
         let mut w = docker.wait_container(id, None);
         let mut code = -1;
@@ -272,20 +350,29 @@ pub async fn wait_output(docker: &Docker, id: &str, timeout: Duration) -> Result
         Ok(code)
     })
     .await
-    .map_err(|_| NetfaultError::Docker(format!("container {id} did not finish within {timeout:?}")))??;
+    .map_err(|_| {
+        NetfaultError::Docker(format!("container {id} did not finish within {timeout:?}"))
+    })??;
     let (stdout, stderr) = logs(docker, id).await?;
     Ok((waited, stdout, stderr))
 }
 
 /// Everything container `id` wrote so far.
 pub async fn logs(docker: &Docker, id: &str) -> Result<(String, String), NetfaultError> {
-    let options = LogsOptionsBuilder::default().stdout(true).stderr(true).build();
+    let options = LogsOptionsBuilder::default()
+        .stdout(true)
+        .stderr(true)
+        .build();
     let mut stream = docker.logs(id, Some(options));
     let (mut stdout, mut stderr) = (String::new(), String::new());
     while let Some(chunk) = stream.next().await {
         match chunk.map_err(docker_err("reading sidecar logs"))? {
-            bollard::container::LogOutput::StdOut { message } => stdout.push_str(&String::from_utf8_lossy(&message)),
-            bollard::container::LogOutput::StdErr { message } => stderr.push_str(&String::from_utf8_lossy(&message)),
+            bollard::container::LogOutput::StdOut { message } => {
+                stdout.push_str(&String::from_utf8_lossy(&message))
+            }
+            bollard::container::LogOutput::StdErr { message } => {
+                stderr.push_str(&String::from_utf8_lossy(&message))
+            }
             _ => {}
         }
     }
@@ -294,7 +381,12 @@ pub async fn logs(docker: &Docker, id: &str) -> Result<(String, String), Netfaul
 
 /// Waits (bounded) until container `id` has written `needle` to stderr: readiness by what
 /// the program says, not by a fixed sleep.
-pub async fn wait_for_stderr(docker: &Docker, id: &str, needle: &str, timeout: Duration) -> Result<(), NetfaultError> {
+pub async fn wait_for_stderr(
+    docker: &Docker,
+    id: &str,
+    needle: &str,
+    timeout: Duration,
+) -> Result<(), NetfaultError> {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let (_, stderr) = logs(docker, id).await?;
@@ -302,10 +394,15 @@ pub async fn wait_for_stderr(docker: &Docker, id: &str, needle: &str, timeout: D
             return Ok(());
         }
         if !is_running(docker, id).await? {
-            return Err(NetfaultError::Docker(format!("sidecar {id} exited: {}", stderr.trim())));
+            return Err(NetfaultError::Docker(format!(
+                "sidecar {id} exited: {}",
+                stderr.trim()
+            )));
         }
         if tokio::time::Instant::now() >= deadline {
-            return Err(NetfaultError::Docker(format!("sidecar {id} did not say {needle:?} within {timeout:?}")));
+            return Err(NetfaultError::Docker(format!(
+                "sidecar {id} did not say {needle:?} within {timeout:?}"
+            )));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -11,6 +11,11 @@
 //! [`ProcessRuntime::attach`] to the live cluster and act on it. Before a pid read from
 //! there is signalled, `/proc/<pid>/cmdline` must show the streamd binary and the node's
 //! `--id`: pids are reused once a process is gone.
+//!
+//! High availability (`jobmanagers > 1`): the `etcd-1` node is Debian's `etcd` binary
+//! (package `etcd-server`; [`ETCD_BIN_ENV`] overrides where it is) run as a local process,
+//! a one-member cluster with its data in `<run_dir>/etcd` (removed by `down`). Jobmanagers
+//! and taskmanagers get `--etcd http://127.0.0.1:<port>`.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -32,6 +37,33 @@ pub const STATE_FILE: &str = "cluster.json";
 
 /// Environment variable that overrides the streamd binary the runtime starts.
 pub const STREAMD_BIN_ENV: &str = "CHAOS_STREAMD_BIN";
+
+/// Environment variable naming the etcd binary for HA clusters (default: `etcd` on `PATH`).
+pub const ETCD_BIN_ENV: &str = "CHAOS_ETCD_BIN";
+
+/// The etcd binary for HA clusters: `CHAOS_ETCD_BIN`, else `etcd` on `PATH`.
+pub fn etcd_binary() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os(ETCD_BIN_ENV).filter(|v| !v.is_empty()) {
+        let p = PathBuf::from(p);
+        return if p.is_file() {
+            Ok(std::fs::canonicalize(&p).unwrap_or(p))
+        } else {
+            Err(RuntimeError::Infrastructure(format!("{ETCD_BIN_ENV}={} is not a file", p.display())))
+        };
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/bin"), PathBuf::from("/usr/local/bin")])
+        .map(|d| d.join("etcd"))
+        .find(|p| p.is_file())
+        .map(|p| std::fs::canonicalize(&p).unwrap_or(p))
+        .ok_or_else(|| {
+            RuntimeError::Infrastructure(format!(
+                "high availability needs etcd, and no `etcd` binary is on PATH: install Debian's etcd-server \
+                 package (`apt-get install etcd-server`) or point {ETCD_BIN_ENV} at an etcd binary"
+            ))
+        })
+}
 
 /// How often exits are polled while waiting for one.
 const POLL: Duration = Duration::from_millis(20);
@@ -128,6 +160,12 @@ pub struct NodePorts {
     /// Taskmanager data port (Flink's 6121).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub data: Option<u16>,
+    /// etcd client port (etcd's 2379).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub etcd_client: Option<u16>,
+    /// etcd peer port (etcd's 2380).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub etcd_peer: Option<u16>,
 }
 
 /// One node as recorded in `cluster.json`.
@@ -137,6 +175,9 @@ pub struct NodeRecord {
     pub role: Role,
     /// streamd's arguments (after the binary); a restart reuses them verbatim.
     pub args: Vec<String>,
+    /// The binary, when not streamd (etcd).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub program: Option<PathBuf>,
     pub ports: NodePorts,
     /// The pid of the latest start; `None` before the first start and after `down`.
     pub pid: Option<u32>,
@@ -298,37 +339,49 @@ impl ProcessRuntime {
         })
     }
 
-    /// Reaps `node`'s process if it is our child and has exited.
-    fn reap(&self, node: &str, pid: i32) {
+    /// For a node process this object spawned: `Some(true)` once it has exited (reaped
+    /// now), `Some(false)` while it has not. `None` when it is not our child.
+    fn owned_exit(&self, node: &str, pid: i32) -> Option<bool> {
         let mut children = self.lock_children();
-        if let Some(child) = children.get_mut(node) {
-            if child.id() as i32 == pid {
-                if let Ok(Some(status)) = child.try_wait() {
-                    tracing::debug!("{node} (pid {pid}) exited: {status}");
-                    children.remove(node);
-                }
+        let child = children.get_mut(node).filter(|c| c.id() as i32 == pid)?;
+        match child.try_wait() {
+            Ok(Some(status)) => {
+                tracing::debug!("{node} (pid {pid}) exited: {status}");
+                children.remove(node);
+                Some(true)
+            }
+            Ok(None) => Some(false),
+            Err(e) => {
+                tracing::debug!("{node} (pid {pid}): cannot wait: {e}");
+                children.remove(node);
+                None
             }
         }
     }
 
-    /// The node's state, checking that its pid is still a streamd of that name.
+    /// The node's state. For our own children, waitpid is the authority: a child is gone
+    /// once reaped, so "exited" never leaves a zombie behind (a dying process shows an
+    /// empty cmdline before it becomes a zombie). For others (an attached cluster), /proc
+    /// is, and the pid must still be that node's program: pids are reused.
     fn liveness(&self, rec: &NodeRecord) -> Liveness {
         let Some(pid) = rec.pid else { return Liveness::Gone };
         let pid = pid as i32;
-        self.reap(&rec.name, pid);
-        match proc_state(pid) {
-            Some('Z' | 'X' | 'x') => {
-                // It died between the reap above and the look at /proc: reap it now, so
-                // "exited" never leaves a zombie of ours behind.
-                self.reap(&rec.name, pid);
-                Liveness::Gone
+        let paused_or_running = |s: Option<char>| {
+            if matches!(s, Some('T' | 't')) {
+                Liveness::Paused
+            } else {
+                Liveness::Running
             }
-            Some(s) if is_node_process(pid, &self.streamd, &rec.name) => {
-                if matches!(s, 'T' | 't') {
-                    Liveness::Paused
-                } else {
-                    Liveness::Running
-                }
+        };
+        match self.owned_exit(&rec.name, pid) {
+            Some(true) => return Liveness::Gone,
+            Some(false) => return paused_or_running(proc_state(pid)),
+            None => {}
+        }
+        match proc_state(pid) {
+            Some('Z' | 'X' | 'x') | None => Liveness::Gone,
+            s if is_node_process(pid, rec.program.as_deref().unwrap_or(&self.streamd), &rec.name) => {
+                paused_or_running(s)
             }
             _ => Liveness::Gone,
         }
@@ -392,10 +445,10 @@ impl ProcessRuntime {
             "==== chaos: starting {} at {} ms: {} {}",
             rec.name,
             streamd::api::now_ms(),
-            state.streamd.display(),
+            rec.program.as_deref().unwrap_or(&state.streamd).display(),
             rec.args.join(" ")
         );
-        let mut cmd = Command::new(&state.streamd);
+        let mut cmd = Command::new(rec.program.as_deref().unwrap_or(&state.streamd));
         cmd.args(&rec.args)
             .envs(state.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
@@ -437,35 +490,73 @@ impl ProcessRuntime {
 
     /// Builds the node records (arguments, fresh ports) of a cluster definition.
     fn plan(&self, def: &ClusterDef, run_dir: &Path) -> Result<Vec<NodeRecord>> {
-        if let Some(n) = def.nodes.iter().find(|n| n.role == Role::Etcd) {
-            return Err(RuntimeError::Usage(format!(
-                "{}: jobmanager high availability (etcd) needs the docker runtime; the process runtime runs a \
-                 single jobmanager",
-                n.name
-            )));
-        }
+        let etcds: Vec<_> = def.nodes.iter().filter(|n| n.role == Role::Etcd).collect();
         let jms: Vec<_> = def.nodes.iter().filter(|n| n.role == Role::Jobmanager).collect();
         let tms: Vec<_> = def.nodes.iter().filter(|n| n.role == Role::Taskmanager).collect();
         if jms.is_empty() {
             return Err(RuntimeError::Usage("a cluster needs a jobmanager".into()));
         }
-        if jms.len() > 1 {
+        if etcds.len() > 1 {
+            return Err(RuntimeError::Usage(format!("{} etcd nodes: the process runtime runs one", etcds.len())));
+        }
+        if jms.len() > 1 && etcds.is_empty() {
             return Err(RuntimeError::Usage(format!(
-                "{} jobmanagers: high availability (etcd) needs the docker runtime; the process runtime runs one",
+                "{} jobmanagers without an etcd node: high availability elects the leader through etcd",
                 jms.len()
             )));
         }
-        let mut ports = free_ports(2 * jms.len() + tms.len())
+        let mut ports = free_ports(2 * etcds.len() + 2 * jms.len() + tms.len())
             .map_err(|e| RuntimeError::Infrastructure(format!("cannot find free 127.0.0.1 ports: {e}")))?
             .into_iter();
         let mut next = || ports.next().ok_or_else(|| RuntimeError::Other("ran out of allocated ports".into()));
         let data_dir = run_dir.display().to_string();
         let job = run_dir.join("job.yaml").display().to_string();
         let mut records = Vec::new();
+        // HA: etcd (a one-member cluster); jobmanagers and taskmanagers find it by --etcd.
+        let mut ha_args: Vec<String> = Vec::new();
+        for n in &etcds {
+            let (client, peer) = (next()?, next()?);
+            let client_url = format!("http://127.0.0.1:{client}");
+            let peer_url = format!("http://127.0.0.1:{peer}");
+            let args = [
+                "--name".to_string(),
+                n.name.clone(),
+                "--data-dir".into(),
+                etcd_data_dir(run_dir).display().to_string(),
+                "--listen-client-urls".into(),
+                client_url.clone(),
+                "--advertise-client-urls".into(),
+                client_url.clone(),
+                "--listen-peer-urls".into(),
+                peer_url.clone(),
+                "--initial-advertise-peer-urls".into(),
+                peer_url.clone(),
+                "--initial-cluster".into(),
+                format!("{}={peer_url}", n.name),
+                "--log-level".into(),
+                "warn".into(),
+            ];
+            records.push(NodeRecord {
+                name: n.name.clone(),
+                role: n.role,
+                args: args.to_vec(),
+                program: Some(etcd_binary()?),
+                ports: NodePorts { etcd_client: Some(client), etcd_peer: Some(peer), ..NodePorts::default() },
+                pid: None,
+            });
+            ha_args = vec!["--etcd".into(), client_url];
+        }
         let mut jm_rpc = None;
         for n in &jms {
             let (rpc, rest) = (next()?, next()?);
             jm_rpc.get_or_insert(rpc);
+            let ha_jm: Vec<String> = if ha_args.is_empty() {
+                Vec::new()
+            } else {
+                let mut a = ha_args.clone();
+                a.extend(["--rest-advertise".to_string(), format!("127.0.0.1:{rest}")]);
+                a
+            };
             let args = [
                 "jobmanager",
                 "--job",
@@ -484,8 +575,9 @@ impl ProcessRuntime {
             records.push(NodeRecord {
                 name: n.name.clone(),
                 role: n.role,
-                args: args.iter().map(|s| s.to_string()).collect(),
-                ports: NodePorts { rpc: Some(rpc), rest: Some(rest), data: None },
+                args: args.iter().map(|s| s.to_string()).chain(ha_jm).collect(),
+                program: None,
+                ports: NodePorts { rpc: Some(rpc), rest: Some(rest), ..NodePorts::default() },
                 pid: None,
             });
         }
@@ -510,8 +602,9 @@ impl ProcessRuntime {
             records.push(NodeRecord {
                 name: n.name.clone(),
                 role: n.role,
-                args: args.iter().map(|s| s.to_string()).collect(),
-                ports: NodePorts { rpc: None, rest: None, data: Some(data) },
+                args: args.iter().map(|s| s.to_string()).chain(ha_args.iter().cloned()).collect(),
+                program: None,
+                ports: NodePorts { data: Some(data), ..NodePorts::default() },
                 pid: None,
             });
         }
@@ -680,6 +773,10 @@ impl Runtime for ProcessRuntime {
             for n in &mut s.nodes {
                 n.pid = None;
             }
+            // etcd preallocates 64 MB of write-ahead log; nothing reads it after `down`.
+            if s.nodes.iter().any(|n| n.role == Role::Etcd) {
+                let _ = std::fs::remove_dir_all(etcd_data_dir(&s.run_dir));
+            }
         }
         self.persist()
     }
@@ -687,6 +784,11 @@ impl Runtime for ProcessRuntime {
 
 fn not_up() -> RuntimeError {
     RuntimeError::Usage("no cluster is up on the process runtime".into())
+}
+
+/// Where the etcd node keeps its data (kept across restarts of the node, removed by `down`).
+fn etcd_data_dir(run_dir: &Path) -> PathBuf {
+    run_dir.join("etcd")
 }
 
 fn log_path(run_dir: &Path, node: &str) -> PathBuf {
@@ -729,12 +831,13 @@ fn proc_state(pid: i32) -> Option<char> {
     rest.trim_start().chars().next()
 }
 
-/// Whether `pid` runs `streamd` as node `name` (argv[0] and `--id name`).
-fn is_node_process(pid: i32, streamd: &Path, name: &str) -> bool {
+/// Whether `pid` runs `program` as node `name` (argv[0], and `--id name` for streamd or
+/// `--name name` for etcd).
+fn is_node_process(pid: i32, program: &Path, name: &str) -> bool {
     let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { return false };
     let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-    args.first().is_some_and(|a0| OsStr::from_bytes(a0) == streamd.as_os_str())
-        && args.windows(2).any(|w| w[0] == b"--id" && w[1] == name.as_bytes())
+    args.first().is_some_and(|a0| OsStr::from_bytes(a0) == program.as_os_str())
+        && args.windows(2).any(|w| (w[0] == b"--id" || w[0] == b"--name") && w[1] == name.as_bytes())
 }
 
 /// Signals the node's process group (its leader is the node: we spawned it with

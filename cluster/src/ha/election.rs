@@ -15,6 +15,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+/// How long [`Leadership::release`] keeps trying to revoke a lease while etcd is down.
+const RELEASE_PATIENCE: Duration = Duration::from_secs(60);
+
 /// Who campaigns: the jobmanager's id and where to reach it.
 #[derive(Debug, Clone)]
 pub struct Candidate {
@@ -64,13 +67,14 @@ impl Leadership {
     }
 
     /// Gives leadership up: stops renewing and revokes the lease in the background (which
-    /// deletes the `leader` key at once, so a standby need not wait for the TTL). Bounded:
-    /// if etcd stays unreachable the lease simply expires.
+    /// deletes the `leader` key at once, so nobody waits for the TTL). While etcd is
+    /// unreachable it keeps trying: etcd *extends* leases when it restarts, so without the
+    /// revocation a deposed leader's key would outlive the outage by another TTL.
     pub fn release(self, store: &Store) {
         self.keeper.abort();
         let store = store.clone();
         let lease = self.lease;
-        let give_up = Instant::now() + store.config().lease_ttl + Duration::from_secs(1);
+        let give_up = Instant::now() + RELEASE_PATIENCE;
         tokio::spawn(async move {
             while Instant::now() < give_up {
                 let mut c = store.client();

@@ -273,9 +273,10 @@ impl Store {
         cfg.validate()?;
         let opts = ConnectOptions::new()
             .with_connect_timeout(cfg.request_timeout)
-            // HTTP/2 pings find a frozen or partitioned etcd under a long-lived watch.
-            .with_keep_alive(Duration::from_millis(500), cfg.request_timeout)
-            .with_keep_alive_while_idle(true);
+            // HTTP/2 pings find a frozen or partitioned etcd under a long-lived watch. Not
+            // more often than etcd's `--grpc-keepalive-min-time` (5 s): it answers more
+            // frequent pings with GOAWAY ("too many pings") and drops the connection.
+            .with_keep_alive(Duration::from_secs(6), Duration::from_secs(3));
         let client = Client::connect(&cfg.endpoints, Some(opts)).await?;
         Ok(Store { client, keys: Keys::new(job_id), cfg })
     }

@@ -75,23 +75,34 @@ impl Ord for Held {
 /// must never be lost because the fault ended) and returns.
 pub fn run(cfg: &DelayerConfig, stop: &AtomicBool) -> io::Result<()> {
     let mut queue = Queue::open()?;
-    queue.bind(cfg.queue).map_err(|e| with_context(e, "binding the NFQUEUE"))?;
+    queue
+        .bind(cfg.queue)
+        .map_err(|e| with_context(e, "binding the NFQUEUE"))?;
     let max_len = u32::try_from(cfg.limit).unwrap_or(u32::MAX);
     queue.set_queue_max_len(cfg.queue, max_len)?;
     queue.set_nonblocking(true);
     let fd = find_nfqueue_fd()?;
-    let raw = if cfg.model.duplicate > 0.0 { Some(RawSender::new(cfg.mark)?) } else { None };
+    let raw = if cfg.model.duplicate > 0.0 {
+        Some(RawSender::new(cfg.mark)?)
+    } else {
+        None
+    };
     let mut sched = Scheduler::new(cfg.model.clone(), SmallRng::from_os_rng());
     let mut held: BinaryHeap<Reverse<Held>> = BinaryHeap::new();
     let mut n = Counters::default();
     let mut seq = 0u64;
-    eprintln!("chaos-netd delay: serving queue {} with {:?}, limit {}", cfg.queue, cfg.model, cfg.limit);
+    eprintln!(
+        "chaos-netd delay: serving queue {} with {:?}, limit {}",
+        cfg.queue, cfg.model, cfg.limit
+    );
 
     while !stop.load(Ordering::Relaxed) {
         let now = Instant::now();
         let wait = held
             .peek()
-            .map_or(Duration::from_millis(200), |h| h.0.at.saturating_duration_since(now))
+            .map_or(Duration::from_millis(200), |h| {
+                h.0.at.saturating_duration_since(now)
+            })
             .min(Duration::from_millis(200));
         wait_readable(fd, wait)?;
 
@@ -99,7 +110,12 @@ pub fn run(cfg: &DelayerConfig, stop: &AtomicBool) -> io::Result<()> {
         for _ in 0..4096 {
             let mut msg = match queue.recv() {
                 Ok(m) => m,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => break,
+                Err(e)
+                    if e.kind() == io::ErrorKind::WouldBlock
+                        || e.kind() == io::ErrorKind::Interrupted =>
+                {
+                    break
+                }
                 // The kernel queue overflowed: packets were dropped there; carry on.
                 Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => continue,
                 Err(e) => return Err(with_context(e, "receiving from the NFQUEUE")),
@@ -118,7 +134,12 @@ pub fn run(cfg: &DelayerConfig, stop: &AtomicBool) -> io::Result<()> {
             }
             let duplicate = sched.duplicate();
             seq += 1;
-            held.push(Reverse(Held { at, seq, msg, duplicate }));
+            held.push(Reverse(Held {
+                at,
+                seq,
+                msg,
+                duplicate,
+            }));
         }
 
         let now = Instant::now();
@@ -183,15 +204,18 @@ fn sockopt_int(fd: libc::c_int, opt: libc::c_int) -> Option<libc::c_int> {
     let mut val: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: `val` and `len` are valid for writes of the sizes passed.
-    let rc = unsafe {
-        libc::getsockopt(fd, libc::SOL_SOCKET, opt, (&raw mut val).cast(), &mut len)
-    };
+    let rc =
+        unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, opt, (&raw mut val).cast(), &mut len) };
     (rc == 0).then_some(val)
 }
 
 /// Waits until `fd` is readable or `timeout` passed (or a signal arrived).
 fn wait_readable(fd: libc::c_int, timeout: Duration) -> io::Result<()> {
-    let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
     let ts = libc::timespec {
         tv_sec: timeout.as_secs() as libc::time_t,
         tv_nsec: libc::c_long::from(timeout.subsec_nanos() as i32),
@@ -215,9 +239,18 @@ struct RawSender {
 impl RawSender {
     fn new(mark: u32) -> io::Result<RawSender> {
         // SAFETY: plain socket(2); IPPROTO_RAW implies IP_HDRINCL.
-        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::IPPROTO_RAW) };
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_INET,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                libc::IPPROTO_RAW,
+            )
+        };
         if fd < 0 {
-            return Err(with_context(io::Error::last_os_error(), "opening a raw socket for duplicates"));
+            return Err(with_context(
+                io::Error::last_os_error(),
+                "opening a raw socket for duplicates",
+            ));
         }
         let sender = RawSender { fd };
         // SAFETY: `mark` is a valid u32 for the size passed.
@@ -231,7 +264,10 @@ impl RawSender {
             )
         };
         if rc < 0 {
-            return Err(with_context(io::Error::last_os_error(), "marking duplicates (SO_MARK needs NET_ADMIN)"));
+            return Err(with_context(
+                io::Error::last_os_error(),
+                "marking duplicates (SO_MARK needs NET_ADMIN)",
+            ));
         }
         Ok(sender)
     }

@@ -43,7 +43,10 @@ fn install_signal_handlers() {
 
 /// Command line of `chaos-netd`.
 #[derive(Debug, Parser)]
-#[command(name = "chaos-netd", about = "Network-fault helper run inside chaos sidecars")]
+#[command(
+    name = "chaos-netd",
+    about = "Network-fault helper run inside chaos sidecars"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -138,7 +141,17 @@ fn run(command: Command) -> std::io::Result<()> {
             }
             Ok(())
         }
-        Command::Delay { queue, delay_us, jitter_us, distribution, duplicate, corrupt, in_order, limit, mark } => {
+        Command::Delay {
+            queue,
+            delay_us,
+            jitter_us,
+            distribution,
+            duplicate,
+            corrupt,
+            in_order,
+            limit,
+            mark,
+        } => {
             let model = DelayModel {
                 delay: Duration::from_micros(delay_us),
                 jitter: Duration::from_micros(jitter_us),
@@ -147,7 +160,15 @@ fn run(command: Command) -> std::io::Result<()> {
                 corrupt: corrupt.clamp(0.0, 1.0),
                 in_order,
             };
-            delayer::run(&delayer::DelayerConfig { queue, model, limit: limit.max(1), mark }, &STOP)
+            delayer::run(
+                &delayer::DelayerConfig {
+                    queue,
+                    model,
+                    limit: limit.max(1),
+                    mark,
+                },
+                &STOP,
+            )
         }
         Command::Echo { port } => udp::echo(port, &STOP),
         Command::Sink { port } => tcp::sink(port, &STOP),
@@ -157,7 +178,13 @@ fn run(command: Command) -> std::io::Result<()> {
             println!("{json}");
             Ok(())
         }
-        Command::Probe { to, count, interval_ms, timeout_ms, size } => {
+        Command::Probe {
+            to,
+            count,
+            interval_ms,
+            timeout_ms,
+            size,
+        } => {
             let cfg = udp::ProbeConfig {
                 to,
                 count,

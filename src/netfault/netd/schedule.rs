@@ -73,7 +73,10 @@ pub fn flow_key(packet: &[u8]) -> FlowKey {
     let dst = [packet[16], packet[17], packet[18], packet[19]];
     // TCP (6) and UDP (17) carry ports in their first four bytes.
     let (sport, dport) = match (proto, packet.get(ihl..ihl + 4)) {
-        (6 | 17, Some(p)) => (u16::from_be_bytes([p[0], p[1]]), u16::from_be_bytes([p[2], p[3]])),
+        (6 | 17, Some(p)) => (
+            u16::from_be_bytes([p[0], p[1]]),
+            u16::from_be_bytes([p[2], p[3]]),
+        ),
         _ => (0, 0),
     };
     (proto, src, dst, sport, dport)
@@ -108,7 +111,11 @@ const MAX_FLOWS: usize = 4096;
 
 impl<R: Rng> Scheduler<R> {
     pub fn new(model: DelayModel, rng: R) -> Self {
-        Scheduler { model, rng, last: HashMap::new() }
+        Scheduler {
+            model,
+            rng,
+            last: HashMap::new(),
+        }
     }
 
     pub fn model(&self) -> &DelayModel {
@@ -176,7 +183,12 @@ mod tests {
     use rand::rngs::SmallRng;
     use rand::SeedableRng;
 
-    fn model(delay_ms: u64, jitter_ms: u64, distribution: Distribution, in_order: bool) -> DelayModel {
+    fn model(
+        delay_ms: u64,
+        jitter_ms: u64,
+        distribution: Distribution,
+        in_order: bool,
+    ) -> DelayModel {
         DelayModel {
             delay: Duration::from_millis(delay_ms),
             jitter: Duration::from_millis(jitter_ms),
@@ -188,7 +200,9 @@ mod tests {
     }
 
     fn stats(s: &mut Scheduler<SmallRng>, n: usize) -> (f64, f64, f64, f64) {
-        let v: Vec<f64> = (0..n).map(|_| s.sample_delay().as_secs_f64() * 1e3).collect();
+        let v: Vec<f64> = (0..n)
+            .map(|_| s.sample_delay().as_secs_f64() * 1e3)
+            .collect();
         let mean = v.iter().sum::<f64>() / n as f64;
         let sd = (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n as f64).sqrt();
         let min = v.iter().cloned().fold(f64::MAX, f64::min);
@@ -198,7 +212,10 @@ mod tests {
 
     #[test]
     fn uniform_jitter_stays_in_range_around_the_delay() {
-        let mut s = Scheduler::new(model(200, 50, Distribution::Uniform, false), SmallRng::seed_from_u64(1));
+        let mut s = Scheduler::new(
+            model(200, 50, Distribution::Uniform, false),
+            SmallRng::seed_from_u64(1),
+        );
         let (mean, sd, min, max) = stats(&mut s, 20_000);
         assert!((mean - 200.0).abs() < 2.0, "mean {mean}");
         // Uniform over 100 ms: sd = 100 / sqrt(12) = 28.9 ms.
@@ -208,24 +225,36 @@ mod tests {
 
     #[test]
     fn normal_jitter_has_sigma_jitter_and_never_goes_negative() {
-        let mut s = Scheduler::new(model(200, 50, Distribution::Normal, false), SmallRng::seed_from_u64(2));
+        let mut s = Scheduler::new(
+            model(200, 50, Distribution::Normal, false),
+            SmallRng::seed_from_u64(2),
+        );
         let (mean, sd, _, _) = stats(&mut s, 20_000);
         assert!((mean - 200.0).abs() < 2.0, "mean {mean}");
         assert!((sd - 50.0).abs() < 2.0, "sd {sd}");
-        let mut s = Scheduler::new(model(1, 100, Distribution::Normal, false), SmallRng::seed_from_u64(3));
+        let mut s = Scheduler::new(
+            model(1, 100, Distribution::Normal, false),
+            SmallRng::seed_from_u64(3),
+        );
         let (_, _, min, _) = stats(&mut s, 1000);
         assert!(min >= 0.0);
     }
 
     #[test]
     fn no_jitter_is_exactly_the_delay() {
-        let mut s = Scheduler::new(model(7, 0, Distribution::Uniform, false), SmallRng::seed_from_u64(4));
+        let mut s = Scheduler::new(
+            model(7, 0, Distribution::Uniform, false),
+            SmallRng::seed_from_u64(4),
+        );
         assert_eq!(s.sample_delay(), Duration::from_millis(7));
     }
 
     #[test]
     fn in_order_never_releases_a_flow_out_of_order() {
-        let mut s = Scheduler::new(model(100, 80, Distribution::Uniform, true), SmallRng::seed_from_u64(5));
+        let mut s = Scheduler::new(
+            model(100, 80, Distribution::Uniform, true),
+            SmallRng::seed_from_u64(5),
+        );
         let t0 = Instant::now();
         let a = (17, [10, 0, 0, 1], [10, 0, 0, 2], 1, 2);
         let b = (17, [10, 0, 0, 1], [10, 0, 0, 3], 1, 2);
@@ -245,7 +274,10 @@ mod tests {
 
     #[test]
     fn without_in_order_jitter_reorders_like_netem() {
-        let mut s = Scheduler::new(model(100, 80, Distribution::Uniform, false), SmallRng::seed_from_u64(6));
+        let mut s = Scheduler::new(
+            model(100, 80, Distribution::Uniform, false),
+            SmallRng::seed_from_u64(6),
+        );
         let t0 = Instant::now();
         let flow = (17, [1; 4], [2; 4], 1, 2);
         let releases: Vec<Instant> = (0..100u64)

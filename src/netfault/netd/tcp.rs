@@ -27,7 +27,9 @@ pub fn sink(port: u16, stop: &'static AtomicBool) -> io::Result<()> {
                     }
                 });
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
@@ -46,7 +48,13 @@ pub fn send(to: SocketAddr, duration: Duration, stop: &AtomicBool) -> io::Result
     while start.elapsed() < duration && !stop.load(Ordering::Relaxed) {
         match conn.write(&buf) {
             Ok(n) => bytes += n as u64,
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ) => {}
             Err(e) => return Err(e),
         }
     }
@@ -56,5 +64,9 @@ pub fn send(to: SocketAddr, duration: Duration, stop: &AtomicBool) -> io::Result
     let mut rest = [0u8; 64];
     let _ = conn.read(&mut rest);
     let secs = start.elapsed().as_secs_f64();
-    Ok(Throughput { bytes, secs, bits_per_s: bytes as f64 * 8.0 / secs })
+    Ok(Throughput {
+        bytes,
+        secs,
+        bits_per_s: bytes as f64 * 8.0 / secs,
+    })
 }

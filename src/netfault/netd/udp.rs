@@ -66,7 +66,9 @@ pub fn probe(cfg: &ProbeConfig, stop: &AtomicBool) -> io::Result<ProbeStats> {
     loop {
         let now = Instant::now();
         let sent = sent_at.len() as u32;
-        if stop.load(Ordering::Relaxed) || (sent == cfg.count && (now >= deadline || rtts.len() as u32 == sent)) {
+        if stop.load(Ordering::Relaxed)
+            || (sent == cfg.count && (now >= deadline || rtts.len() as u32 == sent))
+        {
             break;
         }
         if sent < cfg.count {
@@ -80,13 +82,21 @@ pub fn probe(cfg: &ProbeConfig, stop: &AtomicBool) -> io::Result<ProbeStats> {
                 continue;
             }
         }
-        let next = if sent < cfg.count { start + cfg.interval * sent } else { deadline };
-        let wait = next.saturating_duration_since(now).max(Duration::from_micros(100));
+        let next = if sent < cfg.count {
+            start + cfg.interval * sent
+        } else {
+            deadline
+        };
+        let wait = next
+            .saturating_duration_since(now)
+            .max(Duration::from_micros(100));
         sock.set_read_timeout(Some(wait))?;
         match sock.recv(&mut buf) {
             Ok(n) if n >= 8 && &buf[..4] == MAGIC => {
                 let seq = u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]);
-                let Some(at) = sent_at.get(seq as usize) else { continue };
+                let Some(at) = sent_at.get(seq as usize) else {
+                    continue;
+                };
                 let rtt = at.elapsed().as_secs_f64() * 1e3;
                 if rtts.insert(seq, rtt).is_some() {
                     duplicates += 1;
@@ -101,9 +111,16 @@ pub fn probe(cfg: &ProbeConfig, stop: &AtomicBool) -> io::Result<ProbeStats> {
             Err(e) => return Err(e),
         }
     }
-    Ok(ProbeStats::from_samples(sent_at.len() as u32, rtts.into_values().collect(), duplicates))
+    Ok(ProbeStats::from_samples(
+        sent_at.len() as u32,
+        rtts.into_values().collect(),
+        duplicates,
+    ))
 }
 
 fn is_timeout(e: &io::Error) -> bool {
-    matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted)
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+    )
 }
