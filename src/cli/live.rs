@@ -166,7 +166,11 @@ pub(super) async fn resolve_node(cluster: &LiveCluster, rt: &Live, name: &str) -
         "no node {shown} in cluster {} ({}); its nodes: {}",
         cluster.id,
         cluster.runtime_name(),
-        if names.is_empty() { "none".to_string() } else { names.join(", ") }
+        if names.is_empty() {
+            "none (the cluster is gone: `chaos down` clears its record)".to_string()
+        } else {
+            names.join(", ")
+        }
     )))
 }
 

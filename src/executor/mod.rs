@@ -190,7 +190,8 @@ pub async fn up(opts: UpOptions) -> Result<u8, ChaosError> {
                 opts.jobmanagers,
                 opts.taskmanagers,
                 opts.slots,
-                opts.taskmanagers * opts.slots
+                // Leave one taskmanager's slots spare, so `chaos kill tm2` is survivable.
+                (opts.taskmanagers.saturating_sub(1) * opts.slots).max(1)
             );
             crate::scenario::parse_str(&text, std::path::Path::new("<chaos up>"), None)
                 .map_err(|e| ChaosError::Usage(e.to_string()))?
@@ -261,12 +262,17 @@ pub async fn verify() -> Result<u8, ChaosError> {
         return Err(ChaosError::Other("the job has no input".into()));
     };
     let client = crate::client::StreamdClient::new(url).map_err(|e| ChaosError::Other(e.to_string()))?;
-    let deadline = std::time::Instant::now() + Duration::from_secs(300);
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
     let d = loop {
         match client.job(&job.job_id).await {
             Ok(d) if d.state.is_terminal() => break d,
             Ok(_) | Err(_) if std::time::Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(100)).await,
-            Ok(d) => return Err(ChaosError::Other(format!("the job is still {:?} after 5 minutes", d.state))),
+            Ok(d) => return Err(ChaosError::Other(format!(
+                "the job is still {:?} after 2 minutes (restarts: {}; last failure: {})",
+                d.state,
+                d.restarts,
+                d.failure_cause.unwrap_or_default()
+            ))),
             Err(e) => return Err(ChaosError::Other(format!("the jobmanager does not answer: {e}"))),
         }
     };

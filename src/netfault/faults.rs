@@ -1,12 +1,12 @@
 //! [`NetFaults`]: apply, undo and reconcile the network faults of one cluster (measuring
-//! them is in [`super::measure`]).
+//! them: [`NetFaults::measure`], [`NetFaults::measure_throughput`]).
 //!
 //! Each fault is one or more journal entries, one per namespace it touches (a netem fault:
 //! the target's; a partition: every member's). Applying an entry: start a sidecar in the
 //! target's namespace, find the interface, compute the commands, journal them, run them.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 

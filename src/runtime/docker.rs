@@ -11,6 +11,7 @@
 //! label. Separate `chaos` invocations find a live cluster with [`discover`].
 
 pub(crate) mod errors;
+pub mod etcd;
 mod inventory;
 pub mod labels;
 pub mod spec;
@@ -312,6 +313,11 @@ impl Runtime for DockerRuntime {
         let run_dir = self.preflight(def).await?;
         let jobmanager = spec::first_jobmanager(def)?;
         let image = self.image().await?;
+        // HA: the etcd node runs its own image (built offline around the host's etcd).
+        let etcd_image = match def.nodes.iter().any(|n| n.role == Role::Etcd) {
+            true => Some(etcd::ensure_etcd_image(&self.docker).await?),
+            false => None,
+        };
         self.cluster = Some(def.id.clone());
         self.forget_all();
 
@@ -332,7 +338,13 @@ impl Runtime for DockerRuntime {
         let starts = def
             .nodes
             .iter()
-            .map(|node| self.start_node(def, node, &image, &run_dir, jobmanager));
+            .map(|node| {
+                let image = match (node.role, &etcd_image) {
+                    (Role::Etcd, Some(etcd)) => etcd,
+                    _ => &image,
+                };
+                self.start_node(def, node, image, &run_dir, jobmanager)
+            });
         let failures: Vec<RuntimeError> = join_all(starts)
             .await
             .into_iter()

@@ -40,41 +40,54 @@ fn main() {
 }
 "#;
 
-/// Path of the compiled stand-in (compiled on first use).
+/// Path of the compiled stand-in, compiled once into cargo's test scratch directory (named
+/// by a hash of its source; written under a temporary name and renamed, so test binaries
+/// running side by side never execute a half-written file).
 pub fn standin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("chaos-standin-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let src = dir.join("standin.rs");
-        std::fs::write(&src, STANDIN).unwrap();
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        STANDIN.hash(&mut h);
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("standin-{:016x}", h.finish()));
         let bin = dir.join("streamd");
+        if bin.is_file() {
+            return bin;
+        }
+        std::fs::create_dir_all(&dir).unwrap();
+        let src = dir.join(format!("standin-{}.rs", std::process::id()));
+        std::fs::write(&src, STANDIN).unwrap();
+        let tmp = dir.join(format!("streamd.{}", std::process::id()));
         let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
         let out = std::process::Command::new(rustc)
             .args(["--edition", "2021", "-O", "-o"])
-            .arg(&bin)
+            .arg(&tmp)
             .arg(&src)
             .output()
             .expect("run rustc");
         assert!(out.status.success(), "compiling the stand-in: {}", String::from_utf8_lossy(&out.stderr));
+        std::fs::rename(&tmp, &bin).unwrap();
+        let _ = std::fs::remove_file(&src);
         bin
     })
     .clone()
 }
 
 /// SIGKILLs every process recorded in `<run_dir>/cluster.json` that still runs the
-/// stand-in, on drop: tests clean up even when an assertion fails half-way.
+/// cluster's binary (stand-in or real streamd), on drop: tests clean up even when an
+/// assertion fails half-way.
 pub struct KillOnDrop(pub PathBuf);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
         let Ok(text) = std::fs::read_to_string(self.0.join("cluster.json")) else { return };
         let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else { return };
-        let bin = standin();
+        let Some(bin) = v["streamd"].as_str() else { return };
         for node in v["nodes"].as_array().into_iter().flatten() {
             let Some(pid) = node["pid"].as_u64() else { continue };
+            let program = node["program"].as_str().unwrap_or(bin);
             let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            if cmdline.starts_with(bin.as_os_str().as_encoded_bytes()) {
+            if cmdline.split(|b| *b == 0).next() == Some(program.as_bytes()) {
                 unsafe {
                     libc::kill(pid as i32, libc::SIGCONT);
                     libc::kill(pid as i32, libc::SIGKILL);

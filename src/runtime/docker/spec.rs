@@ -64,15 +64,21 @@ pub fn node_command(node: &NodeDef, jobmanager: &str) -> Result<Vec<String>> {
             "--advertise".into(),
             format!("{name}:{DATA_PORT}"),
         ],
-        // TODO(issue 5, HA): etcd nodes need their own helper image and command line.
-        Role::Etcd => return Err(etcd_unsupported()),
+        // The etcd image's own entrypoint; see `super::etcd`.
+        Role::Etcd => super::etcd::etcd_command(name),
     };
     Ok(args)
 }
 
-/// The refusal for etcd nodes until HA lands (issue 5).
-pub fn etcd_unsupported() -> RuntimeError {
-    RuntimeError::Usage("HA/etcd not supported yet".into())
+/// HA: the arguments that point a jobmanager or taskmanager at the cluster's etcd node
+/// (`--etcd http://etcd-1:2379`); none without an etcd node. With them, taskmanagers
+/// follow the elected leader instead of `--jobmanager`.
+pub fn ha_args(def: &ClusterDef, node: &NodeDef) -> Vec<String> {
+    let Some(etcd) = def.nodes.iter().find(|n| n.role == Role::Etcd) else { return Vec::new() };
+    match node.role {
+        Role::Jobmanager | Role::Taskmanager => vec!["--etcd".into(), super::etcd::client_url(&etcd.name)],
+        Role::Etcd => Vec::new(),
+    }
 }
 
 /// The jobmanager taskmanagers register with: `jobmanager-1` when present, else the first
@@ -126,7 +132,8 @@ pub fn container_body(
     run_dir: &Path,
     jobmanager: &str,
 ) -> Result<ContainerCreateBody> {
-    let cmd = node_command(node, jobmanager)?;
+    let mut cmd = node_command(node, jobmanager)?;
+    cmd.extend(ha_args(def, node));
     let (nano_cpus, memory) = limits(&node.name, &node.resources)?;
     let network = network_name(&def.id);
     let endpoint = EndpointSettings {
@@ -238,22 +245,28 @@ mod tests {
     }
 
     #[test]
-    fn bad_limits_and_etcd_are_refused() {
+    fn bad_limits_are_refused() {
         let bad = Resources {
             cpus: Some(-1.0),
             memory_bytes: None,
         };
         assert!(matches!(limits("tm", &bad), Err(RuntimeError::Usage(_))));
-        let etcd = NodeDef {
-            name: "etcd-1".into(),
-            role: Role::Etcd,
-            slots: 0,
-            resources: Resources::default(),
-        };
-        assert!(matches!(
-            node_command(&etcd, "jobmanager-1"),
-            Err(RuntimeError::Usage(_))
-        ));
+    }
+
+    #[test]
+    fn with_an_etcd_node_streamd_nodes_get_its_address() {
+        let mut d = def();
+        assert!(ha_args(&d, &d.nodes[0]).is_empty(), "no etcd, no HA");
+        d.nodes.insert(0, NodeDef { name: "etcd-1".into(), role: Role::Etcd, slots: 0, resources: Resources::default() });
+        let etcd = container_body(&d, &d.nodes[0], "etcd:1", Path::new("/runs/r1"), "jobmanager-1").unwrap();
+        let cmd = etcd.cmd.unwrap().join(" ");
+        assert!(cmd.starts_with("--name etcd-1 "), "{cmd}");
+        assert_eq!(etcd.labels.unwrap()[labels::ROLE], "etcd");
+        for n in [&d.nodes[1], &d.nodes[2]] {
+            let b = container_body(&d, n, "img:1", Path::new("/runs/r1"), "jobmanager-1").unwrap();
+            let cmd = b.cmd.unwrap().join(" ");
+            assert!(cmd.ends_with(" --etcd http://etcd-1:2379"), "{cmd}");
+        }
     }
 
     #[test]
