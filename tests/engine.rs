@@ -25,7 +25,7 @@ async fn run(yaml: &str) -> RunReport {
     };
     let mut rt = ProcessRuntime::new(streamd());
     let progress = chaos::report::terminal::Progress::hidden();
-    let r = run_plan(&mut rt, &plan, &opts, &progress).await.expect("the run completes");
+    let r = run_plan(&mut rt, &plan, &opts, &progress, None).await.expect("the run completes");
     println!("{}", chaos::report::terminal::summary(&r));
     r
 }
@@ -72,13 +72,25 @@ async fn a_taskmanager_frozen_past_the_heartbeat_timeout_is_detected_by_heartbea
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_second_kill_while_the_job_is_restarting_still_ends_exactly_once() {
-    let faults = "  - { at: 2500ms, action: kill, target: taskmanager-2 }\n  - { at: 2700ms, action: kill, target: taskmanager-3 }\n";
+    let faults = "  - { at: 2500ms, action: kill, target: taskmanager-2 }\n  - { at: 2900ms, action: kill, target: taskmanager-3 }\n";
     let mut y = scenario("engine-kill-during-recovery", "exactly-once", faults);
-    // Two taskmanagers gone: one left with 2 slots, so parallelism 2.
-    y = y.replace("parallelism: 4", "parallelism: 2");
+    // Two taskmanagers gone: one left with 2 slots, so parallelism 2; a 1 s restart delay
+    // puts the second kill squarely inside RESTARTING.
+    y = y.replace("parallelism: 4", "parallelism: 2").replace("delay: 200ms", "delay: 1s");
     let r = run(&y).await;
     assert_exactly_once(&r);
     assert!(r.restarts >= 1);
+    let second = r.faults[1].applied_ms.expect("second kill applied");
+    let restarting = r.timeline.events.iter().find(|e| matches!(e.kind, chaos::report::EventKind::Restart)).map(|e| e.t_ms).expect("restarted");
+    let running_again = r
+        .timeline
+        .events
+        .iter()
+        .filter(|e| matches!(e.kind, chaos::report::EventKind::Running) && e.t_ms > restarting)
+        .map(|e| e.t_ms)
+        .next()
+        .expect("running again");
+    assert!(restarting <= second && second < running_again, "second kill at {second} ms is not within RESTARTING {restarting}..{running_again} ms");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -106,4 +118,80 @@ async fn a_checkpoint_trigger_fires_after_that_checkpoint_completed() {
         .expect("checkpoint 3 completed");
     assert!(applied >= ckpt3, "fired at {applied} ms, before checkpoint 3 at {ckpt3} ms");
     assert!(applied < ckpt3 + 1000, "fired {} ms after checkpoint 3", applied - ckpt3);
+}
+
+/// A garbage frame on the jobmanager's RPC port or a taskmanager's data port closes that
+/// connection; the node lives on and the job still ends exactly once.
+#[tokio::test(flavor = "multi_thread")]
+async fn garbage_from_a_peer_closes_that_connection_and_the_node_lives_on() {
+    use chaos::runtime::Runtime;
+    use tokio::io::AsyncWriteExt;
+    let yaml = scenario("engine-garbage", "exactly-once", "");
+    let yaml = yaml.replace("faults:\n", "faults: []\n");
+    let plan = chaos::scenario::parse_str(&yaml, Path::new("inline.yaml"), None).expect("valid");
+    let prepared = chaos::executor::run_one::prepare(&plan).expect("run dir");
+    let mut rt = ProcessRuntime::new(streamd());
+    rt.up(&plan.cluster_def(&prepared.cluster_id, prepared.run_dir.clone())).await.expect("up");
+    let client = chaos::client::StreamdClient::new(rt.rest_url("jobmanager-1").await.unwrap()).unwrap();
+    client.wait_ready(3, std::time::Duration::from_secs(30)).await.expect("ready");
+    let addrs: Vec<String> = rt
+        .node_records()
+        .iter()
+        .flat_map(|n| [n.ports.rpc, n.ports.data])
+        .flatten()
+        .map(|p| format!("127.0.0.1:{p}"))
+        .collect();
+    assert!(addrs.len() >= 4, "{addrs:?}");
+    for a in &addrs {
+        for garbage in [&b"\xff\xff\xff\xffnot a frame"[..], &b"\x00\x00\x00\x05hello"[..]] {
+            let mut s = tokio::net::TcpStream::connect(a).await.expect("connect");
+            s.write_all(garbage).await.expect("write");
+            drop(s);
+        }
+    }
+    // Every node still serves: the job finishes and its output is exactly once.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let d = loop {
+        let d = client.job("wordcount").await.expect("the jobmanager still answers");
+        if d.state.is_terminal() || std::time::Instant::now() > deadline {
+            break d;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    let nodes = rt.nodes().await.expect("nodes");
+    rt.down().await.expect("down");
+    assert_eq!(d.state, streamd::api::JobState::Finished, "{:?}", d.failure_cause);
+    assert_eq!(d.restarts, 0, "garbage must not fail the job: {:?}", d.failures);
+    assert!(nodes.iter().all(|n| n.state == chaos::runtime::NodeState::Running), "{nodes:?}");
+    let oracle = chaos::verdict::oracle(&prepared.oracle_input).unwrap();
+    let txns = streamd::output::read_committed(&prepared.run_dir.join("output/wordcount")).unwrap();
+    let v = chaos::verdict::verdict(&oracle, &txns, chaos::verdict::Expectation::ExactlyOnce, vec![]);
+    assert!(v.pass, "{:?}", v.checks);
+}
+
+/// A missing input file FAILS the job, with the reason visible over REST.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_input_file_fails_the_job_with_the_reason_in_rest() {
+    use chaos::runtime::Runtime;
+    let yaml = scenario("engine-missing-input", "exactly-once", "").replace("faults:\n", "faults: []\n");
+    let mut plan = chaos::scenario::parse_str(&yaml, Path::new("inline.yaml"), None).expect("valid");
+    plan.job.input.generate = None;
+    plan.job.input.file = Some(streamd::spec::FileSpec { path: "input/nowhere.txt".into(), follow: false });
+    let prepared = chaos::executor::run_one::prepare(&plan).expect("run dir");
+    let mut rt = ProcessRuntime::new(streamd());
+    rt.up(&plan.cluster_def(&prepared.cluster_id, prepared.run_dir.clone())).await.expect("up");
+    let client = chaos::client::StreamdClient::new(rt.rest_url("jobmanager-1").await.unwrap()).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let d = loop {
+        if let Ok(d) = client.job("wordcount").await {
+            if d.state.is_terminal() || std::time::Instant::now() > deadline {
+                break d;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    rt.down().await.expect("down");
+    assert_eq!(d.state, streamd::api::JobState::Failed);
+    let cause = d.failure_cause.unwrap_or_default();
+    assert!(cause.contains("nowhere.txt") && cause.contains("does not exist"), "{cause}");
 }

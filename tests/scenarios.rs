@@ -86,6 +86,10 @@ scenario!(kill_two_tms, "kill-two-tms.yaml");
 scenario!(kill_during_recovery, "kill-during-recovery.yaml");
 scenario!(random_kills, "random-kills.yaml");
 scenario!(heterogeneous, "heterogeneous.yaml");
+scenario!(netem_delay_tm, "netem-delay-tm.yaml");
+scenario!(netem_loss_jm, "netem-loss-jm.yaml");
+scenario!(partition_tm, "partition-tm.yaml");
+scenario!(partition_one_way, "partition-one-way.yaml");
 
 /// The checker can fail: at-least-once under a kill, judged as exactly-once, exits 1 and
 /// names duplicated commits or over-counted words.

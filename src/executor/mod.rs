@@ -128,7 +128,7 @@ pub async fn run(opts: RunOptions) -> Result<u8, ChaosError> {
             let bin = streamd_binary().await?;
             for plan in &plans {
                 let mut rt = ProcessRuntime::new(bin.clone());
-                reports.push(run_one::run_plan(&mut rt, plan, &opts, &progress).await?);
+                reports.push(run_one::run_plan(&mut rt, plan, &opts, &progress, None).await?);
                 print_summary(reports.last());
             }
         }
@@ -137,9 +137,22 @@ pub async fn run(opts: RunOptions) -> Result<u8, ChaosError> {
             let bin = streamd_binary().await?;
             progress.set_phase("building the streamd image");
             let image = crate::images::ensure_streamd_image(&docker, &bin).await?;
+            // Rules a crashed earlier run left behind are undone first.
+            if let Err(e) = crate::netfault::undo_all_runs(&docker, &crate::current::runs_dir()).await {
+                tracing::warn!("undoing earlier runs' network rules: {e}");
+            }
+            let needs_net = plans.iter().any(|p| {
+                p.faults.iter().any(|f| matches!(f.action, crate::scenario::Action::Netem(_) | crate::scenario::Action::Partition { .. }))
+            });
+            let net = if needs_net {
+                progress.set_phase("building the network-fault sidecar image");
+                Some(net::NetContext::new(docker.clone()).await?)
+            } else {
+                None
+            };
             for plan in &plans {
                 let mut rt = DockerRuntime::with_docker(docker.clone(), None).with_image(image.clone());
-                reports.push(run_one::run_plan(&mut rt, plan, &opts, &progress).await?);
+                reports.push(run_one::run_plan(&mut rt, plan, &opts, &progress, net.as_ref()).await?);
                 print_summary(reports.last());
             }
         }

@@ -1,46 +1,63 @@
-//! Network faults as the executor sees them: a runtime either can degrade a node's
-//! network (docker: sidecars in the node's namespace, see [`crate::netfault`]) or refuses
-//! with a clear error (process: every node shares 127.0.0.1).
+//! Network faults as the executor sees them: on docker a [`NetContext`] (the Docker
+//! connection and the sidecar image, made once per `chaos run`) gives each cluster a
+//! [`NetFaults`]; on the process runtime there is none and network faults are refused
+//! (every node shares 127.0.0.1: no namespace to degrade).
 
 use super::ChaosError;
-use crate::runtime::docker::DockerRuntime;
-use crate::runtime::process::ProcessRuntime;
+use crate::netfault::{self, NetFaults, NetfaultError};
 use crate::scenario::NetemParams;
+use std::path::Path;
 
-/// What undoes an applied network fault.
-#[derive(Debug)]
-pub struct NetUndo {
-    pub ids: Vec<String>,
+/// What a run needs to inject network faults on docker.
+#[derive(Clone)]
+pub struct NetContext {
+    pub docker: bollard::Docker,
+    /// The sidecar image (`chaos-netfault:<hash>`).
+    pub image: String,
 }
 
-/// Runtimes that can (or explicitly cannot) inject network faults.
-#[allow(async_fn_in_trait)]
-pub trait NetCapable {
-    async fn net_netem(&self, targets: &[String], p: &NetemParams) -> Result<NetUndo, ChaosError>;
-    async fn net_partition(&self, groups: &[Vec<String>], one_way: bool) -> Result<NetUndo, ChaosError>;
-    async fn net_undo(&self, h: NetUndo) -> Result<(), ChaosError>;
+impl NetContext {
+    /// Builds the sidecar image (offline, from the host's iptables/iproute2 and our
+    /// `chaos-netd`), once per `chaos run`.
+    pub async fn new(docker: bollard::Docker) -> Result<NetContext, ChaosError> {
+        let bin = tokio::task::spawn_blocking(netfault::netd_binary)
+            .await
+            .map_err(|e| ChaosError::Other(e.to_string()))?
+            .map_err(error)?;
+        let image = netfault::ensure_image(&docker, &bin).await.map_err(error)?;
+        Ok(NetContext { docker, image })
+    }
+
+    /// The network faults of one cluster (containers `<id>-<node>` on `<id>-internal`).
+    pub fn for_cluster(&self, cluster_id: &str, run_dir: &Path) -> NetFaults {
+        NetFaults::new(
+            self.docker.clone(),
+            cluster_id,
+            run_dir,
+            crate::runtime::docker::spec::network_name(cluster_id),
+            self.image.clone(),
+        )
+    }
 }
 
-impl NetCapable for ProcessRuntime {
-    async fn net_netem(&self, _: &[String], _: &NetemParams) -> Result<NetUndo, ChaosError> {
-        Err(crate::runtime::process::refuse_network_fault().into())
-    }
-    async fn net_partition(&self, _: &[Vec<String>], _: bool) -> Result<NetUndo, ChaosError> {
-        Err(crate::runtime::process::refuse_network_fault().into())
-    }
-    async fn net_undo(&self, _: NetUndo) -> Result<(), ChaosError> {
-        Ok(())
+/// A scenario's netem parameters (percentages) as the netfault module takes them (fractions).
+pub fn to_netfault(p: &NetemParams) -> netfault::NetemParams {
+    netfault::NetemParams {
+        delay: p.delay,
+        jitter: p.jitter,
+        loss: p.loss.map(|v| v / 100.0),
+        duplicate: p.duplicate.map(|v| v / 100.0),
+        corrupt: p.corrupt.map(|v| v / 100.0),
+        rate_bps: p.rate,
+        ..Default::default()
     }
 }
 
-impl NetCapable for DockerRuntime {
-    async fn net_netem(&self, _: &[String], _: &NetemParams) -> Result<NetUndo, ChaosError> {
-        Err(ChaosError::Usage("netem: not wired yet".into()))
-    }
-    async fn net_partition(&self, _: &[Vec<String>], _: bool) -> Result<NetUndo, ChaosError> {
-        Err(ChaosError::Usage("partition: not wired yet".into()))
-    }
-    async fn net_undo(&self, _: NetUndo) -> Result<(), ChaosError> {
-        Ok(())
+/// Usage errors (this kernel can't, bad parameters) exit 2; the rest are infrastructure.
+pub fn error(e: NetfaultError) -> ChaosError {
+    if e.is_usage() {
+        ChaosError::Usage(e.to_string())
+    } else {
+        ChaosError::Infrastructure(e.to_string())
     }
 }

@@ -73,20 +73,25 @@ struct Live {
     records_before: u64,
     error: Option<String>,
     undo: Option<Undo>,
+    /// Network faults: the effect, measured while the fault holds (RTT and loss probes).
+    measure: Option<tokio::task::JoinHandle<Option<serde_json::Value>>>,
+    /// Network faults: their journal ids (to match reconcile outcomes).
+    undo_ids: Option<Vec<String>>,
 }
 
 /// How to undo an applied fault.
 enum Undo {
     Unpause(Vec<String>),
-    Net(crate::executor::net::NetUndo),
+    Net(Vec<crate::netfault::FaultHandle>),
 }
 
 /// Runs one plan on `rt`. Never leaves the cluster behind unless `opts.keep`.
-pub async fn run_plan<R: Runtime + super::net::NetCapable>(
+pub async fn run_plan<R: Runtime>(
     rt: &mut R,
     plan: &Plan,
     opts: &RunOptions,
     progress: &report::terminal::Progress,
+    net: Option<&super::net::NetContext>,
 ) -> Result<RunReport, ChaosError> {
     let prepared = prepare(plan)?;
     let def = {
@@ -108,7 +113,15 @@ pub async fn run_plan<R: Runtime + super::net::NetCapable>(
     progress.set_phase(&format!("{}: starting {} nodes", plan.name, def.nodes.len()));
     let t_up = Instant::now();
     rt.up(&def).await?;
-    let driven = drive(rt, plan, &prepared, &mut rep, progress, t_up).await;
+    // Network faults act through sidecars in the nodes' namespaces (docker only).
+    let nf = net.map(|n| n.for_cluster(&prepared.cluster_id, &prepared.run_dir));
+    let driven = drive(rt, plan, &prepared, &mut rep, progress, t_up, nf.as_ref()).await;
+    if let Some(nf) = &nf {
+        // Whatever drive left (an error path), take every rule back before teardown.
+        if let Err(e) = nf.heal().await {
+            tracing::warn!("undoing network faults: {e}");
+        }
+    }
     // Whatever happened: undo what is applied, then tear down (unless --keep).
     if !opts.keep {
         progress.set_phase("tearing down");
@@ -132,13 +145,14 @@ pub async fn run_plan<R: Runtime + super::net::NetCapable>(
 }
 
 /// Starts the job and the timeline; fills the report's run facts.
-async fn drive<R: Runtime + super::net::NetCapable>(
+async fn drive<R: Runtime>(
     rt: &mut R,
     plan: &Plan,
     _prepared: &Prepared,
     rep: &mut RunReport,
     progress: &report::terminal::Progress,
     t_up: Instant,
+    nf: Option<&crate::netfault::NetFaults>,
 ) -> Result<Vec<(String, String)>, ChaosError> {
     let url = rt.rest_url("jobmanager-1").await?;
     let mut client = StreamdClient::new(url).map_err(|e| ChaosError::Other(e.to_string()))?;
@@ -180,6 +194,8 @@ async fn drive<R: Runtime + super::net::NetCapable>(
             records_before: 0,
             error: None,
             undo: None,
+            measure: None,
+            undo_ids: None,
         })
         .collect();
     let mut samples: Vec<Sample> = Vec::new();
@@ -192,6 +208,10 @@ async fn drive<R: Runtime + super::net::NetCapable>(
     tokio::pin!(ctrl_c);
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut interrupted = false;
+    // A restarted container loses its namespace's rules: check for that after lifecycle
+    // faults and every second while network faults hold; re-apply, and say so.
+    let mut reconcile_due: Option<Instant> = None;
+    let mut reconciled: Vec<crate::netfault::Reconciled> = Vec::new();
     loop {
         tokio::select! {
             _ = &mut ctrl_c => { interrupted = true; }
@@ -261,12 +281,19 @@ async fn drive<R: Runtime + super::net::NetCapable>(
             // was applied (what the jobmanager notices can't be earlier), the call's
             // duration is the injection latency.
             let called_ms = now_ms();
-            match apply(rt, &f.planned.action, &targets).await {
+            match apply(rt, nf, &f.planned.action, &targets).await {
                 Ok(undo) => {
                     f.applied_ms = Some(called_ms);
                     f.inject_latency_ms = Some(t.elapsed().as_millis() as u64);
                     f.undo_due = f.planned.undo_after.map(|d| Instant::now() + d);
+                    if let Some(Undo::Net(hs)) = &undo {
+                        f.undo_ids = Some(hs.iter().map(|h| h.id.clone()).collect());
+                    }
                     f.undo = undo;
+                    f.measure = nf.and_then(|nf| spawn_measure(nf, &f.planned.action, &targets));
+                    if matches!(f.planned.action, Action::Kill { .. } | Action::Stop { .. } | Action::Restart { .. } | Action::Start) {
+                        reconcile_due = Some(Instant::now());
+                    }
                     rep.timeline.events.push(TimelineEvent { t_ms: now_ms().saturating_sub(t0), kind: EventKind::Fault, label });
                 }
                 Err(e) => {
@@ -276,10 +303,20 @@ async fn drive<R: Runtime + super::net::NetCapable>(
                 }
             }
         }
+        if let Some(nf) = nf {
+            let active = faults.iter().any(|f| matches!(f.undo, Some(Undo::Net(_))));
+            if active && reconcile_due.is_none_or(|t| now >= t) {
+                match nf.reconcile(crate::netfault::ReconcilePolicy::Reapply).await {
+                    Ok(r) => reconciled.extend(r.into_iter().filter(|r| r.action != crate::netfault::ReconcileAction::Intact)),
+                    Err(e) => tracing::warn!("reconciling network faults: {e}"),
+                }
+                reconcile_due = Some(now + Duration::from_secs(1));
+            }
+        }
         // Undo due faults.
         for f in faults.iter_mut() {
             if f.undo_due.is_some_and(|t| now >= t) && f.undone_ms.is_none() {
-                undo(rt, f, t0, rep).await;
+                undo(rt, nf, f, t0, rep).await;
             }
         }
         let state = last.as_ref().map(|d| d.state);
@@ -301,7 +338,7 @@ async fn drive<R: Runtime + super::net::NetCapable>(
     // Undo whatever is still applied (pauses, network rules).
     for f in faults.iter_mut() {
         if f.undo.is_some() && f.undone_ms.is_none() {
-            undo(rt, f, t0, rep).await;
+            undo(rt, nf, f, t0, rep).await;
         }
     }
     if interrupted {
@@ -321,8 +358,22 @@ async fn drive<R: Runtime + super::net::NetCapable>(
     }
     // Per-fault timings from the jobmanager's own history.
     let applied: Vec<u64> = faults.iter().filter_map(|f| f.applied_ms).collect();
-    for f in &faults {
+    for f in faults.iter_mut() {
+        let measured = match f.measure.take() {
+            Some(h) => tokio::time::timeout(Duration::from_secs(20), h).await.ok().and_then(|r| r.ok()).flatten(),
+            None => None,
+        };
+        let net_ids: Vec<String> = match &f.undo_ids {
+            Some(ids) => ids.clone(),
+            None => vec![],
+        };
+        let notes: Vec<&crate::netfault::Reconciled> = reconciled.iter().filter(|r| net_ids.contains(&r.fault)).collect();
+        let measured = match (measured, notes.is_empty()) {
+            (m, true) => m,
+            (m, false) => Some(serde_json::json!({ "probe": m, "reconciled": notes })),
+        };
         let mut fr = FaultReport {
+            measured,
             action: f.planned.action.name().to_string(),
             target: f.targets.join(","),
             at: f.planned.trigger.to_string(),
@@ -388,7 +439,7 @@ async fn drive<R: Runtime + super::net::NetCapable>(
     Ok(run_failures)
 }
 
-async fn undo<R: Runtime + super::net::NetCapable>(rt: &R, f: &mut Live, t0: u64, rep: &mut RunReport) {
+async fn undo<R: Runtime>(rt: &R, nf: Option<&crate::netfault::NetFaults>, f: &mut Live, t0: u64, rep: &mut RunReport) {
     let Some(u) = f.undo.take() else { return };
     let res = match u {
         Undo::Unpause(nodes) => {
@@ -400,7 +451,17 @@ async fn undo<R: Runtime + super::net::NetCapable>(rt: &R, f: &mut Live, t0: u64
             }
             r
         }
-        Undo::Net(h) => rt.net_undo(h).await.map_err(|e| e.to_string()),
+        Undo::Net(handles) => {
+            let mut r = Ok(());
+            for h in handles {
+                if let Some(nf) = nf {
+                    if let Err(e) = nf.undo(&h).await {
+                        r = Err(e.to_string());
+                    }
+                }
+            }
+            r
+        }
     };
     f.undone_ms = Some(now_ms());
     if let Err(e) = res {
@@ -447,7 +508,13 @@ pub async fn leader<R: Runtime>(rt: &R) -> Option<String> {
     None
 }
 
-async fn apply<R: Runtime + super::net::NetCapable>(rt: &R, action: &Action, targets: &[String]) -> Result<Option<Undo>, ChaosError> {
+async fn apply<R: Runtime>(
+    rt: &R,
+    nf: Option<&crate::netfault::NetFaults>,
+    action: &Action,
+    targets: &[String],
+) -> Result<Option<Undo>, ChaosError> {
+    let need_net = || nf.ok_or_else(|| ChaosError::from(crate::runtime::process::refuse_network_fault()));
     match action {
         Action::Kill { signal } => {
             for t in targets {
@@ -488,13 +555,19 @@ async fn apply<R: Runtime + super::net::NetCapable>(rt: &R, action: &Action, tar
             Ok(None)
         }
         Action::Netem(p) => {
-            let h = rt.net_netem(targets, p).await?;
-            Ok(Some(Undo::Net(h)))
+            let nf = need_net()?;
+            let params = super::net::to_netfault(p);
+            let mut handles = Vec::new();
+            for t in targets {
+                handles.push(nf.apply_netem(t, &params).await.map_err(super::net::error)?);
+            }
+            Ok(Some(Undo::Net(handles)))
         }
         Action::Partition { groups, one_way } => {
+            let nf = need_net()?;
             let groups: Vec<Vec<String>> = groups.iter().map(|g| g.iter().map(|t| t.to_string()).collect()).collect();
-            let h = rt.net_partition(&groups, *one_way).await?;
-            Ok(Some(Undo::Net(h)))
+            let h = nf.partition(&groups, *one_way).await.map_err(super::net::error)?;
+            Ok(Some(Undo::Net(vec![h])))
         }
     }
 }
@@ -535,4 +608,27 @@ pub fn write_reports(runs: &[RunReport], kinds: &[super::ReportKind], out: &Path
         r.map_err(|e| ChaosError::Other(e.to_string()))?;
     }
     Ok(())
+}
+
+/// Starts measuring a network fault's effect in the background: RTT and loss of ~200 UDP
+/// probes into the node (netem), or across the partition.
+fn spawn_measure(
+    nf: &crate::netfault::NetFaults,
+    action: &Action,
+    targets: &[String],
+) -> Option<tokio::task::JoinHandle<Option<serde_json::Value>>> {
+    let nf = nf.clone();
+    let (from, to, count) = match action {
+        Action::Netem(_) => (None, targets.first()?.clone(), 200),
+        Action::Partition { groups, .. } => {
+            (Some(groups.first()?.first()?.to_string()), groups.get(1)?.first()?.to_string(), 100)
+        }
+        _ => return None,
+    };
+    Some(tokio::spawn(async move {
+        match nf.measure(from.as_deref(), &to, count).await {
+            Ok(stats) => serde_json::to_value(stats).ok(),
+            Err(e) => Some(serde_json::json!({ "error": e.to_string() })),
+        }
+    }))
 }

@@ -477,3 +477,83 @@ async fn route(mut stream: TcpStream, routes: &SharedRoutes) -> Result<(), Strin
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> TmConfig {
+        TmConfig {
+            id: "taskmanager-1".into(),
+            jobmanager: "127.0.0.1:1".into(),
+            slots: 2,
+            data_dir: PathBuf::from("/nonexistent"),
+            data_bind: "127.0.0.1:0".into(),
+            advertise: "127.0.0.1:0".into(),
+            ha: None,
+        }
+    }
+
+    /// An attempt "running" here: one source and one count task, as command channels.
+    fn running(attempt: u64) -> (Running, mpsc::Receiver<source::SourceCmd>, mpsc::Receiver<count::CountCmd>) {
+        let (src_tx, src_rx) = mpsc::channel(8);
+        let (cnt_tx, cnt_rx) = mpsc::channel(8);
+        let r = Running {
+            attempt,
+            handles: Vec::new(),
+            sources: HashMap::from([(0, src_tx)]),
+            counts: HashMap::from([(0, cnt_tx)]),
+            metrics: Vec::new(),
+        };
+        (r, src_rx, cnt_rx)
+    }
+
+    fn deployment(attempt: u64, leader_epoch: u64) -> JmToTm {
+        let job: JobSpec = serde_yaml::from_str("parallelism: 2\ninput: { generate: { lines: 10 } }").unwrap();
+        JmToTm::Deploy(Box::new(Deployment { attempt, leader_epoch, job, assignments: vec![], local: vec![0], restore: None }))
+    }
+
+    #[tokio::test]
+    async fn commands_of_a_stale_leader_epoch_are_refused() {
+        let (cfg, routes) = (cfg(), SharedRoutes::default());
+        let (outbox, mut out_rx) = mpsc::unbounded_channel();
+        let (r, mut src_rx, mut cnt_rx) = running(7);
+        let mut running = Some(r);
+        // The newest epoch seen is 5; a deposed leader of epoch 3 (a zombie that woke up)
+        // triggers, completes, deploys, finishes and cancels: all refused.
+        let newest = 5;
+        for m in [
+            JmToTm::Trigger { attempt: 7, checkpoint: 9, leader_epoch: 3 },
+            JmToTm::Complete { attempt: 7, checkpoint: 9, leader_epoch: 3 },
+            deployment(8, 3),
+            JmToTm::Finish { attempt: 7, leader_epoch: 3 },
+            JmToTm::Cancel { attempt: 7, leader_epoch: 3 },
+        ] {
+            handle(&cfg, &routes, &mut running, &outbox, newest, m);
+        }
+        assert!(src_rx.try_recv().is_err(), "a stale trigger reached a source");
+        assert!(cnt_rx.try_recv().is_err(), "a stale completion reached a sink");
+        assert!(out_rx.try_recv().is_err(), "a stale deployment was acted on");
+        assert_eq!(running.as_ref().map(|r| r.attempt), Some(7), "the running attempt was touched");
+
+        // The current leader's commands are obeyed.
+        handle(&cfg, &routes, &mut running, &outbox, newest, JmToTm::Trigger { attempt: 7, checkpoint: 9, leader_epoch: 5 });
+        assert!(matches!(src_rx.try_recv(), Ok(source::SourceCmd::Trigger(9))));
+        handle(&cfg, &routes, &mut running, &outbox, newest, JmToTm::Complete { attempt: 7, checkpoint: 9, leader_epoch: 5 });
+        assert!(matches!(cnt_rx.try_recv(), Ok(count::CountCmd::Complete(9))));
+        handle(&cfg, &routes, &mut running, &outbox, newest, JmToTm::Cancel { attempt: 7, leader_epoch: 5 });
+        assert!(running.is_none(), "the current leader's cancel must stop the tasks");
+    }
+
+    #[tokio::test]
+    async fn a_newer_epoch_is_obeyed() {
+        let (cfg, routes) = (cfg(), SharedRoutes::default());
+        let (outbox, _out_rx) = mpsc::unbounded_channel();
+        let (r, mut src_rx, _cnt_rx) = running(7);
+        let mut running = Some(r);
+        // A command of a newer epoch than the session's is not stale (the session ends
+        // when the taskmanager learns of the new leader, but fencing only refuses the old).
+        handle(&cfg, &routes, &mut running, &outbox, 5, JmToTm::Trigger { attempt: 7, checkpoint: 2, leader_epoch: 6 });
+        assert!(matches!(src_rx.try_recv(), Ok(source::SourceCmd::Trigger(2))));
+    }
+}
