@@ -90,6 +90,11 @@ scenario!(netem_delay_tm, "netem-delay-tm.yaml");
 scenario!(netem_loss_jm, "netem-loss-jm.yaml");
 scenario!(partition_tm, "partition-tm.yaml");
 scenario!(partition_one_way, "partition-one-way.yaml");
+// High availability (issue 5): etcd + two jobmanagers.
+scenario!(kill_jm_leader, "kill-jm-leader.yaml");
+scenario!(pause_jm_leader, "pause-jm-leader.yaml");
+scenario!(kill_leader_and_tm, "kill-leader-and-tm.yaml");
+scenario!(restart_etcd, "restart-etcd.yaml");
 
 /// The checker can fail: at-least-once under a kill, judged as exactly-once, exits 1 and
 /// names duplicated commits or over-counted words.
