@@ -410,7 +410,11 @@ pub(super) fn lint(scenarios: &[std::path::PathBuf], seed: Option<u64>) -> Resul
                 if i > 0 {
                     println!();
                 }
-                print!("{}", plan.timeline());
+                print!("{}", plan.timeline_with(|p| {
+                    crate::netfault::describe(&crate::executor::net::to_netfault(p), None)
+                        .map(|lines| lines.join("; "))
+                        .unwrap_or_else(|e| e.to_string())
+                }));
             }
             Err(e) => {
                 eprintln!("error: {e}");

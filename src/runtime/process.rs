@@ -671,9 +671,18 @@ impl Runtime for ProcessRuntime {
         let sig = parse_signal(signal)?;
         let rec = self.record(node)?;
         let pid = self.running_pid(&rec)?;
-        signal_node(pid, sig)
-            .then_some(())
-            .ok_or_else(|| RuntimeError::Other(format!("cannot signal {node} (pid {pid}): {}", io::Error::last_os_error())))
+        if !signal_node(pid, sig) {
+            return Err(RuntimeError::Other(format!("cannot signal {node} (pid {pid}): {}", io::Error::last_os_error())));
+        }
+        // Like `docker kill`, a SIGKILL returns once the node is gone, so a `start` right
+        // after it starts a new process instead of finding the dying one "running".
+        if sig == libc::SIGKILL && !self.wait_gone(&rec, KILL_WAIT).await {
+            return Err(RuntimeError::Other(format!(
+                "{node} (pid {pid}) is still alive {}s after SIGKILL",
+                KILL_WAIT.as_secs()
+            )));
+        }
+        Ok(())
     }
 
     async fn stop(&self, node: &str, grace: Duration) -> Result<()> {
