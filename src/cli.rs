@@ -209,30 +209,9 @@ fn percent(s: &str) -> Result<f64, String> {
     Ok(n)
 }
 
-/// A rate as tc writes it, in bits per second: `bit`, `kbit`, `mbit`, `gbit` (bits/s) or
-/// `bps`, `kbps`, `mbps`, `gbps` (bytes/s), with decimal prefixes.
+/// A rate as tc writes it, in bits per second (the scenario's own parser).
 fn rate(s: &str) -> Result<u64, String> {
-    let t = s.trim().to_ascii_lowercase();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let bad = || format!("invalid rate `{s}`: expected e.g. `1mbit`, `500kbit` or `1mbps`");
-    let n: f64 = num.parse().map_err(|_| bad())?;
-    let mult = match unit {
-        "bit" => 1.0,
-        "kbit" => 1e3,
-        "mbit" => 1e6,
-        "gbit" => 1e9,
-        "bps" => 8.0,
-        "kbps" => 8e3,
-        "mbps" => 8e6,
-        "gbps" => 8e9,
-        _ => return Err(bad()),
-    };
-    let bits = (n * mult).round();
-    if !bits.is_finite() || bits < 1.0 || bits > u64::MAX as f64 {
-        return Err(format!("invalid rate `{s}`: must be at least 1bit"));
-    }
-    Ok(bits as u64)
+    crate::scenario::parse_rate(s)
 }
 
 /// Logs to stderr: `warn` by default, more with each `-v`; `RUST_LOG` wins when set.

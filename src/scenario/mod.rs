@@ -71,7 +71,7 @@ mod tests;
 pub use faults::DEFAULT_GRACE;
 pub use plan::{Action, ClusterPlan, Expectations, NetemParams, OutputExpectation, Plan, PlannedFault, Target, Trigger};
 pub use timeline::NETEM_UNPROBED;
-pub use values::{canonical_name, Pick};
+pub use values::{canonical_name, parse_rate, Pick};
 
 use std::path::{Path, PathBuf};
 
