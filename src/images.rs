@@ -238,7 +238,7 @@ pub fn check_static(binary: &[u8], path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Builds the static streamd binary with `cargo build --release -p streamd` in the
+/// Builds the static streamd binary with `cargo build --release --workspace --bin streamd` in the
 /// workspace and returns its path (`target/x86_64-unknown-linux-gnu/release/streamd`).
 /// When [`STREAMD_BIN_ENV`] is set, returns that path without building.
 ///
@@ -258,7 +258,10 @@ pub fn build_streamd_binary() -> Result<PathBuf> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let output = Command::new(&cargo)
         .current_dir(&root)
-        .args(["build", "--release", "-p", "streamd", "--bin", "streamd"])
+        // `--workspace`: the same feature unification as `cargo build --release` of the
+        // whole workspace, so this never rebuilds what that built (with `-p streamd`
+        // shared dependencies would get other features and flip-flop).
+        .args(["build", "--release", "--workspace", "--bin", "streamd"])
         .arg("--message-format=json-render-diagnostics")
         .stdin(Stdio::null())
         .output()
@@ -274,7 +277,7 @@ pub fn build_streamd_binary() -> Result<PathBuf> {
         let tail: Vec<&str> = stderr.lines().rev().take(30).collect();
         let tail: Vec<&str> = tail.into_iter().rev().collect();
         return Err(RuntimeError::Infrastructure(format!(
-            "cargo build --release -p streamd failed ({}):\n{}",
+            "cargo build --release --workspace --bin streamd failed ({}):\n{}",
             output.status,
             tail.join("\n")
         )));

@@ -133,7 +133,7 @@ pub fn netd_binary() -> Result<PathBuf, NetfaultError> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let status = Command::new(cargo)
         .current_dir(&root)
-        .args(["build", "--release", "--bin", "chaos-netd"])
+        .args(["build", "--release", "--workspace", "--bin", "chaos-netd"])
         .stdin(Stdio::null())
         .status()
         .map_err(|e| {
