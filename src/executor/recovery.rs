@@ -58,7 +58,8 @@ pub fn recovery(
         Some(d) => history.iter().filter(|h| h.state == JobState::Running && h.at_ms >= d).map(|h| h.at_ms).min(),
         None => None,
     };
-    let base = r.running_ms.unwrap_or(running_from);
+    // Never before the fault itself (the slack only widens the search for failures).
+    let base = r.running_ms.unwrap_or(running_from).max(applied_ms);
     if disrupted_from.is_none() || r.running_ms.is_some() {
         // Progress: the position moves past what it was at `base`.
         let at_base = samples.iter().filter(|s| s.at_ms <= base.max(from)).map(|s| s.records_in).last();
