@@ -5,7 +5,9 @@
 //!    parallelism 2) with checkpoints off;
 //! 3. the same with checkpoints every 1 s;
 //!
-//! and the idle resident memory of a taskmanager. Figures, not assertions.
+//! and the idle resident memory of a taskmanager. Each measurement is repeated (`--reps`,
+//! alternating the configurations so a noisy neighbour hits all of them) and the median
+//! is reported. Figures, not assertions.
 
 use crate::api::{JobDetails, JobState};
 use crate::input::Generator;
@@ -23,7 +25,7 @@ pub struct BenchArgs {
     #[arg(long)]
     pub json: bool,
     /// Input lines (8 words each by default).
-    #[arg(long, default_value_t = 6_000_000)]
+    #[arg(long, default_value_t = 12_000_000)]
     pub lines: u64,
     #[arg(long, default_value_t = 8)]
     pub words_per_line: u32,
@@ -31,6 +33,14 @@ pub struct BenchArgs {
     pub vocabulary: u32,
     #[arg(long, default_value_t = 2)]
     pub parallelism: u32,
+    /// Repetitions of each measurement (alternating engine configurations); the median counts.
+    #[arg(long, default_value_t = 3)]
+    pub reps: usize,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 /// The figures of one bench run.
@@ -67,16 +77,26 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
         w.flush()?;
     }
 
-    eprintln!("baseline: single-threaded tokenize + hash-map count ...");
-    let (words, distinct, secs) = baseline(&input)?;
-    let baseline_wps = words as f64 / secs;
-
-    eprintln!("engine, parallelism {}, checkpoints off ...", a.parallelism);
-    let (e1, _, _) = engine(&dir, a.parallelism, "0", false).await?;
-    eprintln!("engine, parallelism {}, checkpoints every 1s ...", a.parallelism);
-    let (e2, ckpts, rss) = engine(&dir, a.parallelism, "1s", true).await?;
-    let engine_wps = words as f64 / e1;
-    let ckpt_wps = words as f64 / e2;
+    let reps = a.reps.max(1);
+    let (mut base, mut off, mut on) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut words, mut distinct, mut ckpts, mut rss) = (0, 0, 0, 0);
+    for rep in 1..=reps {
+        eprintln!("[{rep}/{reps}] baseline: single-threaded tokenize + hash-map count ...");
+        let (w, d, secs) = baseline(&input)?;
+        (words, distinct) = (w, d);
+        base.push(w as f64 / secs);
+        eprintln!("[{rep}/{reps}] engine, parallelism {}, checkpoints off ...", a.parallelism);
+        let (e1, _, _) = engine(&dir, a.parallelism, "0", false).await?;
+        off.push(w as f64 / e1);
+        eprintln!("[{rep}/{reps}] engine, parallelism {}, checkpoints every 1s ...", a.parallelism);
+        let (e2, c, r) = engine(&dir, a.parallelism, "1s", rep == reps).await?;
+        on.push(w as f64 / e2);
+        ckpts = c;
+        rss = rss.max(r);
+    }
+    let baseline_wps = median(base);
+    let engine_wps = median(off);
+    let ckpt_wps = median(on);
     let r = BenchResult {
         words,
         distinct_words: distinct,

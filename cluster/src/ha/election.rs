@@ -149,17 +149,24 @@ impl Store {
             self.revoke_quietly(lease_id);
             // Someone else leads: wait for its key to go (lease lapsed or revoked).
             let opts = WatchOptions::new().with_start_revision(revision + 1);
-            let mut ws = c.watch(key.clone(), Some(opts)).await?;
+            let mut ws = self.timed(c.watch(key.clone(), Some(opts))).await?;
             loop {
-                let Some(m) = ws.message().await? else {
-                    return Err(HaError::Config("etcd ended the watch stream".into()));
-                };
-                if m.canceled() {
-                    // Compacted or cancelled by etcd: campaign again from a fresh read.
-                    break;
-                }
-                if m.events().iter().any(|e| e.event_type() == EventType::Delete) {
-                    break;
+                match tokio::time::timeout(super::RESYNC, ws.message()).await {
+                    Ok(m) => {
+                        let Some(m) = m? else {
+                            return Err(HaError::Etcd(etcd_client::Error::WatchError("etcd ended the watch stream".into())));
+                        };
+                        // Cancelled (compacted): campaign again from a fresh read.
+                        if m.canceled() || m.events().iter().any(|e| e.event_type() == EventType::Delete) {
+                            break;
+                        }
+                    }
+                    // A watch on a wedged connection can stay silent for good: look directly.
+                    Err(_) => {
+                        if self.timed(self.client().get(key.clone(), None)).await?.kvs().is_empty() {
+                            break;
+                        }
+                    }
                 }
             }
         }
@@ -198,13 +205,12 @@ async fn keep_alive(store: Store, lease: i64, deadline: Arc<Mutex<Instant>>, los
         }
         if stream.is_none() {
             let mut c = store.client();
-            match tokio::time::timeout(every, c.lease_keep_alive(lease)).await {
-                Ok(Ok(s)) => stream = Some(s),
-                Ok(Err(e)) => {
+            match store.timed(c.lease_keep_alive(lease)).await {
+                Ok(s) => stream = Some(s),
+                Err(e) => {
                     tracing::debug!("opening the lease keep-alive stream: {e}");
                     continue;
                 }
-                Err(_) => continue,
             }
         }
         let Some((keeper, responses)) = stream.as_mut() else { continue };

@@ -32,26 +32,45 @@ pub fn follow(store: Store) -> watch::Receiver<Option<LeaderInfo>> {
     rx
 }
 
-/// Reads the key, then watches it from the next revision until the stream breaks.
+/// Reads the key, then watches it from the next revision until the stream breaks; a
+/// silent watch is backed by a direct read every [`super::RESYNC`]. Values are applied in
+/// revision order only (a read may overtake watch events still in flight).
 async fn follow_once(store: &Store, tx: &watch::Sender<Option<LeaderInfo>>) -> Result<(), super::HaError> {
     let key = store.keys().leader();
     let mut c = store.client();
     let resp = store.timed(c.get(key.clone(), None)).await?;
-    let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
+    let mut applied = resp.header().map(|h| h.revision()).unwrap_or(0);
     publish(tx, resp.kvs().first().and_then(parse));
-    let mut ws = store.timed(c.watch(key, Some(WatchOptions::new().with_start_revision(revision + 1)))).await?;
-    while let Some(m) = ws.message().await? {
-        if m.canceled() {
-            return Ok(());
-        }
-        for e in m.events() {
-            match e.event_type() {
-                EventType::Put => publish(tx, e.kv().and_then(parse)),
-                EventType::Delete => publish(tx, None),
+    let mut ws = store.timed(c.watch(key.clone(), Some(WatchOptions::new().with_start_revision(applied + 1)))).await?;
+    loop {
+        match tokio::time::timeout(super::RESYNC, ws.message()).await {
+            Ok(m) => {
+                let Some(m) = m? else { return Ok(()) };
+                if m.canceled() {
+                    return Ok(());
+                }
+                for e in m.events() {
+                    let Some(kv) = e.kv() else { continue };
+                    if kv.mod_revision() <= applied {
+                        continue;
+                    }
+                    applied = kv.mod_revision();
+                    match e.event_type() {
+                        EventType::Put => publish(tx, parse(kv)),
+                        EventType::Delete => publish(tx, None),
+                    }
+                }
+            }
+            Err(_) => {
+                let resp = store.timed(store.client().get(key.clone(), None)).await?;
+                let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
+                if revision > applied {
+                    applied = revision;
+                    publish(tx, resp.kvs().first().and_then(parse));
+                }
             }
         }
     }
-    Ok(())
 }
 
 fn publish(tx: &watch::Sender<Option<LeaderInfo>>, v: Option<LeaderInfo>) {

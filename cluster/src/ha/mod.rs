@@ -54,7 +54,9 @@ use crate::spec::JobSpec;
 use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp};
 use serde::{Deserialize, Serialize};
 use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::time::Instant;
 
 /// Default leader lease TTL. etcd counts TTLs in whole seconds, and with its default
 /// election timeout (1 s) the smallest TTL it grants is 2 s.
@@ -141,6 +143,22 @@ pub enum HaError {
     Malformed { key: String, reason: String },
     #[error("invalid HA configuration: {0}")]
     Config(String),
+}
+
+impl HaError {
+    /// A failure to talk to etcd at all (as opposed to an answer etcd gave).
+    pub fn is_transport(&self) -> bool {
+        use tonic::Code;
+        match self {
+            HaError::Timeout(_) => true,
+            HaError::Etcd(etcd_client::Error::GRpcStatus(s)) => {
+                matches!(s.code(), Code::Unavailable | Code::Unknown | Code::Cancelled | Code::DeadlineExceeded | Code::Internal)
+            }
+            HaError::Etcd(etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_)) => true,
+            HaError::Etcd(etcd_client::Error::WatchError(_) | etcd_client::Error::LeaseKeepAliveError(_)) => true,
+            _ => false,
+        }
+    }
 }
 
 /// The etcd keys of one job.
@@ -258,10 +276,18 @@ pub struct Recovered {
     pub status: Option<JobStatusRecord>,
 }
 
-/// A connection to etcd for one job's HA keys. Cheap to clone.
+/// How long a watch may stay silent before the key is read directly (a watch on a wedged
+/// connection can stay silent for good).
+pub(crate) const RESYNC: Duration = Duration::from_secs(1);
+
+/// The fewest time between two rebuilds of the etcd client.
+const REBUILD_EVERY: Duration = Duration::from_secs(1);
+
+/// A connection to etcd for one job's HA keys. Cheap to clone (clones share the client).
 #[derive(Clone)]
 pub struct Store {
-    client: Client,
+    client: Arc<Mutex<(Client, Instant)>>,
+    opts: ConnectOptions,
     keys: Keys,
     cfg: HaConfig,
 }
@@ -277,8 +303,8 @@ impl Store {
             // more often than etcd's `--grpc-keepalive-min-time` (5 s): it answers more
             // frequent pings with GOAWAY ("too many pings") and drops the connection.
             .with_keep_alive(Duration::from_secs(6), Duration::from_secs(3));
-        let client = Client::connect(&cfg.endpoints, Some(opts)).await?;
-        Ok(Store { client, keys: Keys::new(job_id), cfg })
+        let client = Client::connect(&cfg.endpoints, Some(opts.clone())).await?;
+        Ok(Store { client: Arc::new(Mutex::new((client, Instant::now()))), opts, keys: Keys::new(job_id), cfg })
     }
 
     pub fn keys(&self) -> &Keys {
@@ -290,14 +316,40 @@ impl Store {
     }
 
     pub(crate) fn client(&self) -> Client {
-        self.client.clone()
+        self.client.lock().unwrap_or_else(|e| e.into_inner()).0.clone()
     }
 
-    /// Runs one etcd request with the configured bound.
+    /// Runs one etcd request with the configured bound. A timeout or a transport failure
+    /// also replaces the client: after etcd restarts, a client whose connection pool got
+    /// wedged would otherwise fail every request from then on, and HA would never recover.
     pub(crate) async fn timed<T>(&self, fut: impl Future<Output = Result<T, etcd_client::Error>>) -> Result<T, HaError> {
-        match tokio::time::timeout(self.cfg.request_timeout, fut).await {
+        let r = match tokio::time::timeout(self.cfg.request_timeout, fut).await {
             Ok(r) => r.map_err(HaError::from),
             Err(_) => Err(HaError::Timeout(self.cfg.request_timeout)),
+        };
+        if let Err(e) = &r {
+            if e.is_transport() {
+                self.rebuild().await;
+            }
+        }
+        r
+    }
+
+    /// Replaces the client with a fresh one (at most once per [`REBUILD_EVERY`]). Streams
+    /// opened on the old one live on until they end.
+    async fn rebuild(&self) {
+        {
+            let g = self.client.lock().unwrap_or_else(|e| e.into_inner());
+            if g.1.elapsed() < REBUILD_EVERY {
+                return;
+            }
+        }
+        match Client::connect(&self.cfg.endpoints, Some(self.opts.clone())).await {
+            Ok(c) => {
+                tracing::debug!("etcd client rebuilt after a failed request");
+                *self.client.lock().unwrap_or_else(|e| e.into_inner()) = (c, Instant::now());
+            }
+            Err(e) => tracing::debug!("rebuilding the etcd client: {e}"),
         }
     }
 

@@ -87,13 +87,13 @@ pub async fn run(
     }
     drop(tx);
 
+    let writer = spawn_writer(ctx.clone(), TaskId::Count(subtask));
     let mut aligner = Aligner::new(p);
     // Epochs continue from the restored checkpoint, so this attempt's at-least-once parts
     // sort after the ones the failed attempt wrote.
     let mut last_barrier = restored_checkpoint;
     let mut eager = tokio::time::interval(EAGER_COMMIT_EVERY);
     eager.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let id = TaskId::Count(subtask);
 
     loop {
         tokio::select! {
@@ -117,34 +117,32 @@ pub async fn run(
                     }
                     Input::Barrier(input, n) => {
                         if let Some(n) = aligner.on_barrier(input, n) {
-                            // Epoch n is complete on every input: stage its updates, snapshot, ack.
-                            let records: Vec<(&str, u64)> =
-                                dirty.iter().map(|w| (&**w, counts.get(w).map(|e| e.count).unwrap_or(0))).collect();
+                            // Epoch n is complete on every input. Copy what the checkpoint
+                            // needs (the epoch's updates, the counts), release the inputs at
+                            // once, and let the writer make it durable and acknowledge: the
+                            // data path never waits for an fsync (Flink's asynchronous phase).
+                            let records: Vec<(Box<str>, u64)> = std::mem::take(&mut dirty)
+                                .into_iter()
+                                .map(|w| {
+                                    let c = counts.get(&w).map(|e| e.count).unwrap_or(0);
+                                    (w, c)
+                                })
+                                .collect();
                             let staged = if exactly_once {
-                                sink.pre_commit(n, records)
+                                sink.will_stage(n);
+                                Staged::Stage(sink.staged_path(n))
                             } else {
-                                sink.commit_eager(n, records)
+                                Staged::Commit(sink.eager_path(n))
                             };
-                            let result = staged.map_err(|e| e.to_string()).and_then(|()| {
-                                let state = CountState {
-                                    counts: counts.iter().map(|(w, e)| (w.to_string(), e.count)).collect(),
-                                    pending: sink.pending(),
-                                };
-                                snapshot::write_task_snapshot(&ctx.data_dir, &job.job_id, n, id, &state)
-                                    .map_err(|e| e.to_string())
-                            });
-                            dirty.clear();
+                            let state = CountState {
+                                counts: counts.iter().map(|(w, e)| (w.to_string(), e.count)).collect(),
+                                pending: sink.pending(),
+                            };
                             gen += 1;
                             last_barrier = n;
-                            // Release the blocked inputs (exactly-once alignment).
                             let _ = release_tx.send(n);
-                            match result {
-                                Ok(handle) => {
-                                    let _ = ctx.outbox.send(TmToJm::Ack { attempt: ctx.attempt, checkpoint: n, task: id, handle, lines: 0 });
-                                }
-                                Err(reason) => {
-                                    let _ = ctx.outbox.send(TmToJm::Decline { attempt: ctx.attempt, checkpoint: n, task: id, reason });
-                                }
+                            if writer.send(WriteJob { checkpoint: n, staged, records, state }).is_err() {
+                                return Err("the checkpoint writer stopped".into());
                             }
                         }
                     }
@@ -170,6 +168,52 @@ pub async fn run(
             }
         }
     }
+}
+
+/// Where a checkpoint's output goes.
+enum Staged {
+    /// exactly-once: phase one of the two-phase commit.
+    Stage(std::path::PathBuf),
+    /// at-least-once: committed at once.
+    Commit(std::path::PathBuf),
+}
+
+/// One checkpoint's durable part, done off the data path.
+struct WriteJob {
+    checkpoint: u64,
+    staged: Staged,
+    records: Vec<(Box<str>, u64)>,
+    state: CountState,
+}
+
+/// The checkpoint writer: one job at a time, in checkpoint order (so when checkpoint `m`
+/// is acknowledged every earlier staged epoch is on disk too, and a commit of `<= m` finds
+/// them), each acknowledged only once durable.
+fn spawn_writer(ctx: TaskCtx, id: TaskId) -> mpsc::UnboundedSender<WriteJob> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<WriteJob>();
+    tokio::spawn(async move {
+        while let Some(job) = rx.recv().await {
+            let data = ctx.data_dir.clone();
+            let job_id = ctx.job.job_id.clone();
+            let n = job.checkpoint;
+            let result = tokio::task::spawn_blocking(move || {
+                let path = match &job.staged {
+                    Staged::Stage(p) | Staged::Commit(p) => p,
+                };
+                crate::output::write_transaction(path, job.records.iter().map(|(w, c)| (&**w, *c)))
+                    .map_err(|e| format!("staging epoch {n}: {e}"))?;
+                snapshot::write_task_snapshot(&data, &job_id, n, id, &job.state).map_err(|e| e.to_string())
+            })
+            .await
+            .unwrap_or_else(|e| Err(format!("checkpoint writer: {e}")));
+            let msg = match result {
+                Ok(handle) => TmToJm::Ack { attempt: ctx.attempt, checkpoint: n, task: id, handle, lines: 0 },
+                Err(reason) => TmToJm::Decline { attempt: ctx.attempt, checkpoint: n, task: id, reason },
+            };
+            let _ = ctx.outbox.send(msg);
+        }
+    });
+    tx
 }
 
 /// Reads one input connection; in exactly-once mode, stops after each barrier until the

@@ -61,6 +61,24 @@ impl FileSink {
         Ok(())
     }
 
+    /// Phase one, split for asynchronous checkpoints: where epoch `epoch` is staged...
+    pub fn staged_path(&self, epoch: u64) -> PathBuf {
+        self.dir.join(staged_name(epoch))
+    }
+
+    /// ...and marking it pending now (so the snapshot taken at this barrier lists it),
+    /// while the file is written off the data path before the checkpoint is acknowledged.
+    pub fn will_stage(&mut self, epoch: u64) {
+        self.pending.insert(epoch);
+    }
+
+    /// at-least-once: the file of the next eager commit of `epoch`.
+    pub fn eager_path(&mut self, epoch: u64) -> PathBuf {
+        self.eager_seq += 1;
+        let part = (self.attempt.min(40_000) as u32) * 100_000 + self.eager_seq;
+        self.dir.join(committed_name(epoch, part))
+    }
+
     /// Phase two: commit every pending epoch `<= upto`. Returns the epochs committed.
     pub fn commit_up_to(&mut self, upto: u64) -> io::Result<Vec<u64>> {
         let done: Vec<u64> = self.pending.range(..=upto).copied().collect();
@@ -91,9 +109,8 @@ impl FileSink {
 
     /// at-least-once: commit `records` at once as a new part of `epoch`.
     pub fn commit_eager<'a>(&mut self, epoch: u64, records: impl IntoIterator<Item = (&'a str, u64)>) -> io::Result<()> {
-        self.eager_seq += 1;
-        let part = (self.attempt.min(40_000) as u32) * 100_000 + self.eager_seq;
-        write_transaction(&self.dir.join(committed_name(epoch, part)), records)
+        let path = self.eager_path(epoch);
+        write_transaction(&path, records)
     }
 }
 

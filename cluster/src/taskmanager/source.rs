@@ -211,38 +211,27 @@ async fn handle_cmd(
 ) -> Result<(), String> {
     match cmd {
         SourceCmd::Trigger(n) => {
-            // Snapshot first, then the barrier: everything before the barrier is covered
-            // by the position we just saved.
-            let data = ctx.data_dir.clone();
-            let job = ctx.job.job_id.clone();
-            let st = state.clone();
-            let res = tokio::task::spawn_blocking(move || snapshot::write_task_snapshot(&data, &job, n, id, &st))
-                .await
-                .map_err(|e| e.to_string())?;
-            match res {
-                Ok(handle) => {
-                    let b = wire::barrier_payload(n);
-                    for out in outs.iter_mut() {
-                        wire::write_frame(out, &b).await.map_err(|e| format!("sending a barrier: {e}"))?;
-                        out.flush().await.map_err(|e| format!("sending a barrier: {e}"))?;
-                    }
-                    let _ = ctx.outbox.send(TmToJm::Ack {
-                        attempt: ctx.attempt,
-                        checkpoint: n,
-                        task: id,
-                        handle,
-                        lines: state.lines,
-                    });
-                }
-                Err(e) => {
-                    let _ = ctx.outbox.send(TmToJm::Decline {
-                        attempt: ctx.attempt,
-                        checkpoint: n,
-                        task: id,
-                        reason: e.to_string(),
-                    });
-                }
+            // The barrier goes out at once: everything before it is covered by the
+            // position copied here. Writing that position durably (an fsync) happens off
+            // the data path; the checkpoint is acknowledged only once it is on disk.
+            let b = wire::barrier_payload(n);
+            for out in outs.iter_mut() {
+                wire::write_frame(out, &b).await.map_err(|e| format!("sending a barrier: {e}"))?;
+                out.flush().await.map_err(|e| format!("sending a barrier: {e}"))?;
             }
+            let (data, job, st, outbox, attempt) =
+                (ctx.data_dir.clone(), ctx.job.job_id.clone(), state.clone(), ctx.outbox.clone(), ctx.attempt);
+            tokio::spawn(async move {
+                let lines = st.lines;
+                let res = tokio::task::spawn_blocking(move || snapshot::write_task_snapshot(&data, &job, n, id, &st))
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| r.map_err(|e| e.to_string()));
+                let _ = outbox.send(match res {
+                    Ok(handle) => TmToJm::Ack { attempt, checkpoint: n, task: id, handle, lines },
+                    Err(reason) => TmToJm::Decline { attempt, checkpoint: n, task: id, reason },
+                });
+            });
             Ok(())
         }
     }
