@@ -191,6 +191,9 @@ impl JobMaster {
         self.restore_ceiling = Some(pointer.unwrap_or(0));
         self.ckpt.bump_past(rec.checkpoint_counter.max(pointer.unwrap_or(0)));
         let Some(st) = &rec.status else { return };
+        // A job that cannot start here (its input file is missing) stays FAILED, with the
+        // reason, whatever the previous leader recorded.
+        let local_failure = (self.state == JobState::Failed).then(|| self.failure_cause.clone()).flatten();
         self.attempt = st.attempt;
         self.restarts = st.restarts;
         self.start_ms = st.start_ms;
@@ -198,6 +201,12 @@ impl JobMaster {
         self.failures = st.failures.clone();
         self.failure_cause = st.failure_cause.clone();
         self.status_dirty = true;
+        if let Some(cause) = local_failure {
+            self.failure_cause = Some(cause.clone());
+            self.set_state(JobState::Failed, &cause);
+            self.refresh_view();
+            return;
+        }
         if st.state.is_terminal() {
             // Flink's JobResultStore: a job that ended is not run again by the next leader.
             self.state = st.state;
