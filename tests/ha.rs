@@ -196,7 +196,15 @@ async fn one_leader_is_elected_standbys_forward_and_a_killed_leader_fails_over_w
 
     // Exactly one leader; the standby points at it and answers with its numbers.
     let lo = c.overview(&leader).await.unwrap();
-    let so = c.overview(&standby).await.unwrap();
+    // The standby learns the leader through its watch: give it a moment under load.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let so = loop {
+        let so = c.overview(&standby).await.unwrap();
+        if so.leader_address.is_some() || Instant::now() > deadline {
+            break so;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
     assert!(!so.leader, "two leaders: {lo:?} {so:?}");
     assert_eq!(so.leader_address.as_deref(), Some(c.rt.rest_url(&leader).await.unwrap().as_str()));
     assert_eq!((so.leader_epoch, so.taskmanagers), (lo.leader_epoch, 3), "{so:?}");
@@ -269,10 +277,20 @@ async fn a_paused_leader_wakes_up_deposed_steps_down_and_commits_nothing() {
     // It finds its lease lapsed and steps down.
     loop {
         assert!(thawed.elapsed() < Duration::from_secs(3), "the thawed leader still claims to lead");
-        if let Some(o) = c.overview(&zombie).await.filter(|o| !o.leader) {
-            assert_eq!(o.leader_address.as_deref(), Some(c.rt.rest_url(&successor).await.unwrap().as_str()));
+        if c.overview(&zombie).await.is_some_and(|o| !o.leader) {
             break;
         }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    // ...and then follows the successor (its watch catches up after the step-down).
+    let want = c.rt.rest_url(&successor).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let o = c.overview(&zombie).await;
+        if o.as_ref().and_then(|o| o.leader_address.as_deref()) == Some(want.as_str()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the deposed leader does not point at its successor: {o:?}");
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     let leaders = c.leaders().await;
