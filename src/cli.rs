@@ -191,7 +191,7 @@ pub struct PartitionArgs {
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
-    streamd::duration::parse_duration(s)
+    streamd_contract::duration::parse_duration(s)
 }
 
 /// `5%`, `5` or `0.5%`: a percentage in 0..=100.

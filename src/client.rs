@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
-use streamd::api::{CheckpointsInfo, JobDetails, Overview, TaskManagerInfo};
+use streamd_contract::api::{CheckpointsInfo, JobDetails, Overview, TaskManagerInfo};
 
 /// Per-request timeout (connect + answer).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);

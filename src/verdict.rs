@@ -14,10 +14,10 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use streamd::input::{for_each_file_line, Generator};
-use streamd::output::Transaction;
-use streamd::spec::GenerateSpec;
-use streamd::tokenizer::for_each_token;
+use streamd_contract::input::{for_each_file_line, Generator};
+use streamd_contract::output::Transaction;
+use streamd_contract::spec::GenerateSpec;
+use streamd_contract::tokenizer::for_each_token;
 
 /// Rule names, as they appear in `checks` of the report.
 pub const FINAL_COUNTS: &str = "final_counts";
@@ -202,7 +202,7 @@ pub struct Verdict {
     pub oracle_words: u64,
 }
 
-/// Checks committed `transactions` (as [`streamd::output::read_committed`] returns them)
+/// Checks committed `transactions` (as [`streamd_contract::output::read_committed`] returns them)
 /// against the `oracle`. `run_failures` are the executor's run-level failures
 /// (`("recovery", "taskmanager-2 kill: not RUNNING within 20s")`, `("timeout", …)`): each
 /// becomes a failed, required check, so the verdict fails with them.
@@ -436,7 +436,7 @@ pub fn write_counts(path: &Path, finals: &BTreeMap<String, u64>) -> io::Result<(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use streamd::output::{committed_name, read_committed, write_transaction};
+    use streamd_contract::output::{committed_name, read_committed, write_transaction};
 
     fn oracle_of(pairs: &[(&str, u64)]) -> HashMap<String, u64> {
         pairs.iter().map(|(w, c)| (w.to_string(), *c)).collect()

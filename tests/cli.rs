@@ -201,8 +201,8 @@ fn interactive_commands_drive_a_process_cluster() {
     let out_dir = run_dir.join("output/wordcount/0");
     std::fs::create_dir_all(&out_dir).unwrap();
     let commit = |epoch: u64, recs: &[(&str, u64)]| {
-        streamd::output::write_transaction(
-            &out_dir.join(streamd::output::committed_name(epoch, 0)),
+        streamd_contract::output::write_transaction(
+            &out_dir.join(streamd_contract::output::committed_name(epoch, 0)),
             recs.iter().map(|(w, c)| (*w, *c)),
         )
         .unwrap()

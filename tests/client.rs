@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chaos::client::{ClientError, StreamdClient};
-use streamd::api::{CheckpointsInfo, JobState, Overview};
+use streamd_contract::api::{CheckpointsInfo, JobState, Overview};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 

@@ -160,11 +160,11 @@ async fn garbage_from_a_peer_closes_that_connection_and_the_node_lives_on() {
     };
     let nodes = rt.nodes().await.expect("nodes");
     rt.down().await.expect("down");
-    assert_eq!(d.state, streamd::api::JobState::Finished, "{:?}", d.failure_cause);
+    assert_eq!(d.state, streamd_contract::api::JobState::Finished, "{:?}", d.failure_cause);
     assert_eq!(d.restarts, 0, "garbage must not fail the job: {:?}", d.failures);
     assert!(nodes.iter().all(|n| n.state == chaos::runtime::NodeState::Running), "{nodes:?}");
     let oracle = chaos::verdict::oracle(&prepared.oracle_input).unwrap();
-    let txns = streamd::output::read_committed(&prepared.run_dir.join("output/wordcount")).unwrap();
+    let txns = streamd_contract::output::read_committed(&prepared.run_dir.join("output/wordcount")).unwrap();
     let v = chaos::verdict::verdict(&oracle, &txns, chaos::verdict::Expectation::ExactlyOnce, vec![]);
     assert!(v.pass, "{:?}", v.checks);
 }
@@ -176,7 +176,7 @@ async fn a_missing_input_file_fails_the_job_with_the_reason_in_rest() {
     let yaml = scenario("engine-missing-input", "exactly-once", "").replace("faults:\n", "faults: []\n");
     let mut plan = chaos::scenario::parse_str(&yaml, Path::new("inline.yaml"), None).expect("valid");
     plan.job.input.generate = None;
-    plan.job.input.file = Some(streamd::spec::FileSpec { path: "input/nowhere.txt".into(), follow: false });
+    plan.job.input.file = Some(streamd_contract::spec::FileSpec { path: "input/nowhere.txt".into(), follow: false });
     let prepared = chaos::executor::run_one::prepare(&plan).expect("run dir");
     let mut rt = ProcessRuntime::new(streamd());
     rt.up(&plan.cluster_def(&prepared.cluster_id, prepared.run_dir.clone())).await.expect("up");
@@ -191,7 +191,7 @@ async fn a_missing_input_file_fails_the_job_with_the_reason_in_rest() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     };
     rt.down().await.expect("down");
-    assert_eq!(d.state, streamd::api::JobState::Failed);
+    assert_eq!(d.state, streamd_contract::api::JobState::Failed);
     let cause = d.failure_cause.unwrap_or_default();
     assert!(cause.contains("nowhere.txt") && cause.contains("does not exist"), "{cause}");
 }

@@ -24,10 +24,10 @@ use chaos::runtime::process::{etcd_binary, ProcessRuntime};
 use chaos::runtime::{ClusterDef, NodeDef, Resources, Role, Runtime};
 use chaos::verdict::{self, Expectation, OracleInput};
 use common::KillOnDrop;
-use streamd::api::{JobDetails, JobState, Overview};
+use streamd_contract::api::{JobDetails, JobState, Overview};
 use streamd::ha::election::Candidate;
 use streamd::ha::{CheckpointPointer, HaConfig, HaError, Record, Store};
-use streamd::spec::JobSpec;
+use streamd_contract::spec::JobSpec;
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -141,7 +141,7 @@ impl Cluster {
     fn assert_exactly_once(&self) {
         let gen = self.job.input.generate.clone().expect("generated input");
         let oracle = verdict::oracle(&OracleInput::Generate(gen)).unwrap();
-        let txns = streamd::output::read_committed(&self.run_dir.join("output").join(JOB)).unwrap();
+        let txns = streamd_contract::output::read_committed(&self.run_dir.join("output").join(JOB)).unwrap();
         let v = verdict::verdict(&oracle, &txns, Expectation::ExactlyOnce, vec![]);
         let failed: Vec<_> = v.checks.iter().filter(|(_, c)| !c.ok).collect();
         assert!(v.pass, "exactly-once violated: {failed:?}; duplicates {:?}", v.duplicates);

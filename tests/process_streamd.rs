@@ -12,7 +12,7 @@ use chaos::client::StreamdClient;
 use chaos::runtime::process::ProcessRuntime;
 use chaos::runtime::{ClusterDef, NodeDef, Resources, Role, Runtime};
 use common::KillOnDrop;
-use streamd::api::JobState;
+use streamd_contract::api::JobState;
 
 fn streamd_binary() -> PathBuf {
     std::env::var_os("CHAOS_STREAMD_BIN").map(PathBuf::from).unwrap_or_else(|| {

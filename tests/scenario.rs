@@ -57,7 +57,7 @@ fn pause_outlasts_the_heartbeat_timeout() {
 #[test]
 fn at_least_once_caught_expects_what_it_cannot_deliver() {
     let p = load("at-least-once-caught.yaml");
-    assert_eq!(p.job.delivery, streamd::spec::Delivery::AtLeastOnce);
+    assert_eq!(p.job.delivery, streamd_contract::spec::Delivery::AtLeastOnce);
     assert_eq!(p.expect.output, OutputExpectation::ExactlyOnce);
     assert!(matches!(p.faults[0].action, Action::Kill { .. }));
 }

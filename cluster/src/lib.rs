@@ -1,11 +1,10 @@
 //! `streamd`: a small stream cluster in Apache Flink's mould.
 //!
 //! # Layout
-//! - [`spec`], [`duration`]: the job spec (`/data/job.yaml`) and human durations.
-//! - [`tokenizer`], [`input`], [`output`]: what the engine and the oracle share: the
-//!   tokenizer, the generated / file input (partitioned by line index), and the committed
-//!   output format (read back by `chaos`).
-//! - [`api`]: REST response types (JSON), shared with `chaos`.
+//! - [`spec`], [`duration`], [`tokenizer`], [`input`], [`output`], [`api`]: the contract
+//!   shared with `chaos` (job spec, tokenizer, input, committed output format, REST types).
+//!   They live in the small crate `streamd-contract` (`cluster/contract/`), so that the CLI
+//!   builds without the engine's server side; re-exported here under the same names.
 //! - [`wire`]: framing and messages: control RPC (jobmanager <-> taskmanager) and the data
 //!   plane (taskmanager <-> taskmanager).
 //! - [`jobmanager`]: registration, heartbeats, scheduling, the checkpoint coordinator,
@@ -17,12 +16,7 @@
 //!   leader epochs that fence stale leaders, the checkpoint pointer, REST forwarding.
 //! - [`bench`]: `streamd bench`, the COST-baseline comparison.
 
-pub mod api;
-pub mod duration;
-pub mod input;
-pub mod output;
-pub mod spec;
-pub mod tokenizer;
+pub use streamd_contract::{api, duration, input, output, spec, tokenizer};
 pub mod bench;
 pub mod ha;
 pub mod jobmanager;

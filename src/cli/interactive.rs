@@ -6,7 +6,7 @@ use std::io::{BufRead, Write};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use streamd::api::JobState;
+use streamd_contract::api::JobState;
 
 use super::live::{leader, resolve_node, LiveCluster};
 use crate::client::StreamdClient;
@@ -120,7 +120,7 @@ pub(super) async fn lifecycle(node: &str, action: Lifecycle) -> Result<u8, Chaos
     let cluster = LiveCluster::find().await?;
     let rt = cluster.connect().await?;
     let name = resolve_node(&cluster, &rt, node).await?;
-    let fmt = streamd::duration::format_duration;
+    let fmt = streamd_contract::duration::format_duration;
     let t = Instant::now();
     let did = match action {
         Lifecycle::Kill { .. } => {
@@ -190,7 +190,7 @@ pub(super) async fn pause(node: &str, for_: Option<Duration>) -> Result<u8, Chao
     rt.pause(&name).await?;
     println!("paused {name} in {}", took(t.elapsed()));
     let (Some(d), Some(interrupt)) = (for_, interrupt.as_mut()) else { return Ok(exit::PASS) };
-    eprintln!("unpausing in {} (Ctrl-C unpauses now)", streamd::duration::format_duration(d));
+    eprintln!("unpausing in {} (Ctrl-C unpauses now)", streamd_contract::duration::format_duration(d));
     let interrupted = interrupt.sleep(d).await;
     let t = Instant::now();
     rt.unpause(&name).await?;
@@ -211,7 +211,7 @@ pub(super) async fn feed() -> Result<u8, ChaosError> {
             input.display()
         )));
     }
-    if streamd::input::end_marker(&input).exists() {
+    if streamd_contract::input::end_marker(&input).exists() {
         return Err(ChaosError::Usage(format!(
             "the input of cluster {} has ended (`chaos verify` ends it); start a new cluster to feed more",
             cluster.id
@@ -251,10 +251,10 @@ fn feed_lines(path: &Path, mut from: impl BufRead) -> std::io::Result<u64> {
 /// each word (the sink commits cumulative counts). Returns the counts and notes about
 /// malformed transactions, which are skipped.
 pub fn committed_counts(run_dir: &Path) -> std::io::Result<(HashMap<String, u64>, Vec<String>)> {
-    let job_id = streamd::spec::JobSpec::load(&run_dir.join("job.yaml"))
+    let job_id = streamd_contract::spec::JobSpec::load(&run_dir.join("job.yaml"))
         .map(|s| s.job_id)
         .unwrap_or_else(|_| "wordcount".to_string());
-    let mut txs = streamd::output::read_committed(&run_dir.join("output").join(job_id))?;
+    let mut txs = streamd_contract::output::read_committed(&run_dir.join("output").join(job_id))?;
     // Later epochs carry later cumulative counts; order by them across subtasks.
     txs.sort_by_key(|t| (t.epoch, t.part, t.subtask));
     let mut counts = HashMap::new();
@@ -444,7 +444,7 @@ mod tests {
 
     #[test]
     fn counts_take_the_last_committed_value_and_skip_torn_transactions() {
-        use streamd::output::{committed_name, write_transaction};
+        use streamd_contract::output::{committed_name, write_transaction};
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("output/wordcount");
         for sub in ["0", "1"] {

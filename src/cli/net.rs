@@ -57,7 +57,7 @@ async fn hold(
         eprintln!("in place until `chaos heal` or `chaos down`");
         return Ok(exit::PASS);
     };
-    eprintln!("undoing in {} (Ctrl-C undoes now)", streamd::duration::format_duration(d));
+    eprintln!("undoing in {} (Ctrl-C undoes now)", streamd_contract::duration::format_duration(d));
     let interrupted = interrupt.sleep(d).await;
     let t = Instant::now();
     nf.undo(handle).await.map_err(nf_err)?;

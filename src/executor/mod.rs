@@ -17,7 +17,7 @@ use crate::runtime::process::ProcessRuntime;
 use crate::runtime::Runtime;
 use std::path::PathBuf;
 use std::time::Duration;
-use streamd::api::JobState;
+use streamd_contract::api::JobState;
 
 /// Which runtime to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
@@ -213,7 +213,7 @@ pub async fn up(opts: UpOptions) -> Result<u8, ChaosError> {
     // Interactive input: a growing file the sources follow until `chaos verify` ends it.
     if plan.job.input.generate.is_none() || opts.scenario.is_none() {
         plan.job.input.generate = None;
-        plan.job.input.file = Some(streamd::spec::FileSpec { path: "input/input.txt".into(), follow: true });
+        plan.job.input.file = Some(streamd_contract::spec::FileSpec { path: "input/input.txt".into(), follow: true });
     }
     plan.faults.clear();
     let prepared = run_one::prepare(&plan)?;
@@ -257,7 +257,7 @@ pub async fn verify() -> Result<u8, ChaosError> {
     let cur = crate::current::CurrentCluster::load()
         .map_err(|e| ChaosError::Other(e.to_string()))?
         .ok_or_else(|| ChaosError::Usage("no live cluster: start one with `chaos up`".into()))?;
-    let job = streamd::spec::JobSpec::load(&cur.run_dir.join("job.yaml")).map_err(|e| ChaosError::Other(e.to_string()))?;
+    let job = streamd_contract::spec::JobSpec::load(&cur.run_dir.join("job.yaml")).map_err(|e| ChaosError::Other(e.to_string()))?;
     let url = match cur.runtime {
         RuntimeKind::Process => ProcessRuntime::attach(&cur.run_dir)?.rest_url("jobmanager-1").await?,
         RuntimeKind::Docker => DockerRuntime::connect(Some(&cur.cluster_id)).await?.rest_url("jobmanager-1").await?,
@@ -267,7 +267,7 @@ pub async fn verify() -> Result<u8, ChaosError> {
     } else if let Some(f) = &job.input.file {
         let path = cur.run_dir.join(&f.path);
         if f.follow {
-            std::fs::write(streamd::input::end_marker(&path), b"")
+            std::fs::write(streamd_contract::input::end_marker(&path), b"")
                 .map_err(|e| ChaosError::Other(format!("cannot end the input: {e}")))?;
         }
         crate::verdict::OracleInput::File(path)
@@ -290,7 +290,7 @@ pub async fn verify() -> Result<u8, ChaosError> {
         }
     };
     let oracle = crate::verdict::oracle(&oracle_input).map_err(|e| ChaosError::Other(e.to_string()))?;
-    let txns = streamd::output::read_committed(&cur.run_dir.join("output").join(&job.job_id))
+    let txns = streamd_contract::output::read_committed(&cur.run_dir.join("output").join(&job.job_id))
         .map_err(|e| ChaosError::Other(e.to_string()))?;
     let mut failures = Vec::new();
     if d.state == JobState::Failed {

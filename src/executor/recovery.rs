@@ -2,7 +2,7 @@
 //! history and failure events) and the executor's samples — pure functions, no I/O, so
 //! they are unit-tested on hand-made histories.
 
-use streamd::api::{FailureEvent, JobState, StateChange};
+use streamd_contract::api::{FailureEvent, JobState, StateChange};
 
 /// One REST sample taken while the job ran.
 #[derive(Debug, Clone, Copy)]

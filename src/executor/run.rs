@@ -15,7 +15,7 @@ use crate::scenario::{Action, OutputExpectation, Plan, PlannedFault, Target, Tri
 use crate::verdict::{self, Expectation, OracleInput};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use streamd::api::{now_ms, JobDetails, JobState};
+use streamd_contract::api::{now_ms, JobDetails, JobState};
 use tokio::time::Instant;
 
 /// Everything prepared before a cluster starts.
@@ -330,7 +330,7 @@ async fn drive<R: Runtime>(
         if now >= timeout_at {
             run_failures.push((
                 "timeout".into(),
-                format!("the job was not FINISHED within {} (state {:?})", streamd::duration::format_duration(plan.expect.timeout), state),
+                format!("the job was not FINISHED within {} (state {:?})", streamd_contract::duration::format_duration(plan.expect.timeout), state),
             ));
             break;
         }
@@ -577,7 +577,7 @@ fn judge(plan: &Plan, prepared: &Prepared, rep: &mut RunReport, run_failures: Ve
     let oracle = verdict::oracle(&prepared.oracle_input)
         .map_err(|e| ChaosError::Other(format!("cannot compute the oracle: {e}")))?;
     let out = prepared.run_dir.join("output").join(&plan.job.job_id);
-    let txns = streamd::output::read_committed(&out)
+    let txns = streamd_contract::output::read_committed(&out)
         .map_err(|e| ChaosError::Other(format!("cannot read committed output in {}: {e}", out.display())))?;
     let expectation = match plan.expect.output {
         OutputExpectation::ExactlyOnce => Expectation::ExactlyOnce,

@@ -444,7 +444,7 @@ impl ProcessRuntime {
             out,
             "==== chaos: starting {} at {} ms: {} {}",
             rec.name,
-            streamd::api::now_ms(),
+            streamd_contract::api::now_ms(),
             rec.program.as_deref().unwrap_or(&state.streamd).display(),
             rec.args.join(" ")
         );

@@ -17,7 +17,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
-use streamd::spec::JobSpec;
+use streamd_contract::spec::JobSpec;
 
 /// Default grace of `stop` and `restart` (SIGTERM, then SIGKILL after it).
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(2);

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
-use streamd::duration::serde_str as dur;
-use streamd::spec::JobSpec;
+use streamd_contract::duration::serde_str as dur;
+use streamd_contract::spec::JobSpec;
 
 /// A scenario, validated and resolved: picks are concrete node names.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -106,7 +106,7 @@ pub struct PlannedFault {
     pub targets: Vec<Target>,
     /// `for:`: the fault is undone this long after it was applied (unpause, remove the
     /// netem rules, heal the partition). `None`: it lasts until the run ends.
-    #[serde(with = "streamd::duration::serde_opt")]
+    #[serde(with = "streamd_contract::duration::serde_opt")]
     pub undo_after: Option<Duration>,
 }
 
@@ -134,7 +134,7 @@ impl Trigger {
 impl fmt::Display for Trigger {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Trigger::At(d) => f.write_str(&streamd::duration::format_duration(*d)),
+            Trigger::At(d) => f.write_str(&streamd_contract::duration::format_duration(*d)),
             Trigger::Checkpoint(n) => write!(f, "checkpoint {n}"),
         }
     }
@@ -191,10 +191,10 @@ impl Action {
 /// Network degradation, as tc netem / tbf understand it. At least one field is set.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct NetemParams {
-    #[serde(with = "streamd::duration::serde_opt")]
+    #[serde(with = "streamd_contract::duration::serde_opt")]
     pub delay: Option<Duration>,
     /// Only with `delay`.
-    #[serde(with = "streamd::duration::serde_opt")]
+    #[serde(with = "streamd_contract::duration::serde_opt")]
     pub jitter: Option<Duration>,
     /// Percentages, 0..=100.
     pub loss: Option<f64>,
@@ -206,7 +206,7 @@ pub struct NetemParams {
 
 impl fmt::Display for NetemParams {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let fd = streamd::duration::format_duration;
+        let fd = streamd_contract::duration::format_duration;
         let mut parts = Vec::new();
         if let Some(d) = self.delay {
             parts.push(format!("delay {}", fd(d)));

@@ -9,7 +9,7 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use std::fmt;
 use std::time::Duration;
-use streamd::spec::Delivery;
+use streamd_contract::spec::Delivery;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, expecting = "a scenario: a mapping with name, description, seed, cluster, job, input, faults, expect")]
@@ -251,7 +251,7 @@ const DURATION_EXPECTED: &str = "a duration like `500ms`, `2s` or `1m`";
 
 fn duration_of(s: Scalar<'_>) -> Result<Duration, String> {
     match s {
-        Scalar::Str(s) => streamd::duration::parse_duration(s),
+        Scalar::Str(s) => streamd_contract::duration::parse_duration(s),
         Scalar::Int(0) => Ok(Duration::ZERO),
         Scalar::Int(n) => Err(format!("invalid duration `{n}`: expected a number with a unit (ms, s, m, h), e.g. `{n}s`")),
         Scalar::Float(x) => Err(format!("invalid duration `{x}`: expected a number with a unit (ms, s, m, h), e.g. `{x}s`")),

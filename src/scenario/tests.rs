@@ -4,7 +4,7 @@
 use super::*;
 use crate::runtime::Role;
 use std::time::Duration;
-use streamd::spec::{Delivery, RestartStrategy};
+use streamd_contract::spec::{Delivery, RestartStrategy};
 
 const FILE: &str = "scenarios/x.yaml";
 

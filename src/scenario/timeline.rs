@@ -2,8 +2,8 @@
 
 use super::plan::{Action, NetemParams, Plan, Trigger};
 use super::values::format_memory;
-use streamd::duration::format_duration as fd;
-use streamd::spec::{Delivery, RestartStrategy};
+use streamd_contract::duration::format_duration as fd;
+use streamd_contract::spec::{Delivery, RestartStrategy};
 
 /// What `timeline()` says about netem when no probe of the target machine was made.
 pub const NETEM_UNPROBED: &str = "tc netem or iptables/NFQUEUE fallback (decided at run time by probing)";

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::fmt::Display;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use streamd::spec::{Delivery, FileSpec, GenerateSpec, HeartbeatSpec, InputSpec, JobSpec, RestartStrategy};
+use streamd_contract::spec::{Delivery, FileSpec, GenerateSpec, HeartbeatSpec, InputSpec, JobSpec, RestartStrategy};
 
 /// Builds a key path: `keypath!["faults", i, "target"]`.
 macro_rules! keypath {
@@ -294,7 +294,7 @@ fn restart(r: RawRestart, cx: &Ctx<'_>) -> Result<RestartStrategy, ScenarioError
 }
 
 pub(super) fn fmt_d(d: Duration) -> String {
-    streamd::duration::format_duration(d)
+    streamd_contract::duration::format_duration(d)
 }
 
 fn input(raw: RawInput, seed: u64, cx: &Ctx<'_>) -> Result<(InputSpec, Option<PathBuf>), ScenarioError> {

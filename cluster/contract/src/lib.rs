@@ -1,0 +1,18 @@
+//! The contract between `chaos` and the `streamd` engine: everything both sides must agree
+//! on, and nothing else.
+//!
+//! # Layout
+//! - [`spec`], [`duration`]: the job spec (`/data/job.yaml`) and human durations (`250ms`, `2s`).
+//! - [`tokenizer`]: the one tokenizer, used by the engine and by the oracle.
+//! - [`input`]: generated and file input, partitioned by line index.
+//! - [`output`]: the committed output format, written by the sink and read back by the verdict.
+//! - [`api`]: REST response types (JSON).
+//!
+//! The engine re-exports these modules under the same names (`streamd::spec`, ...).
+
+pub mod api;
+pub mod duration;
+pub mod input;
+pub mod output;
+pub mod spec;
+pub mod tokenizer;
