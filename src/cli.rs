@@ -7,7 +7,9 @@
 //! - `interactive`: `status`, `kill`/`stop`/`start`/`restart`, `pause [--for]`, `unpause`,
 //!   `feed`, `counts`, `down`, `build`, `lint`.
 //! - `net`: `netem`, `partition`, `heal` (docker only).
+//! - `doctor`: what this machine can run ([`crate::host`]).
 
+mod doctor;
 mod interactive;
 mod live;
 mod net;
@@ -80,7 +82,8 @@ pub enum Command {
     Partition(PartitionArgs),
     /// Remove every network fault of the live cluster.
     Heal,
-    /// Append stdin's lines to the live cluster's input (the seed's `nc -l 9000`).
+    /// Append stdin's lines to the live cluster's input, like typing into `nc -l 9000` for
+    /// Flink's SocketWindowWordCount (but replayable: the lines land in a file the sources follow).
     Feed,
     /// The committed counts so far, highest first (word<TAB>count).
     Counts {
@@ -98,6 +101,13 @@ pub enum Command {
     },
     /// Build the streamd binary and the images (streamd, network-fault sidecar).
     Build,
+    /// What this machine can run, and how to fix what is missing (exit 3 when the default
+    /// scenario cannot run).
+    Doctor {
+        /// Where the scenarios are whose needs are listed.
+        #[arg(long, default_value = "scenarios")]
+        scenarios: PathBuf,
+    },
     /// Validate scenarios and print their planned timelines.
     Lint {
         #[arg(required = true, value_name = "SCENARIO")]
@@ -269,6 +279,7 @@ pub async fn run(cli: Cli) -> Result<u8, ChaosError> {
         Command::Down { images } => i::down(images).await,
         Command::Build => i::build().await,
         Command::Lint { scenarios, seed } => i::lint(&scenarios, seed),
+        Command::Doctor { scenarios } => doctor::doctor(&scenarios).await,
     }
 }
 

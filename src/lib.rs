@@ -9,6 +9,8 @@
 //!   per-fault recovery timings.
 //! - [`netfault`]: network faults (netem or its iptables/NFQUEUE fallback, partitions)
 //!   through sidecars, with an undo journal.
+//! - [`host`]: what a scenario needs from this machine, checked before a run and by
+//!   `chaos doctor`.
 //! - [`client`]: the streamd REST client; [`current`]: which cluster is live.
 //! - [`verdict`]: the oracle and the three checks on the committed output.
 //! - [`report`]: terminal summary and progress, JSON, JUnit, HTML.
@@ -17,6 +19,7 @@ pub mod cli;
 pub mod client;
 pub mod current;
 pub mod executor;
+pub mod host;
 pub mod images;
 pub mod netfault;
 pub mod report;

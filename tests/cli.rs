@@ -289,3 +289,50 @@ fn lint_prints_timelines_and_rejects_invalid_scenarios_with_their_position() {
     assert!(stdout(&o).contains("scenario kill-tm2"), "the valid file is still shown");
     assert!(stderr(&o).contains(&format!("{}:3:3:", bad.display())), "{}", stderr(&o));
 }
+
+#[test]
+fn doctor_without_docker_exits_3_and_says_how_to_fix_it() {
+    let sb = Sandbox::new();
+    let scenarios = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+    let o = sb
+        .command(&["doctor", "--scenarios", scenarios.to_str().unwrap()])
+        .env("CHAOS_ETCD_BIN", sb.dir.path().join("no-etcd"))
+        .output()
+        .unwrap();
+    let out = stdout(&o);
+    assert_eq!(code(&o), 3, "{out}\n{}", stderr(&o));
+    assert!(out.contains("MISS  Docker Engine"), "{out}");
+    assert!(out.contains("systemctl start docker"), "{out}");
+    // Every missing piece has its fix and the shipped scenarios it blocks.
+    assert!(out.contains("MISS  etcd"), "{out}");
+    assert!(out.contains("apt-get install etcd-server"), "{out}");
+    assert!(out.contains("kill-jm-leader"), "{out}");
+    assert!(out.contains("cannot run here"), "{out}");
+}
+
+#[test]
+fn run_names_every_missing_need_before_starting_anything() {
+    let sb = Sandbox::new();
+    let ha = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/kill-jm-leader.yaml");
+    let o = sb
+        .command(&["run", ha.to_str().unwrap()])
+        .env("CHAOS_ETCD_BIN", sb.dir.path().join("no-etcd"))
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert_eq!(code(&o), 3, "{err}");
+    assert!(err.contains("nothing was started"), "{err}");
+    assert!(err.contains("Docker Engine") && err.contains("etcd"), "both needs are named: {err}");
+    assert!(err.contains("apt-get install etcd-server"), "{err}");
+    assert!(!sb.target().join("chaos/runs").exists(), "no run directory was made");
+
+    // The process runtime needs no Docker, but HA still needs etcd.
+    let o = sb
+        .command(&["run", "--runtime", "process", ha.to_str().unwrap()])
+        .env("CHAOS_ETCD_BIN", sb.dir.path().join("no-etcd"))
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert_eq!(code(&o), 3, "{err}");
+    assert!(err.contains("etcd") && !err.contains("Docker Engine"), "{err}");
+}

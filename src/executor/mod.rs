@@ -110,7 +110,7 @@ pub async fn run(opts: RunOptions) -> Result<u8, ChaosError> {
     for path in &opts.scenarios {
         let plan = crate::scenario::load(path, opts.seed).map_err(|e| ChaosError::Usage(e.to_string()))?;
         if opts.runtime == RuntimeKind::Process {
-            if let Some(f) = plan.faults.iter().find(|f| matches!(f.action, crate::scenario::Action::Netem(_) | crate::scenario::Action::Partition { .. })) {
+            if let Some(f) = plan.faults.iter().find(|f| crate::host::is_network_fault(&f.action)) {
                 return Err(ChaosError::Usage(format!(
                     "{}:{}: {} needs the docker runtime: the process runtime runs every node on 127.0.0.1 with no network namespace to degrade",
                     path.display(),
@@ -121,6 +121,12 @@ pub async fn run(opts: RunOptions) -> Result<u8, ChaosError> {
         }
         plans.push(plan);
     }
+    // Everything the scenarios need from this machine, before anything starts.
+    let docker = match opts.runtime {
+        RuntimeKind::Docker => crate::runtime::docker::connect_docker().await.ok(),
+        RuntimeKind::Process => None,
+    };
+    crate::host::preflight(&plans, opts.runtime, docker.as_ref()).await?;
     let progress = report::terminal::Progress::new();
     let mut reports: Vec<RunReport> = Vec::new();
     match opts.runtime {
@@ -141,9 +147,7 @@ pub async fn run(opts: RunOptions) -> Result<u8, ChaosError> {
             if let Err(e) = crate::netfault::undo_all_runs(&docker, &crate::current::runs_dir()).await {
                 tracing::warn!("undoing earlier runs' network rules: {e}");
             }
-            let needs_net = plans.iter().any(|p| {
-                p.faults.iter().any(|f| matches!(f.action, crate::scenario::Action::Netem(_) | crate::scenario::Action::Partition { .. }))
-            });
+            let needs_net = plans.iter().any(|p| p.faults.iter().any(|f| crate::host::is_network_fault(&f.action)));
             let net = if needs_net {
                 progress.set_phase("building the network-fault sidecar image");
                 Some(net::NetContext::new(docker.clone()).await?)
@@ -216,6 +220,11 @@ pub async fn up(opts: UpOptions) -> Result<u8, ChaosError> {
         plan.job.input.file = Some(streamd_contract::spec::FileSpec { path: "input/input.txt".into(), follow: true });
     }
     plan.faults.clear();
+    let docker = match opts.runtime {
+        RuntimeKind::Docker => crate::runtime::docker::connect_docker().await.ok(),
+        RuntimeKind::Process => None,
+    };
+    crate::host::preflight(std::slice::from_ref(&plan), opts.runtime, docker.as_ref()).await?;
     let prepared = run_one::prepare(&plan)?;
     let input = prepared.run_dir.join("input/input.txt");
     if !input.exists() {

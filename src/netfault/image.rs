@@ -5,7 +5,7 @@
 //!
 //! The tag is the hash of that context, so the image is rebuilt exactly when an input
 //! (a tool, a library, `chaos-netd`) changed. The host needs Debian's `iptables` and
-//! `iproute2` packages: [`ensure_host_tools`] installs them when missing.
+//! `iproute2` packages ([`ensure_host_tools`] says so when they are missing).
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -59,51 +59,27 @@ fn find_tool(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// Installs [`HOST_PACKAGES`] with apt-get when one of the tools is missing (as root; CI
-/// runs as root). Otherwise says what to install.
+/// The tools of [`TOOLS`] this host lacks (Debian's `iptables` package ships both
+/// iptables flavours, `iproute2` tc and ip).
+pub fn missing_host_tools() -> Vec<&'static str> {
+    TOOLS.iter().copied().filter(|t| find_tool(t).is_none()).collect()
+}
+
+/// Refuses to build the image when a tool is missing, saying what to install. chaos
+/// never installs packages itself: `chaos doctor` and `chaos run` name what is missing,
+/// and the test command (`.ci/test`) installs it.
 pub fn ensure_host_tools() -> Result<(), NetfaultError> {
-    let missing: Vec<&str> = TOOLS
-        .iter()
-        .copied()
-        .filter(|t| find_tool(t).is_none())
-        .collect();
+    let missing = missing_host_tools();
     if missing.is_empty() {
         return Ok(());
     }
-    let advice = format!(
+    Err(NetfaultError::Infrastructure(format!(
         "the network-fault sidecar image is built from the host's {} (missing: {}); install them: \
-         apt-get install -y {}",
+         apt-get install {}",
         HOST_PACKAGES.join(" and "),
         missing.join(", "),
         HOST_PACKAGES.join(" ")
-    );
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Err(NetfaultError::Infrastructure(advice));
-    }
-    let install = || {
-        Command::new("apt-get")
-            .args(["install", "-y", "--no-install-recommends"])
-            .args(HOST_PACKAGES)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .stdin(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    let ok = install()
-        || (Command::new("apt-get")
-            .arg("update")
-            .stdin(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-            && install());
-    if ok && TOOLS.iter().all(|t| find_tool(t).is_some()) {
-        Ok(())
-    } else {
-        Err(NetfaultError::Infrastructure(format!(
-            "apt-get failed; {advice}"
-        )))
-    }
+    )))
 }
 
 /// Finds the `chaos-netd` binary: [`NETD_BIN_ENV`], else next to the running executable
