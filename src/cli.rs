@@ -1,17 +1,15 @@
-//! The `chaos` command line (DESIGN.md section 4): the clap definitions, logging set-up,
-//! and the dispatch of each command to the executor (`run`, `up`, `verify`), the network
-//! fault module (`netem`, `partition`, `heal`) or the interactive commands here.
+//! The `chaos` command line: the clap definitions, logging set-up, and the dispatch of
+//! each command to the library (`chaos::executor` for `run`, `up`, `verify`;
+//! `chaos::fault` for every fault; `chaos::live` for the live cluster). Here is only
+//! parsing and printing.
 //!
-//! - `live`: finding the live cluster (`target/chaos/current`, Docker labels) and
-//!   resolving node names and aliases (`tm2`, `jm1`, `leader`).
-//! - `interactive`: `status`, `kill`/`stop`/`start`/`restart`, `pause [--for]`, `unpause`,
-//!   `feed`, `counts`, `down`, `build`, `lint`.
-//! - `net`: `netem`, `partition`, `heal` (docker only).
-//! - `doctor`: what this machine can run ([`crate::host`]).
+//! - `interactive`: `status`, every fault command (`kill`, `stop`, `start`, `restart`,
+//!   `pause [--for]`, `unpause`), `feed`, `counts`, `down`, `build`, `lint`.
+//! - `net`: `netem`, `partition` (faults like the others), `heal`.
+//! - `doctor`: what this machine can run ([`chaos::host`]).
 
 mod doctor;
 mod interactive;
-mod live;
 mod net;
 
 use std::path::PathBuf;
@@ -19,9 +17,12 @@ use std::time::Duration;
 
 use clap::{ArgAction, Args, Parser, Subcommand};
 
-use crate::executor::{self, ChaosError, ReportKind, RunOptions, RuntimeKind, UpOptions};
-
-pub use live::canonical_node_name;
+use chaos::error::ChaosError;
+use chaos::executor::{self, ReportKind, RunOptions};
+use chaos::live::{self, UpOptions};
+use chaos::runtime::RuntimeKind;
+use chaos::scenario::Action;
+use chaos::signal::Signal;
 
 /// Fault-injection testing for stream-processing clusters.
 #[derive(Debug, Parser)]
@@ -49,8 +50,8 @@ pub enum Command {
         /// taskmanager-2 (tm2), jobmanager-1 (jm1), leader, etcd-1.
         node: String,
         /// SIGKILL, SIGTERM, TERM, 15, ...
-        #[arg(long, short, default_value = "SIGKILL")]
-        signal: String,
+        #[arg(long, short, default_value = "SIGKILL", value_parser = Signal::parse)]
+        signal: Signal,
     },
     /// SIGTERM a node, then SIGKILL once the grace has passed.
     Stop {
@@ -168,7 +169,7 @@ pub struct NetemArgs {
     pub jitter: Option<Duration>,
     /// How the jitter is spread: uniform or normal.
     #[arg(long, default_value = "uniform")]
-    pub distribution: crate::netfault::Distribution,
+    pub distribution: chaos::netfault::Distribution,
     /// Packet loss, e.g. 5%.
     #[arg(long, value_parser = percent)]
     pub loss: Option<f64>,
@@ -221,7 +222,7 @@ fn percent(s: &str) -> Result<f64, String> {
 
 /// A rate as tc writes it, in bits per second (the scenario's own parser).
 fn rate(s: &str) -> Result<u64, String> {
-    crate::scenario::parse_rate(s)
+    chaos::scenario::parse_rate(s)
 }
 
 /// Logs to stderr: `warn` by default, more with each `-v`; `RUST_LOG` wins when set.
@@ -254,7 +255,7 @@ pub async fn run(cli: Cli) -> Result<u8, ChaosError> {
             .await
         }
         Command::Up(a) => {
-            executor::up(UpOptions {
+            live::up(UpOptions {
                 scenario: a.scenario,
                 jobmanagers: a.jobmanagers,
                 taskmanagers: a.taskmanagers,
@@ -263,14 +264,14 @@ pub async fn run(cli: Cli) -> Result<u8, ChaosError> {
             })
             .await
         }
-        Command::Verify => executor::verify().await,
+        Command::Verify => live::verify().await,
         Command::Status => i::status().await,
-        Command::Kill { node, signal } => i::lifecycle(&node, i::Lifecycle::Kill { signal }).await,
-        Command::Stop { node, grace } => i::lifecycle(&node, i::Lifecycle::Stop { grace }).await,
-        Command::Start { node } => i::lifecycle(&node, i::Lifecycle::Start).await,
-        Command::Restart { node, grace } => i::lifecycle(&node, i::Lifecycle::Restart { grace }).await,
-        Command::Pause { node, for_ } => i::pause(&node, for_).await,
-        Command::Unpause { node } => i::lifecycle(&node, i::Lifecycle::Unpause).await,
+        Command::Kill { node, signal } => i::fault(Action::Kill { signal }, &[node], None).await,
+        Command::Stop { node, grace } => i::fault(Action::Stop { grace }, &[node], None).await,
+        Command::Start { node } => i::fault(Action::Start, &[node], None).await,
+        Command::Restart { node, grace } => i::fault(Action::Restart { grace }, &[node], None).await,
+        Command::Pause { node, for_ } => i::fault(Action::Pause, &[node], for_).await,
+        Command::Unpause { node } => i::fault(Action::Unpause, &[node], None).await,
         Command::Netem(a) => net::netem(a).await,
         Command::Partition(a) => net::partition(a).await,
         Command::Heal => net::heal().await,

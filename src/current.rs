@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::executor::RuntimeKind;
+use crate::runtime::RuntimeKind;
 
 /// The workspace's `target/` directory.
 ///
@@ -135,10 +135,7 @@ mod runtime_kind_lowercase {
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(kind: &RuntimeKind, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(match kind {
-            RuntimeKind::Docker => "docker",
-            RuntimeKind::Process => "process",
-        })
+        s.serialize_str(kind.as_str())
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<RuntimeKind, D::Error> {

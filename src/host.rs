@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 
 use bollard::Docker;
 
-use crate::executor::{ChaosError, RuntimeKind};
+use crate::error::ChaosError;
+use crate::runtime::RuntimeKind;
 use crate::netfault::{self, Mechanism};
 use crate::scenario::{Action, Plan};
 
@@ -199,10 +200,10 @@ fn cgroup_limits(root: &Path, need: Need) -> Finding {
 /// Probes the kernel's network-fault mechanisms from a throwaway sidecar (the same probe a
 /// run makes before its first network fault).
 pub async fn probe_kernel(docker: &Docker) -> Result<Mechanism, ChaosError> {
-    let net = crate::executor::net::NetContext::new(docker.clone()).await?;
+    let net = crate::fault::net::NetContext::new(docker.clone()).await?;
     let probe_id = format!("probe-{}", std::process::id());
     let faults = net.for_cluster(&probe_id, &std::env::temp_dir());
-    faults.probe().await.map_err(crate::executor::net::error)
+    Ok(faults.probe().await?)
 }
 
 /// One line on what the kernel offers network faults.
@@ -223,6 +224,19 @@ pub fn describe_mechanism(m: &Mechanism) -> String {
 /// are also held against the kernel's mechanisms (a parameter no mechanism can carry out
 /// is a usage error, exit 2, naming the fault's line).
 pub async fn preflight(plans: &[Plan], runtime: RuntimeKind, docker: Option<&Docker>) -> Result<(), ChaosError> {
+    // The process runtime cannot do network faults: say so with the fault's line.
+    if runtime == RuntimeKind::Process {
+        for plan in plans {
+            if let Some(f) = plan.faults.iter().find(|f| is_network_fault(&f.action)) {
+                return Err(ChaosError::Usage(format!(
+                    "{}:{}: {}",
+                    plan.file.display(),
+                    f.line,
+                    crate::runtime::process::refuse_network_fault()
+                )));
+            }
+        }
+    }
     let all: BTreeSet<Need> = plans.iter().flat_map(|p| needs(p, runtime)).collect();
     let mut problems = Vec::new();
     let mut mechanism = None;
@@ -261,7 +275,7 @@ pub async fn preflight(plans: &[Plan], runtime: RuntimeKind, docker: Option<&Doc
                     mechanism = Some(probe_kernel(d).await?);
                 }
                 if let Some(m) = &mechanism {
-                    netfault::plan(&crate::executor::net::to_netfault(p), m).map_err(|e| {
+                    netfault::plan(&crate::fault::net::to_netfault(p), m).map_err(|e| {
                         ChaosError::Usage(format!("{}:{}: netem on this kernel: {e}", plan.file.display(), f.line))
                     })?;
                 }

@@ -7,6 +7,13 @@
 //! - [`images`]: offline image builds (`FROM scratch` around static binaries).
 //! - [`executor`]: one scenario run from start to verdict, `chaos up`, `chaos verify`;
 //!   per-fault recovery timings.
+//! - [`fault`]: every fault action applied, undone, held and measured, for the run loop
+//!   and the interactive commands alike.
+//! - [`live`]: the live cluster of `chaos up`: find it, resolve node names, feed its
+//!   input, read its counts, remove it.
+//! - [`nodes`], [`signal`]: node names and aliases (and the leader lookup); signals. One
+//!   rule each, for scenarios and command line alike.
+//! - [`error`]: [`error::ChaosError`] and the exit code of each failure.
 //! - [`netfault`]: network faults (netem or its iptables/NFQUEUE fallback, partitions)
 //!   through sidecars, with an undo journal.
 //! - [`host`]: what a scenario needs from this machine, checked before a run and by
@@ -14,15 +21,21 @@
 //! - [`client`]: the streamd REST client; [`current`]: which cluster is live.
 //! - [`verdict`]: the oracle and the three checks on the committed output.
 //! - [`report`]: terminal summary and progress, JSON, JUnit, HTML.
-//! - [`cli`]: the command line (`src/main.rs` only parses and exits).
-pub mod cli;
+//!
+//! The command line itself (`src/main.rs`, `src/cli.rs`, `src/cli/`) is part of the binary,
+//! not of this library: it parses and prints, and calls the modules above.
 pub mod client;
 pub mod current;
+pub mod error;
 pub mod executor;
+pub mod fault;
 pub mod host;
 pub mod images;
+pub mod live;
 pub mod netfault;
+pub mod nodes;
 pub mod report;
 pub mod runtime;
 pub mod scenario;
+pub mod signal;
 pub mod verdict;

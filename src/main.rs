@@ -4,8 +4,10 @@
 
 use std::process::ExitCode;
 
-use chaos::cli::{self, Cli};
-use chaos::executor::exit;
+mod cli;
+
+use chaos::error::exit;
+use cli::Cli;
 use clap::Parser;
 
 fn main() -> ExitCode {

@@ -13,7 +13,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use chaos::current::CurrentCluster;
-use chaos::executor::RuntimeKind;
+use chaos::runtime::RuntimeKind;
 use chaos::runtime::process::ProcessRuntime;
 use chaos::runtime::{ClusterDef, NodeDef, NodeState, Resources, Role, Runtime};
 use common::{lives, standin, wait_until, KillOnDrop};

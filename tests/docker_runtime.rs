@@ -417,7 +417,7 @@ async fn docker_runtime_end_to_end() {
 
     // --- kill SIGKILL / start ---
     let t0 = Instant::now();
-    rt.kill("taskmanager-1", "SIGKILL").await.unwrap();
+    rt.kill("taskmanager-1", chaos::signal::Signal::KILL).await.unwrap();
     let kill_call = t0.elapsed();
     let kill_seen = wait_for(
         &docker,
@@ -441,7 +441,7 @@ async fn docker_runtime_end_to_end() {
     assert_eq!(tm1.state, NodeState::Exited);
     // Killing a dead node is a usage error, not a crash.
     assert!(matches!(
-        rt.kill("taskmanager-1", "SIGKILL").await,
+        rt.kill("taskmanager-1", chaos::signal::Signal::KILL).await,
         Err(RuntimeError::Usage(_))
     ));
     let t0 = Instant::now();
@@ -522,7 +522,7 @@ async fn docker_runtime_end_to_end() {
 
     // --- the label fence: unknown nodes, unlabelled look-alikes, sidecars ---
     assert!(matches!(
-        rt.kill("taskmanager-7", "SIGKILL").await,
+        rt.kill("taskmanager-7", chaos::signal::Signal::KILL).await,
         Err(RuntimeError::Usage(_))
     ));
     let impostor = name("taskmanager-9");

@@ -4,7 +4,8 @@
 //! committed counts equal the oracle and every word's committed counts strictly increase.
 
 use chaos::executor::run_one::run_plan;
-use chaos::executor::{ReportKind, RunOptions, RuntimeKind};
+use chaos::executor::{ReportKind, RunOptions};
+use chaos::runtime::RuntimeKind;
 use chaos::report::{Outcome, RunReport};
 use chaos::runtime::process::ProcessRuntime;
 use std::path::Path;

@@ -214,7 +214,7 @@ async fn one_leader_is_elected_standbys_forward_and_a_killed_leader_fails_over_w
 
     // SIGKILL the leader: the standby must lead with a higher epoch and the job run again.
     let t = Instant::now();
-    c.rt.kill(&leader, "SIGKILL").await.unwrap();
+    c.rt.kill(&leader, chaos::signal::Signal::KILL).await.unwrap();
     let mut resumed_at: Option<u64> = None;
     let failover = loop {
         assert!(t.elapsed() < Duration::from_secs(15), "no failover within 15 s");

@@ -88,11 +88,11 @@ async fn lifecycle_kill_start_pause_unpause_down() {
     // kill -> exited; start -> the same ports, bound again by a new process.
     let first_pid = pid_of(&rt, "taskmanager-1");
     let t = Instant::now();
-    rt.kill("taskmanager-1", "SIGKILL").await.unwrap();
+    rt.kill("taskmanager-1", chaos::signal::Signal::KILL).await.unwrap();
     // A SIGKILL returns once the node is gone: no polling needed.
     assert_eq!(state_of(&rt, "taskmanager-1").await, NodeState::Exited);
     eprintln!("kill -> exited in {:?}", t.elapsed());
-    assert!(matches!(rt.kill("taskmanager-1", "SIGKILL").await, Err(RuntimeError::Usage(m)) if m.contains("not running")));
+    assert!(matches!(rt.kill("taskmanager-1", chaos::signal::Signal::KILL).await, Err(RuntimeError::Usage(m)) if m.contains("not running")));
     rt.start("taskmanager-1").await.unwrap();
     wait_lives(&run_dir, "taskmanager-1", 2).await;
     let restarted = rt.node_records().into_iter().find(|r| r.name == "taskmanager-1").unwrap();
@@ -114,11 +114,10 @@ async fn lifecycle_kill_start_pause_unpause_down() {
     rt.unpause("taskmanager-2").await.unwrap();
     wait_state(&rt, "taskmanager-2", NodeState::Running).await;
 
-    // A signal by name, number or short name.
-    rt.kill("taskmanager-2", "TERM").await.unwrap();
+    // A signal other than SIGKILL.
+    rt.kill("taskmanager-2", chaos::signal::Signal::TERM).await.unwrap();
     wait_state(&rt, "taskmanager-2", NodeState::Exited).await;
-    assert!(matches!(rt.kill("jobmanager-1", "SIGNOPE").await, Err(RuntimeError::Usage(_))));
-    assert!(matches!(rt.kill("taskmanager-9", "9").await, Err(RuntimeError::Usage(m)) if m.contains("taskmanager-9")));
+    assert!(matches!(rt.kill("taskmanager-9", chaos::signal::Signal::KILL).await, Err(RuntimeError::Usage(m)) if m.contains("taskmanager-9")));
 
     // down kills everything, even a paused node, and is idempotent.
     rt.pause("jobmanager-1").await.unwrap();
@@ -185,7 +184,7 @@ async fn a_second_runtime_attaches_through_the_state_file() {
         assert_eq!(n.state, NodeState::Running, "{n:?}");
     }
     // A kill through one object is seen by the other (zombie or reaped: exited either way).
-    attached.kill("taskmanager-1", "SIGKILL").await.unwrap();
+    attached.kill("taskmanager-1", chaos::signal::Signal::KILL).await.unwrap();
     wait_state(&owner, "taskmanager-1", NodeState::Exited).await;
     // A start through the attached object records the new pid; the owner picks it up.
     attached.start("taskmanager-1").await.unwrap();
@@ -225,7 +224,7 @@ async fn a_reused_pid_is_never_signalled() {
     std::fs::write(run_dir.join(STATE_FILE), state.to_string()).unwrap();
     let mut rt = ProcessRuntime::attach(&run_dir).unwrap();
     assert_eq!(state_of(&rt, "taskmanager-1").await, NodeState::Exited);
-    assert!(matches!(rt.kill("taskmanager-1", "SIGKILL").await, Err(RuntimeError::Usage(_))));
+    assert!(matches!(rt.kill("taskmanager-1", chaos::signal::Signal::KILL).await, Err(RuntimeError::Usage(_))));
     rt.pause("taskmanager-1").await.unwrap_err();
     rt.down().await.unwrap();
     assert!(bystander.try_wait().unwrap().is_none(), "the bystander was signalled");

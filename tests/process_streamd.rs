@@ -57,7 +57,7 @@ async fn a_word_count_finishes_and_survives_a_taskmanager_kill() {
         assert!(Instant::now() < deadline, "no checkpoints completed");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    rt.kill("taskmanager-2", "SIGKILL").await.unwrap();
+    rt.kill("taskmanager-2", chaos::signal::Signal::KILL).await.unwrap();
     rt.start("taskmanager-2").await.unwrap();
 
     let deadline = Instant::now() + Duration::from_secs(60);

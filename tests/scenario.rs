@@ -42,7 +42,7 @@ fn kill_tm2_is_the_seed_demo() {
     assert_eq!((p.cluster.jobmanagers, p.cluster.taskmanagers, p.cluster.slots, p.job.parallelism), (1, 3, 2, 4));
     assert_eq!(p.faults.len(), 1);
     assert_eq!(p.faults[0].trigger, Trigger::At(Duration::from_secs(4)));
-    assert_eq!(p.faults[0].action, Action::Kill { signal: "SIGKILL".into() });
+    assert_eq!(p.faults[0].action, Action::Kill { signal: chaos::signal::Signal::KILL });
     assert_eq!(p.faults[0].targets, vec![Target::Node("taskmanager-2".into())]);
 }
 

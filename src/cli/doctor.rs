@@ -1,20 +1,21 @@
 //! `chaos doctor`: what this machine can run, and how to fix what is missing. Every check
-//! is [`crate::host::check`], the same one `chaos run` makes before it starts anything.
+//! is [`chaos::host::check`], the same one `chaos run` makes before it starts anything.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::executor::{exit, ChaosError, RuntimeKind};
-use crate::host::{self, Need};
+use chaos::error::{exit, ChaosError};
+use chaos::host::{self, Need};
+use chaos::runtime::RuntimeKind;
 
 /// Prints one line per need (with the fix when it is missing and the shipped scenarios it
 /// blocks), then whether the default scenario can run. Exit 0 when it can, 3 when not.
 pub(super) async fn doctor(scenarios_dir: &Path) -> Result<u8, ChaosError> {
-    let docker = crate::runtime::docker::connect_docker().await.ok();
+    let docker = chaos::runtime::docker::connect_docker().await.ok();
     // Which shipped scenarios need what (scenarios that do not parse are `chaos lint`'s business).
     let mut blocked: BTreeMap<Need, Vec<String>> = BTreeMap::new();
     for file in host::scenario_files(scenarios_dir) {
-        if let Ok(plan) = crate::scenario::load(&file, None) {
+        if let Ok(plan) = chaos::scenario::load(&file, None) {
             for need in host::needs(&plan, RuntimeKind::Docker) {
                 blocked.entry(need).or_default().push(plan.name.clone());
             }

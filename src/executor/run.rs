@@ -11,7 +11,7 @@ use super::{ChaosError, RunOptions};
 use crate::client::StreamdClient;
 use crate::report::{self, EventKind, FaultReport, Outcome, RunReport, TimelineEvent};
 use crate::runtime::Runtime;
-use crate::scenario::{Action, OutputExpectation, Plan, PlannedFault, Target, Trigger};
+use crate::scenario::{Action, OutputExpectation, Plan, PlannedFault, Trigger};
 use crate::verdict::{self, Expectation, OracleInput};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -62,8 +62,8 @@ fn sanitize(s: &str) -> String {
     s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' }).collect()
 }
 
-/// A fault as it happens.
-struct Live {
+/// A fault of the plan as the run goes: fired or not, undone or not, what it did.
+struct FaultState {
     planned: PlannedFault,
     targets: Vec<String>,
     applied_ms: Option<u64>,
@@ -72,17 +72,11 @@ struct Live {
     undone_ms: Option<u64>,
     records_before: u64,
     error: Option<String>,
-    undo: Option<Undo>,
+    undo: Option<crate::fault::Undo>,
     /// Network faults: the effect, measured while the fault holds (RTT and loss probes).
     measure: Option<tokio::task::JoinHandle<Option<serde_json::Value>>>,
     /// Network faults: their journal ids (to match reconcile outcomes).
     undo_ids: Option<Vec<String>>,
-}
-
-/// How to undo an applied fault.
-enum Undo {
-    Unpause(Vec<String>),
-    Net(Vec<crate::netfault::FaultHandle>),
 }
 
 /// Runs one plan on `rt`. Never leaves the cluster behind unless `opts.keep`.
@@ -91,7 +85,7 @@ pub async fn run_plan<R: Runtime>(
     plan: &Plan,
     opts: &RunOptions,
     progress: &report::terminal::Progress,
-    net: Option<&super::net::NetContext>,
+    net: Option<&crate::fault::net::NetContext>,
 ) -> Result<RunReport, ChaosError> {
     let prepared = prepare(plan)?;
     let def = {
@@ -154,6 +148,7 @@ async fn drive<R: Runtime>(
     t_up: Instant,
     nf: Option<&crate::netfault::NetFaults>,
 ) -> Result<Vec<(String, String)>, ChaosError> {
+    let injector = crate::fault::Injector::new(&*rt, nf);
     let url = rt.rest_url("jobmanager-1").await?;
     let mut client = StreamdClient::new(url).map_err(|e| ChaosError::Other(e.to_string()))?;
     client
@@ -181,10 +176,10 @@ async fn drive<R: Runtime>(
     };
     let start = Instant::now() - Duration::from_millis(now_ms().saturating_sub(t0));
     let timeout_at = start + plan.expect.timeout;
-    let mut faults: Vec<Live> = plan
+    let mut faults: Vec<FaultState> = plan
         .faults
         .iter()
-        .map(|f| Live {
+        .map(|f| FaultState {
             planned: f.clone(),
             targets: Vec::new(),
             applied_ms: None,
@@ -252,7 +247,7 @@ async fn drive<R: Runtime>(
                 // HA: the jobmanager asked may be gone or frozen (a killed or paused
                 // leader): follow the one that leads now.
                 if e.is_unreachable() && plan.cluster.ha() {
-                    if let Some(c) = leader_client(rt).await {
+                    if let Some(c) = crate::nodes::leader_client(rt).await {
                         client = c;
                     }
                 }
@@ -272,25 +267,21 @@ async fn drive<R: Runtime>(
             }
             let f = &mut faults[i];
             f.records_before = max_records;
-            let targets = resolve_targets(rt, &f.planned.targets).await;
+            let targets = crate::fault::resolve_targets(rt, &f.planned.targets).await;
             f.targets = targets.clone();
             let label = format!("{} {}", f.planned.action.name(), targets.join(","));
             progress.fault(&label);
-            let t = Instant::now();
             // The fault takes effect somewhere inside the API call: its start is when it
             // was applied (what the jobmanager notices can't be earlier), the call's
             // duration is the injection latency.
-            let called_ms = now_ms();
-            match apply(rt, nf, &f.planned.action, &targets).await {
-                Ok(undo) => {
-                    f.applied_ms = Some(called_ms);
-                    f.inject_latency_ms = Some(t.elapsed().as_millis() as u64);
+            match injector.apply(&f.planned.action, &targets).await {
+                Ok(applied) => {
+                    f.applied_ms = Some(applied.called_ms);
+                    f.inject_latency_ms = Some(applied.latency.as_millis() as u64);
                     f.undo_due = f.planned.undo_after.map(|d| Instant::now() + d);
-                    if let Some(Undo::Net(hs)) = &undo {
-                        f.undo_ids = Some(hs.iter().map(|h| h.id.clone()).collect());
-                    }
-                    f.undo = undo;
-                    f.measure = nf.and_then(|nf| spawn_measure(nf, &f.planned.action, &targets));
+                    f.undo_ids = applied.undo.as_ref().map(|u| u.net_ids()).filter(|ids| !ids.is_empty());
+                    f.undo = applied.undo;
+                    f.measure = injector.measure(&f.planned.action, &targets);
                     if matches!(f.planned.action, Action::Kill { .. } | Action::Stop { .. } | Action::Restart { .. } | Action::Start) {
                         reconcile_due = Some(Instant::now());
                     }
@@ -304,7 +295,7 @@ async fn drive<R: Runtime>(
             }
         }
         if let Some(nf) = nf {
-            let active = faults.iter().any(|f| matches!(f.undo, Some(Undo::Net(_))));
+            let active = faults.iter().any(|f| matches!(f.undo, Some(crate::fault::Undo::Net(_))));
             if active && reconcile_due.is_none_or(|t| now >= t) {
                 match nf.reconcile(crate::netfault::ReconcilePolicy::Reapply).await {
                     Ok(r) => reconciled.extend(r.into_iter().filter(|r| r.action != crate::netfault::ReconcileAction::Intact)),
@@ -316,7 +307,7 @@ async fn drive<R: Runtime>(
         // Undo due faults.
         for f in faults.iter_mut() {
             if f.undo_due.is_some_and(|t| now >= t) && f.undone_ms.is_none() {
-                undo(rt, nf, f, t0, rep).await;
+                undo(&injector, f, t0, rep).await;
             }
         }
         let state = last.as_ref().map(|d| d.state);
@@ -338,14 +329,14 @@ async fn drive<R: Runtime>(
     // Undo whatever is still applied (pauses, network rules).
     for f in faults.iter_mut() {
         if f.undo.is_some() && f.undone_ms.is_none() {
-            undo(rt, nf, f, t0, rep).await;
+            undo(&injector, f, t0, rep).await;
         }
     }
     if interrupted {
         return Err(ChaosError::Interrupted);
     }
     if plan.cluster.ha() {
-        if let Some(c) = leader_client(rt).await {
+        if let Some(c) = crate::nodes::leader_client(rt).await {
             client = c;
         }
     }
@@ -439,30 +430,9 @@ async fn drive<R: Runtime>(
     Ok(run_failures)
 }
 
-async fn undo<R: Runtime>(rt: &R, nf: Option<&crate::netfault::NetFaults>, f: &mut Live, t0: u64, rep: &mut RunReport) {
+async fn undo<R: Runtime>(injector: &crate::fault::Injector<'_, R>, f: &mut FaultState, t0: u64, rep: &mut RunReport) {
     let Some(u) = f.undo.take() else { return };
-    let res = match u {
-        Undo::Unpause(nodes) => {
-            let mut r = Ok(());
-            for n in nodes {
-                if let Err(e) = rt.unpause(&n).await {
-                    r = Err(e.to_string());
-                }
-            }
-            r
-        }
-        Undo::Net(handles) => {
-            let mut r = Ok(());
-            for h in handles {
-                if let Some(nf) = nf {
-                    if let Err(e) = nf.undo(&h).await {
-                        r = Err(e.to_string());
-                    }
-                }
-            }
-            r
-        }
-    };
+    let res = injector.undo(u).await;
     f.undone_ms = Some(now_ms());
     if let Err(e) = res {
         f.error.get_or_insert(format!("undo failed: {e}"));
@@ -472,104 +442,6 @@ async fn undo<R: Runtime>(rt: &R, nf: Option<&crate::netfault::NetFaults>, f: &m
         kind: EventKind::Undo,
         label: format!("undo {} {}", f.planned.action.name(), f.targets.join(",")),
     });
-}
-
-/// `leader` becomes the jobmanager whose REST says it leads (jobmanager-1 without HA).
-async fn resolve_targets<R: Runtime>(rt: &R, targets: &[Target]) -> Vec<String> {
-    let mut out = Vec::new();
-    for t in targets {
-        match t {
-            Target::Node(n) => out.push(n.clone()),
-            Target::Leader => out.push(leader(rt).await.unwrap_or_else(|| "jobmanager-1".into())),
-        }
-    }
-    out
-}
-
-/// A client for the current leader (HA: after a failover, the jobmanager first asked may
-/// be dead).
-async fn leader_client<R: Runtime>(rt: &R) -> Option<StreamdClient> {
-    let node = leader(rt).await?;
-    StreamdClient::new(rt.rest_url(&node).await.ok()?).ok()
-}
-
-/// The current leader jobmanager, asked over REST.
-pub async fn leader<R: Runtime>(rt: &R) -> Option<String> {
-    let nodes = rt.nodes().await.ok()?;
-    for n in nodes.iter().filter(|n| n.role == crate::runtime::Role::Jobmanager) {
-        let Ok(url) = rt.rest_url(&n.name).await else { continue };
-        let Ok(c) = StreamdClient::new(url) else { continue };
-        if let Ok(o) = c.overview().await {
-            if o.leader {
-                return Some(n.name.clone());
-            }
-        }
-    }
-    None
-}
-
-async fn apply<R: Runtime>(
-    rt: &R,
-    nf: Option<&crate::netfault::NetFaults>,
-    action: &Action,
-    targets: &[String],
-) -> Result<Option<Undo>, ChaosError> {
-    let need_net = || nf.ok_or_else(|| ChaosError::from(crate::runtime::process::refuse_network_fault()));
-    match action {
-        Action::Kill { signal } => {
-            for t in targets {
-                rt.kill(t, signal).await?;
-            }
-            Ok(None)
-        }
-        Action::Stop { grace } => {
-            // Stops run concurrently so `grace` is not multiplied by the number of targets.
-            let futs = targets.iter().map(|t| rt.stop(t, *grace));
-            for r in futures_util::future::join_all(futs).await {
-                r?;
-            }
-            Ok(None)
-        }
-        Action::Start => {
-            for t in targets {
-                rt.start(t).await?;
-            }
-            Ok(None)
-        }
-        Action::Restart { grace } => {
-            for t in targets {
-                rt.restart(t, *grace).await?;
-            }
-            Ok(None)
-        }
-        Action::Pause => {
-            for t in targets {
-                rt.pause(t).await?;
-            }
-            Ok(Some(Undo::Unpause(targets.to_vec())))
-        }
-        Action::Unpause => {
-            for t in targets {
-                rt.unpause(t).await?;
-            }
-            Ok(None)
-        }
-        Action::Netem(p) => {
-            let nf = need_net()?;
-            let params = super::net::to_netfault(p);
-            let mut handles = Vec::new();
-            for t in targets {
-                handles.push(nf.apply_netem(t, &params).await.map_err(super::net::error)?);
-            }
-            Ok(Some(Undo::Net(handles)))
-        }
-        Action::Partition { groups, one_way } => {
-            let nf = need_net()?;
-            let groups: Vec<Vec<String>> = groups.iter().map(|g| g.iter().map(|t| t.to_string()).collect()).collect();
-            let h = nf.partition(&groups, *one_way).await.map_err(super::net::error)?;
-            Ok(Some(Undo::Net(vec![h])))
-        }
-    }
 }
 
 /// The verdict: oracle, committed output, the three checks, `counts.tsv`.
@@ -608,27 +480,4 @@ pub fn write_reports(runs: &[RunReport], kinds: &[super::ReportKind], out: &Path
         r.map_err(|e| ChaosError::Other(e.to_string()))?;
     }
     Ok(())
-}
-
-/// Starts measuring a network fault's effect in the background: RTT and loss of ~200 UDP
-/// probes into the node (netem), or across the partition.
-fn spawn_measure(
-    nf: &crate::netfault::NetFaults,
-    action: &Action,
-    targets: &[String],
-) -> Option<tokio::task::JoinHandle<Option<serde_json::Value>>> {
-    let nf = nf.clone();
-    let (from, to, count) = match action {
-        Action::Netem(_) => (None, targets.first()?.clone(), 200),
-        Action::Partition { groups, .. } => {
-            (Some(groups.first()?.first()?.to_string()), groups.get(1)?.first()?.to_string(), 100)
-        }
-        _ => return None,
-    };
-    Some(tokio::spawn(async move {
-        match nf.measure(from.as_deref(), &to, count).await {
-            Ok(stats) => serde_json::to_value(stats).ok(),
-            Err(e) => Some(serde_json::json!({ "error": e.to_string() })),
-        }
-    }))
 }

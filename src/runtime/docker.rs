@@ -392,9 +392,9 @@ impl Runtime for DockerRuntime {
         Ok(format!("http://{ip}:{}", spec::REST_PORT))
     }
 
-    async fn kill(&self, node: &str, signal: &str) -> Result<()> {
+    async fn kill(&self, node: &str, signal: crate::signal::Signal) -> Result<()> {
         let options = KillContainerOptionsBuilder::default()
-            .signal(signal)
+            .signal(&signal.name())
             .build();
         self.on_node(node, "kill", |id| async move {
             self.docker.kill_container(&id, Some(options)).await

@@ -88,8 +88,32 @@ pub enum RuntimeError {
     /// The request makes no sense here: unknown node, network fault on `process` (exit 2).
     #[error("{0}")]
     Usage(String),
+    /// The Docker daemon answered an operation with an error (exit code 3); the daemon's
+    /// error is the source.
+    #[error("{what}")]
+    Docker {
+        what: String,
+        #[source]
+        source: bollard::errors::Error,
+    },
     #[error("{0}")]
     Other(String),
+}
+
+/// Which runtime a cluster lives on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+pub enum RuntimeKind {
+    Docker,
+    Process,
+}
+
+impl RuntimeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuntimeKind::Docker => "docker",
+            RuntimeKind::Process => "process",
+        }
+    }
 }
 
 pub type Result<T> = std::result::Result<T, RuntimeError>;
@@ -107,8 +131,8 @@ pub trait Runtime {
     /// Base URL of a jobmanager's REST API, e.g. `http://172.18.0.2:8081`.
     async fn rest_url(&self, node: &str) -> Result<String>;
 
-    /// Sends `signal` (e.g. `SIGKILL`, `SIGTERM`) to the node's main process.
-    async fn kill(&self, node: &str, signal: &str) -> Result<()>;
+    /// Sends `signal` to the node's main process.
+    async fn kill(&self, node: &str, signal: crate::signal::Signal) -> Result<()>;
     /// SIGTERM, then SIGKILL once `grace` has passed.
     async fn stop(&self, node: &str, grace: Duration) -> Result<()>;
     /// Starts a stopped/killed node again (same name, same addresses).

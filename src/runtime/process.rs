@@ -28,6 +28,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use crate::signal::Signal;
+
 use serde::{Deserialize, Serialize};
 
 use super::{ClusterDef, NodeState, NodeStatus, Result, Role, Runtime, RuntimeError};
@@ -78,74 +80,6 @@ pub fn refuse_network_fault() -> RuntimeError {
          127.0.0.1 with no network namespace to degrade"
             .into(),
     )
-}
-
-/// Parses a signal given as `SIGTERM`, `TERM`, `term` or `15`.
-pub fn parse_signal(s: &str) -> Result<i32> {
-    let t = s.trim();
-    if let Ok(n) = t.parse::<i32>() {
-        return if (1..=64).contains(&n) {
-            Ok(n)
-        } else {
-            Err(RuntimeError::Usage(format!("invalid signal `{s}`: signal numbers are 1..=64")))
-        };
-    }
-    let upper = t.to_ascii_uppercase();
-    let name = upper.strip_prefix("SIG").unwrap_or(&upper);
-    let n = match name {
-        "HUP" => libc::SIGHUP,
-        "INT" => libc::SIGINT,
-        "QUIT" => libc::SIGQUIT,
-        "ILL" => libc::SIGILL,
-        "TRAP" => libc::SIGTRAP,
-        "ABRT" => libc::SIGABRT,
-        "BUS" => libc::SIGBUS,
-        "FPE" => libc::SIGFPE,
-        "KILL" => libc::SIGKILL,
-        "USR1" => libc::SIGUSR1,
-        "SEGV" => libc::SIGSEGV,
-        "USR2" => libc::SIGUSR2,
-        "PIPE" => libc::SIGPIPE,
-        "ALRM" => libc::SIGALRM,
-        "TERM" => libc::SIGTERM,
-        "CONT" => libc::SIGCONT,
-        "STOP" => libc::SIGSTOP,
-        "TSTP" => libc::SIGTSTP,
-        _ => {
-            return Err(RuntimeError::Usage(format!(
-                "unknown signal `{s}`: expected a name such as SIGKILL, SIGTERM, SIGINT, SIGHUP, or a number"
-            )))
-        }
-    };
-    Ok(n)
-}
-
-/// A signal's canonical name (`term` -> `SIGTERM`, `9` -> `SIGKILL`); numbers without a
-/// common name stay numbers. What both runtimes accept and what reports show.
-pub fn canonical_signal(s: &str) -> Result<String> {
-    let n = parse_signal(s)?;
-    let name = match n {
-        libc::SIGHUP => "SIGHUP",
-        libc::SIGINT => "SIGINT",
-        libc::SIGQUIT => "SIGQUIT",
-        libc::SIGILL => "SIGILL",
-        libc::SIGTRAP => "SIGTRAP",
-        libc::SIGABRT => "SIGABRT",
-        libc::SIGBUS => "SIGBUS",
-        libc::SIGFPE => "SIGFPE",
-        libc::SIGKILL => "SIGKILL",
-        libc::SIGUSR1 => "SIGUSR1",
-        libc::SIGSEGV => "SIGSEGV",
-        libc::SIGUSR2 => "SIGUSR2",
-        libc::SIGPIPE => "SIGPIPE",
-        libc::SIGALRM => "SIGALRM",
-        libc::SIGTERM => "SIGTERM",
-        libc::SIGCONT => "SIGCONT",
-        libc::SIGSTOP => "SIGSTOP",
-        libc::SIGTSTP => "SIGTSTP",
-        other => return Ok(other.to_string()),
-    };
-    Ok(name.to_string())
 }
 
 /// The 127.0.0.1 ports of one node (which ones depends on the role).
@@ -667,8 +601,8 @@ impl Runtime for ProcessRuntime {
         }
     }
 
-    async fn kill(&self, node: &str, signal: &str) -> Result<()> {
-        let sig = parse_signal(signal)?;
+    async fn kill(&self, node: &str, signal: Signal) -> Result<()> {
+        let sig = signal.number();
         let rec = self.record(node)?;
         let pid = self.running_pid(&rec)?;
         if !signal_node(pid, sig) {
@@ -676,7 +610,7 @@ impl Runtime for ProcessRuntime {
         }
         // Like `docker kill`, a SIGKILL returns once the node is gone, so a `start` right
         // after it starts a new process instead of finding the dying one "running".
-        if sig == libc::SIGKILL && !self.wait_gone(&rec, KILL_WAIT).await {
+        if signal == Signal::KILL && !self.wait_gone(&rec, KILL_WAIT).await {
             return Err(RuntimeError::Other(format!(
                 "{node} (pid {pid}) is still alive {}s after SIGKILL",
                 KILL_WAIT.as_secs()
@@ -860,19 +794,6 @@ fn signal_node(pid: i32, sig: i32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn signals_parse_by_name_and_number() {
-        assert_eq!(parse_signal("SIGKILL").unwrap(), libc::SIGKILL);
-        assert_eq!(parse_signal("term").unwrap(), libc::SIGTERM);
-        assert_eq!(parse_signal("9").unwrap(), 9);
-        assert_eq!(parse_signal(" SIGstop ").unwrap(), libc::SIGSTOP);
-        assert!(matches!(parse_signal("SIGFOO"), Err(RuntimeError::Usage(_))));
-        assert!(matches!(parse_signal("0"), Err(RuntimeError::Usage(_))));
-        assert_eq!(canonical_signal("term").unwrap(), "SIGTERM");
-        assert_eq!(canonical_signal("9").unwrap(), "SIGKILL");
-        assert_eq!(canonical_signal("40").unwrap(), "40");
-    }
 
     #[test]
     fn own_process_is_seen_running_and_not_as_a_node() {

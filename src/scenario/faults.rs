@@ -11,7 +11,8 @@ use super::plan::{Action, ClusterPlan, Expectations, NetemParams, PlannedFault, 
 use super::pos::Seg;
 use super::raw::{ActionName, PickRole, RawFault, RawTarget, RawTrigger};
 use super::validate::{fmt_d, keypath, unknown_node, Ctx};
-use super::values::{canonical_name, Pick};
+use super::values::Pick;
+use crate::nodes::canonical as canonical_name;
 use super::ScenarioError;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -60,7 +61,7 @@ pub(super) fn plan(
     resolve(pending, cluster, job, seed, cx)
 }
 
-fn fields(f: &RawFault) -> [(&'static str, bool); 12] {
+fn fields(f: &RawFault) -> [(&'static str, bool); 13] {
     [
         ("target", f.target.is_some()),
         ("signal", f.signal.is_some()),
@@ -68,6 +69,7 @@ fn fields(f: &RawFault) -> [(&'static str, bool); 12] {
         ("for", f.for_.is_some()),
         ("delay", f.delay.is_some()),
         ("jitter", f.jitter.is_some()),
+        ("distribution", f.distribution.is_some()),
         ("loss", f.loss.is_some()),
         ("duplicate", f.duplicate.is_some()),
         ("corrupt", f.corrupt.is_some()),
@@ -83,7 +85,7 @@ fn allowed(a: ActionName) -> &'static [&'static str] {
         ActionName::Stop | ActionName::Restart => &["target", "grace"],
         ActionName::Start | ActionName::Unpause => &["target"],
         ActionName::Pause => &["target", "for"],
-        ActionName::Netem => &["target", "delay", "jitter", "loss", "duplicate", "corrupt", "rate", "for"],
+        ActionName::Netem => &["target", "delay", "jitter", "distribution", "loss", "duplicate", "corrupt", "rate", "for"],
         ActionName::Partition => &["groups", "one_way", "for"],
     }
 }
@@ -147,7 +149,7 @@ fn check(
 
     let grace = f.grace.map_or(DEFAULT_GRACE, |g| g.0);
     let action = match f.action {
-        ActionName::Kill => Action::Kill { signal: f.signal.map_or_else(|| "SIGKILL".to_string(), |s| s.0) },
+        ActionName::Kill => Action::Kill { signal: f.signal.map_or(crate::signal::Signal::KILL, |s| s.0) },
         ActionName::Stop => Action::Stop { grace },
         ActionName::Start => Action::Start,
         ActionName::Restart => Action::Restart { grace },
@@ -157,6 +159,7 @@ fn check(
             let params = NetemParams {
                 delay: f.delay.map(|d| d.0),
                 jitter: f.jitter.map(|d| d.0),
+                distribution: f.distribution.unwrap_or_default(),
                 loss: f.loss.map(|x| x.0),
                 duplicate: f.duplicate.map(|x| x.0),
                 corrupt: f.corrupt.map(|x| x.0),
@@ -167,6 +170,9 @@ fn check(
             }
             if params.jitter.is_some() && params.delay.is_none() {
                 return Err(cx.at_key(&p("jitter"), "jitter without delay: expected `delay` as well (jitter varies the delay)"));
+            }
+            if f.distribution.is_some() && params.jitter.is_none() {
+                return Err(cx.at_key(&p("distribution"), "distribution without jitter: expected `jitter` as well (it spreads the jitter)"));
             }
             Action::Netem(params)
         }
@@ -211,7 +217,7 @@ fn check(
 fn target(t: RawTarget, action: ActionName, p: &[Seg], cluster: &ClusterPlan, cx: &Ctx<'_>) -> Result<TargetSpec, ScenarioError> {
     match t {
         RawTarget::Name(n) => {
-            if n == "leader" {
+            if crate::nodes::is_leader(&n) {
                 if action == ActionName::Start {
                     return Err(cx.at_value(p, "`leader` cannot be started (a node that is down leads nothing): expected a jobmanager's name"));
                 }
@@ -271,7 +277,7 @@ fn partition(
                 v.push(Seg::Index(k));
                 v
             };
-            let t = if n == "leader" {
+            let t = if crate::nodes::is_leader(n) {
                 Target::Leader
             } else {
                 match canonical_name(n).filter(|c| cluster.has_node(c)) {

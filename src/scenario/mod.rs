@@ -71,7 +71,7 @@ mod tests;
 pub use faults::DEFAULT_GRACE;
 pub use plan::{Action, ClusterPlan, Expectations, NetemParams, OutputExpectation, Plan, PlannedFault, Target, Trigger};
 pub use timeline::NETEM_UNPROBED;
-pub use values::{canonical_name, parse_rate, Pick};
+pub use values::{parse_rate, Pick};
 
 use std::path::{Path, PathBuf};
 
@@ -138,12 +138,12 @@ pub fn parse_str(text: &str, file: &Path, seed_override: Option<u64>) -> Result<
 /// The canonical name of the node `name` (a name or alias) if the plan's cluster has it:
 /// `tm2` -> `taskmanager-2`. `leader` is not a node name: see [`resolve_target`].
 pub fn resolve_node(name: &str, plan: &Plan) -> Option<String> {
-    canonical_name(name).filter(|c| plan.cluster.has_node(c))
+    crate::nodes::canonical(name).filter(|c| plan.cluster.has_node(c))
 }
 
 /// As [`resolve_node`], but also accepts `leader` (resolved when used).
 pub fn resolve_target(name: &str, plan: &Plan) -> Option<Target> {
-    if name.trim() == "leader" {
+    if crate::nodes::is_leader(name) {
         return Some(Target::Leader);
     }
     resolve_node(name, plan).map(Target::Node)

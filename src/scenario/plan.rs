@@ -145,7 +145,7 @@ impl fmt::Display for Trigger {
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Action {
     /// Send a signal (canonical name, e.g. `SIGKILL`). The node stays down until a `start`.
-    Kill { signal: String },
+    Kill { signal: crate::signal::Signal },
     /// SIGTERM, then SIGKILL after `grace`. The node stays down until a `start`.
     Stop {
         #[serde(with = "dur")]
@@ -196,6 +196,8 @@ pub struct NetemParams {
     /// Only with `delay`.
     #[serde(with = "streamd_contract::duration::serde_opt")]
     pub jitter: Option<Duration>,
+    /// How the jitter is spread around the delay (uniform unless said).
+    pub distribution: crate::netfault::Distribution,
     /// Percentages, 0..=100.
     pub loss: Option<f64>,
     pub duplicate: Option<f64>,
@@ -213,6 +215,9 @@ impl fmt::Display for NetemParams {
         }
         if let Some(j) = self.jitter {
             parts.push(format!("jitter {}", fd(j)));
+            if self.distribution != crate::netfault::Distribution::Uniform {
+                parts.push(format!("distribution {}", self.distribution.as_str()));
+            }
         }
         for (name, v) in [("loss", self.loss), ("duplicate", self.duplicate), ("corrupt", self.corrupt)] {
             if let Some(v) = v {

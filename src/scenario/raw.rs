@@ -142,6 +142,7 @@ pub struct RawFault {
     pub for_: Option<Dur>,
     pub delay: Option<Dur>,
     pub jitter: Option<Dur>,
+    pub distribution: Option<crate::netfault::Distribution>,
     pub loss: Option<Percent>,
     pub duplicate: Option<Percent>,
     pub corrupt: Option<Percent>,
@@ -290,9 +291,9 @@ scalar_newtype!(Cpus, f64, "a number of CPUs like `0.5` or `2`", |s| {
     Ok(v)
 });
 
-scalar_newtype!(Signal, String, "a signal name like SIGKILL", |s| match s {
-    Scalar::Str(s) => values::parse_signal(s),
-    Scalar::Int(n) => Err(format!("invalid signal `{n}`: expected a signal name like SIGKILL or SIGTERM")),
+scalar_newtype!(Signal, crate::signal::Signal, "a signal name like SIGKILL", |s| match s {
+    Scalar::Str(s) => crate::signal::Signal::parse(s),
+    Scalar::Int(n) => crate::signal::Signal::parse(&n.to_string()),
     Scalar::Float(x) => Err(format!("invalid signal `{x}`: expected a signal name like SIGKILL or SIGTERM")),
 });
 

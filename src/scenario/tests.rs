@@ -72,7 +72,7 @@ fn the_base_scenario_plans_one_kill() {
     assert_eq!(p.faults.len(), 1);
     let f = &p.faults[0];
     assert_eq!(f.trigger, Trigger::At(Duration::from_secs(4)));
-    assert_eq!(f.action, Action::Kill { signal: "SIGKILL".into() });
+    assert_eq!(f.action, Action::Kill { signal: crate::signal::Signal::KILL });
     assert_eq!(f.targets, vec![Target::Node("taskmanager-2".into())]);
     assert_eq!((f.index, f.line, f.undo_after), (0, 11, None));
 }
@@ -225,9 +225,12 @@ fn memory_sizes() {
 #[test]
 fn signals_are_checked_and_canonical() {
     let e = err(&BASE.replace("    target: taskmanager-2\n", "    target: taskmanager-2\n    signal: SIGBOOM\n"));
-    check(&e, 14, 13, &["faults[0].signal: unknown signal `SIGBOOM`", "expected a signal name"]);
+    check(&e, 14, 13, &["faults[0].signal: unknown signal `SIGBOOM`", "expected one of SIGHUP"]);
+    // What passes here works on every runtime: SIGWINCH would not, and is refused here.
+    let e = err(&BASE.replace("    target: taskmanager-2\n", "    target: taskmanager-2\n    signal: SIGWINCH\n"));
+    check(&e, 14, 13, &["unknown signal `SIGWINCH`"]);
     let p = ok(&BASE.replace("    target: taskmanager-2\n", "    target: taskmanager-2\n    signal: term\n"));
-    assert_eq!(p.faults[0].action, Action::Kill { signal: "SIGTERM".into() });
+    assert_eq!(p.faults[0].action, Action::Kill { signal: crate::signal::Signal::TERM });
 }
 
 #[test]
@@ -391,4 +394,12 @@ fn plan_serializes_for_the_report() {
     assert_eq!(v["faults"][0]["action"]["kind"], "kill");
     assert_eq!(v["expect"]["output"], "exactly-once");
     assert_eq!(v["job"]["job_id"], "wordcount");
+}
+
+#[test]
+fn node_aliases_follow_the_one_rule_of_the_command_line() {
+    for alias in ["TM2", "tm-2", "taskmanager2", "Taskmanager-2"] {
+        let p = ok(&BASE.replace("    target: taskmanager-2\n", &format!("    target: {alias}\n")));
+        assert_eq!(p.faults[0].targets, vec![Target::Node("taskmanager-2".into())], "{alias}");
+    }
 }

@@ -96,7 +96,7 @@ impl Plan {
                 };
                 let targets: Vec<String> = f.targets.iter().map(|t| t.to_string()).collect();
                 let (targets, params) = match &f.action {
-                    Action::Kill { signal } => (targets.join(", "), signal.clone()),
+                    Action::Kill { signal } => (targets.join(", "), signal.name()),
                     Action::Stop { grace } | Action::Restart { grace } => (targets.join(", "), format!("grace {}", fd(*grace))),
                     Action::Netem(p) => (targets.join(", "), format!("{p}; via {}", netem_mechanism(p))),
                     Action::Partition { groups, one_way } => {

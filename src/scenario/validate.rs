@@ -6,7 +6,7 @@ use super::faults;
 use super::plan::{ClusterPlan, Expectations, OutputExpectation, Plan};
 use super::pos::{render_path, Pos, PosIndex, Seg};
 use super::raw::{RawCluster, RawExpect, RawInput, RawJob, RawOutput, RawRestart, RawScenario, StrategyName};
-use super::values::canonical_name;
+use crate::nodes::canonical as canonical_name;
 use super::ScenarioError;
 use crate::runtime::Resources;
 use std::collections::BTreeMap;

@@ -1,5 +1,5 @@
-//! The small value syntaxes of a scenario: percentages, rates, memory sizes, signals,
-//! picks and node names. Each parser returns the message that ends up after
+//! The small value syntaxes of a scenario: percentages, rates, memory sizes,
+//! picks. Each parser returns the message that ends up after
 //! `file:line:column: path:` in a [`super::ScenarioError`].
 
 use serde::Serialize;
@@ -99,24 +99,6 @@ pub fn format_rate(bits: u64) -> String {
     format!("{bits}bit")
 }
 
-/// Signal names `kill --signal` accepts, without the `SIG` prefix.
-const SIGNALS: &[&str] = &[
-    "HUP", "INT", "QUIT", "ILL", "TRAP", "ABRT", "BUS", "FPE", "KILL", "USR1", "SEGV", "USR2", "PIPE", "ALRM",
-    "TERM", "CHLD", "CONT", "STOP", "TSTP", "TTIN", "TTOU", "URG", "XCPU", "XFSZ", "VTALRM", "PROF", "WINCH",
-    "IO", "PWR", "SYS",
-];
-
-/// Canonicalizes a signal name: `kill`, `SIGKILL`, `sigterm` -> `SIGKILL`, `SIGTERM`.
-pub fn parse_signal(s: &str) -> Result<String, String> {
-    let up = s.trim().to_ascii_uppercase();
-    let bare = up.strip_prefix("SIG").unwrap_or(&up);
-    if SIGNALS.contains(&bare) {
-        Ok(format!("SIG{bare}"))
-    } else {
-        Err(format!("unknown signal `{s}`: expected a signal name like SIGKILL, SIGTERM, SIGINT or SIGSEGV"))
-    }
-}
-
 /// How many nodes of a role a `{ role, pick }` target takes.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -179,33 +161,6 @@ impl std::fmt::Display for Pick {
     }
 }
 
-/// The canonical form of a node name or alias, by syntax alone (no cluster needed):
-/// `tm2` / `taskmanager-2` -> `taskmanager-2`, `jm1` / `jobmanager-1` -> `jobmanager-1`,
-/// `etcd1` / `etcd-1` -> `etcd-1`. `leader` and anything else -> `None`.
-pub fn canonical_name(name: &str) -> Option<String> {
-    let t = name.trim();
-    let forms: [(&str, &str); 6] = [
-        ("taskmanager-", "taskmanager"),
-        ("tm", "taskmanager"),
-        ("jobmanager-", "jobmanager"),
-        ("jm", "jobmanager"),
-        ("etcd-", "etcd"),
-        ("etcd", "etcd"),
-    ];
-    for (prefix, role) in forms {
-        if let Some(num) = t.strip_prefix(prefix) {
-            if !num.is_empty() && num.chars().all(|c| c.is_ascii_digit()) {
-                let n: u32 = num.parse().ok()?;
-                if n == 0 {
-                    return None;
-                }
-                return Some(format!("{role}-{n}"));
-            }
-        }
-    }
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -239,12 +194,6 @@ mod tests {
         assert_eq!(format_memory(256 << 20), "256 MiB");
     }
 
-    #[test]
-    fn signals() {
-        assert_eq!(parse_signal("kill").unwrap(), "SIGKILL");
-        assert_eq!(parse_signal("SIGTERM").unwrap(), "SIGTERM");
-        assert!(parse_signal("SIGFOO").is_err());
-    }
 
     #[test]
     fn picks() {
@@ -258,14 +207,4 @@ mod tests {
         assert_eq!(Pick::Percent(1.0).amount(3), 1);
     }
 
-    #[test]
-    fn names() {
-        assert_eq!(canonical_name("tm2").as_deref(), Some("taskmanager-2"));
-        assert_eq!(canonical_name("taskmanager-12").as_deref(), Some("taskmanager-12"));
-        assert_eq!(canonical_name("jm1").as_deref(), Some("jobmanager-1"));
-        assert_eq!(canonical_name("etcd-1").as_deref(), Some("etcd-1"));
-        assert_eq!(canonical_name("tm0"), None);
-        assert_eq!(canonical_name("leader"), None);
-        assert_eq!(canonical_name("taskmanager-x"), None);
-    }
 }

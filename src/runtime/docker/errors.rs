@@ -53,14 +53,14 @@ pub fn map(what: &str, err: Error) -> RuntimeError {
             409 => RuntimeError::Usage(format!("{what}: {message}")),
             // Daemons before 23.0 answer some state conflicts with a plain 500.
             500 if is_state_conflict(message) => RuntimeError::Usage(format!("{what}: {message}")),
-            _ => RuntimeError::Other(format!("{what}: {message} (HTTP {status_code})")),
+            _ => RuntimeError::Docker { what: format!("{what}: HTTP {status_code}"), source: err },
         },
         Error::IOError { .. }
         | Error::HyperResponseError { .. }
         | Error::HttpClientError { .. }
         | Error::HyperLegacyError { .. }
         | Error::RequestTimeoutError => unreachable(format!("{what}: {err}")),
-        _ => RuntimeError::Other(format!("{what}: {err}")),
+        _ => RuntimeError::Docker { what: what.to_string(), source: err },
     }
 }
 

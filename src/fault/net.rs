@@ -1,10 +1,10 @@
-//! Network faults as the executor sees them: on docker a [`NetContext`] (the Docker
-//! connection and the sidecar image, made once per `chaos run`) gives each cluster a
-//! [`NetFaults`]; on the process runtime there is none and network faults are refused
-//! (every node shares 127.0.0.1: no namespace to degrade).
+//! Network faults as a run sees them: on docker a [`NetContext`] (the Docker connection
+//! and the sidecar image, made once per `chaos run` or interactive command) gives each
+//! cluster a [`NetFaults`]; on the process runtime there is none and network faults are
+//! refused (every node shares 127.0.0.1: no namespace to degrade).
 
-use super::ChaosError;
-use crate::netfault::{self, NetFaults, NetfaultError};
+use crate::error::ChaosError;
+use crate::netfault::{self, NetFaults};
 use crate::scenario::NetemParams;
 use std::path::Path;
 
@@ -22,9 +22,8 @@ impl NetContext {
     pub async fn new(docker: bollard::Docker) -> Result<NetContext, ChaosError> {
         let bin = tokio::task::spawn_blocking(netfault::netd_binary)
             .await
-            .map_err(|e| ChaosError::Other(e.to_string()))?
-            .map_err(error)?;
-        let image = netfault::ensure_image(&docker, &bin).await.map_err(error)?;
+            .map_err(|e| ChaosError::Other(e.to_string()))??;
+        let image = netfault::ensure_image(&docker, &bin).await?;
         Ok(NetContext { docker, image })
     }
 
@@ -49,15 +48,6 @@ pub fn to_netfault(p: &NetemParams) -> netfault::NetemParams {
         duplicate: p.duplicate.map(|v| v / 100.0),
         corrupt: p.corrupt.map(|v| v / 100.0),
         rate_bps: p.rate,
-        ..Default::default()
-    }
-}
-
-/// Usage errors (this kernel can't, bad parameters) exit 2; the rest are infrastructure.
-pub fn error(e: NetfaultError) -> ChaosError {
-    if e.is_usage() {
-        ChaosError::Usage(e.to_string())
-    } else {
-        ChaosError::Infrastructure(e.to_string())
+        distribution: p.distribution,
     }
 }

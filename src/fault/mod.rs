@@ -1,0 +1,208 @@
+//! Faults: one home for applying, undoing, holding and measuring every fault action, on
+//! any runtime. The scenario run loop and the interactive commands (`chaos kill`, `chaos
+//! pause --for`, `chaos netem`, ...) both go through [`Injector`], so a fault behaves the
+//! same whether a timeline or a person fires it.
+//!
+//! # Layout
+//! - this file: [`Injector`] (a runtime, plus network faults on docker), [`Applied`] (what
+//!   was done, when, and how to take it back), [`Undo`].
+//! - [`net`]: the network-fault context of a run (sidecar image) and the one conversion of
+//!   a scenario's netem parameters.
+//! - [`hold`]: keep an applied fault for a duration (or until Ctrl-C), then undo it.
+//!
+//! Adding a fault kind: a variant of [`crate::scenario::Action`] (the scenario syntax) and
+//! its arm in [`Injector::apply`] (and [`Undo`], if it lasts).
+
+pub mod hold;
+pub mod net;
+
+use std::time::{Duration, Instant};
+
+use streamd_contract::api::now_ms;
+
+use crate::error::ChaosError;
+use crate::netfault::{FaultHandle, NetFaults};
+use crate::runtime::Runtime;
+use crate::scenario::Action;
+
+/// How to take back a fault that lasts.
+#[derive(Debug)]
+pub enum Undo {
+    /// Thaw the paused nodes.
+    Unpause(Vec<String>),
+    /// Remove the network rules (netem, partition).
+    Net(Vec<FaultHandle>),
+}
+
+impl Undo {
+    /// The undo journal ids of network faults (empty for others), to match what
+    /// [`NetFaults::reconcile`] reports.
+    pub fn net_ids(&self) -> Vec<String> {
+        match self {
+            Undo::Net(hs) => hs.iter().map(|h| h.id.clone()).collect(),
+            Undo::Unpause(_) => Vec::new(),
+        }
+    }
+}
+
+/// A fault that was applied.
+#[derive(Debug)]
+pub struct Applied {
+    /// When the call was issued (ms since the epoch). The fault takes effect somewhere
+    /// inside the call, so nothing the cluster notices can be earlier than this.
+    pub called_ms: u64,
+    /// How long the call took: the injection latency.
+    pub latency: Duration,
+    /// What was done, for a person: `killed taskmanager-2 with SIGKILL`.
+    pub description: String,
+    /// `None`: nothing to undo (a kill lasts until a `start`).
+    pub undo: Option<Undo>,
+}
+
+/// Applies faults to one cluster: its runtime, and on docker its network faults.
+pub struct Injector<'a, R: Runtime> {
+    pub rt: &'a R,
+    /// `None` on the process runtime: network faults are refused there.
+    pub net: Option<&'a NetFaults>,
+}
+
+impl<'a, R: Runtime> Injector<'a, R> {
+    pub fn new(rt: &'a R, net: Option<&'a NetFaults>) -> Self {
+        Injector { rt, net }
+    }
+
+    fn net(&self) -> Result<&'a NetFaults, ChaosError> {
+        self.net.ok_or_else(|| crate::runtime::process::refuse_network_fault().into())
+    }
+
+    /// Applies `action` to `targets` (canonical node names; for `partition` the groups
+    /// come from the action). Fails without a trace when the runtime refuses.
+    pub async fn apply(&self, action: &Action, targets: &[String]) -> Result<Applied, ChaosError> {
+        let called_ms = now_ms();
+        let t = Instant::now();
+        let list = targets.join(", ");
+        let (description, undo) = match action {
+            Action::Kill { signal } => {
+                for n in targets {
+                    self.rt.kill(n, *signal).await?;
+                }
+                (format!("killed {list} with {signal}"), None)
+            }
+            Action::Stop { grace } => {
+                // Concurrently, so `grace` is not multiplied by the number of targets.
+                let stops = targets.iter().map(|n| self.rt.stop(n, *grace));
+                for r in futures_util::future::join_all(stops).await {
+                    r?;
+                }
+                let g = streamd_contract::duration::format_duration(*grace);
+                (format!("stopped {list} (SIGTERM, SIGKILL after {g})"), None)
+            }
+            Action::Start => {
+                for n in targets {
+                    self.rt.start(n).await?;
+                }
+                (format!("started {list}"), None)
+            }
+            Action::Restart { grace } => {
+                for n in targets {
+                    self.rt.restart(n, *grace).await?;
+                }
+                let g = streamd_contract::duration::format_duration(*grace);
+                (format!("restarted {list} (grace {g})"), None)
+            }
+            Action::Pause => {
+                for n in targets {
+                    self.rt.pause(n).await?;
+                }
+                (format!("paused {list}"), Some(Undo::Unpause(targets.to_vec())))
+            }
+            Action::Unpause => {
+                for n in targets {
+                    self.rt.unpause(n).await?;
+                }
+                (format!("unpaused {list}"), None)
+            }
+            Action::Netem(p) => {
+                let nf = self.net()?;
+                let params = net::to_netfault(p);
+                let mut handles = Vec::new();
+                for n in targets {
+                    handles.push(nf.apply_netem(n, &params).await?);
+                }
+                let d: Vec<String> = handles.iter().map(|h| h.description.clone()).collect();
+                (format!("applied {}", d.join("; ")), Some(Undo::Net(handles)))
+            }
+            Action::Partition { groups, one_way } => {
+                let nf = self.net()?;
+                let groups: Vec<Vec<String>> = groups.iter().map(|g| g.iter().map(|t| t.to_string()).collect()).collect();
+                let h = nf.partition(&groups, *one_way).await?;
+                (format!("applied {}", h.description), Some(Undo::Net(vec![h])))
+            }
+        };
+        Ok(Applied { called_ms, latency: t.elapsed(), description, undo })
+    }
+
+    /// Takes a fault back: every node is tried, and the first failure is returned.
+    pub async fn undo(&self, undo: Undo) -> Result<String, ChaosError> {
+        let mut first: Option<ChaosError> = None;
+        let description = match undo {
+            Undo::Unpause(nodes) => {
+                for n in &nodes {
+                    if let Err(e) = self.rt.unpause(n).await {
+                        first.get_or_insert(e.into());
+                    }
+                }
+                format!("unpaused {}", nodes.join(", "))
+            }
+            Undo::Net(handles) => {
+                let nf = self.net()?;
+                let mut d = Vec::new();
+                for h in handles {
+                    if let Err(e) = nf.undo(&h).await {
+                        first.get_or_insert(e.into());
+                    }
+                    d.push(h.description);
+                }
+                format!("undid {}", d.join("; "))
+            }
+        };
+        match first {
+            Some(e) => Err(e),
+            None => Ok(description),
+        }
+    }
+
+    /// Starts measuring a network fault's effect in the background: RTT and loss of ~200
+    /// UDP probes into the node (netem), or across the partition. `None` for other faults.
+    pub fn measure(&self, action: &Action, targets: &[String]) -> Option<tokio::task::JoinHandle<Option<serde_json::Value>>> {
+        let nf = self.net?.clone();
+        let (from, to, count) = match action {
+            Action::Netem(_) => (None, targets.first()?.clone(), 200),
+            Action::Partition { groups, .. } => {
+                (Some(groups.first()?.first()?.to_string()), groups.get(1)?.first()?.to_string(), 100)
+            }
+            _ => return None,
+        };
+        Some(tokio::spawn(async move {
+            match nf.measure(from.as_deref(), &to, count).await {
+                Ok(stats) => serde_json::to_value(stats).ok(),
+                Err(e) => Some(serde_json::json!({ "error": e.to_string() })),
+            }
+        }))
+    }
+}
+
+/// Resolves a fault's targets to node names: `leader` becomes the jobmanager that leads
+/// now (`jobmanager-1` when none answers, so the runtime's error names a real node).
+pub async fn resolve_targets<R: Runtime>(rt: &R, targets: &[crate::scenario::Target]) -> Vec<String> {
+    let mut out = Vec::new();
+    for t in targets {
+        match t {
+            crate::scenario::Target::Node(n) => out.push(n.clone()),
+            crate::scenario::Target::Leader => {
+                out.push(crate::nodes::leader(rt).await.unwrap_or_else(|_| "jobmanager-1".into()))
+            }
+        }
+    }
+    out
+}
