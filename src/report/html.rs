@@ -56,11 +56,12 @@ pub fn render(r: &RunReport) -> String {
     duplicates(&mut h, r);
     malformed(&mut h, r);
     if !r.plan.is_empty() {
-        let _ = writeln!(h, "<section><h2>Plan</h2><ol class=\"plan\">");
+        // The plan is `chaos lint`'s text, already laid out: keep its lines as they are.
+        let _ = writeln!(h, "<section><h2>Plan</h2><pre class=\"plan\">");
         for step in &r.plan {
-            let _ = writeln!(h, "<li><code>{}</code></li>", esc(step));
+            let _ = writeln!(h, "{}", esc(step));
         }
-        let _ = writeln!(h, "</ol></section>");
+        let _ = writeln!(h, "</pre></section>");
     }
     let _ = writeln!(
         h,
@@ -302,6 +303,20 @@ fn state_color(state: &str) -> &'static str {
     }
 }
 
+/// The top of the rate axis: the steady rates, not the replay bursts. After a recovery the
+/// sources replay from the checkpoint as fast as they can, millions of records/s for a
+/// sample or two; scaled to that, the steady rate would be a line at zero. So the axis
+/// goes to 1.5x the 90th percentile of the rates, or the maximum when it is lower.
+fn rate_axis_top(rates: impl Iterator<Item = f64>) -> f64 {
+    let mut v: Vec<f64> = rates.filter(|r| *r > 0.0).collect();
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    let p90 = v[(v.len() * 9 / 10).min(v.len() - 1)];
+    v[v.len() - 1].min(p90 * 1.5)
+}
+
 /// The timeline chart as an inline `<svg>`.
 fn chart(r: &RunReport) -> String {
     let tl = &r.timeline;
@@ -326,10 +341,11 @@ fn chart(r: &RunReport) -> String {
 
     let rin = rates(&tl.samples, |s| s.records_in);
     let rout = rates(&tl.samples, |s| s.records_out);
-    let y_top = rin.iter().chain(rout.iter()).map(|p| p.1).fold(0.0, f64::max);
+    let y_top = rate_axis_top(rin.iter().chain(rout.iter()).map(|p| p.1));
     let y_step = nice_step(if y_top > 0.0 { y_top } else { 1.0 }, 4.0);
     let y_max = (y_top / y_step).ceil().max(1.0) * y_step;
-    let y = |v: f64| PLOT_B - (PLOT_B - PLOT_T) * v / y_max;
+    // A replay burst above the axis is drawn at its top (the tooltip of the sample says more).
+    let y = |v: f64| PLOT_B - (PLOT_B - PLOT_T) * v.min(y_max) / y_max;
 
     // Fault spans first, under everything else.
     for (i, f) in r.faults.iter().enumerate() {
@@ -576,7 +592,7 @@ code{font:12.5px ui-monospace,SFMono-Regular,Menlo,Consolas,monospace}
 .pill{font-size:12px;font-weight:700;padding:1px 8px;border-radius:10px;color:#fff}
 .pill.pass{background:var(--pass)}.pill.fail{background:var(--fail)}.pill.warn{background:var(--warn)}
 .err{color:var(--fail)}
-.plan{margin:0;padding-left:22px}
+.plan{margin:0;white-space:pre-wrap}
 footer{margin:30px 0 10px;color:var(--muted);font-size:12px}
 svg.chart{width:100%;height:auto;border:1px solid var(--line);border-radius:8px;background:#fff}
 svg text{font-family:system-ui,sans-serif}
@@ -671,5 +687,15 @@ mod tests {
         assert_eq!(short(50_000.0), "50k");
         assert_eq!(short(1_500_000.0), "1.5M");
         assert_eq!((group(1_600_000), group(999), group(0)), ("1,600,000".into(), "999".into(), "0".into()));
+    }
+
+    #[test]
+    fn the_rate_axis_follows_steady_rates_not_replay_bursts() {
+        let steady = std::iter::repeat_n(20_000.0, 50);
+        let top = rate_axis_top(steady.clone().chain([3_000_000.0, 2_500_000.0]));
+        assert!((20_000.0..=30_000.0).contains(&top), "{top}");
+        // Without a burst the maximum stands.
+        assert_eq!(rate_axis_top(steady.chain([25_000.0])), 25_000.0);
+        assert_eq!(rate_axis_top(std::iter::empty()), 0.0);
     }
 }

@@ -10,10 +10,10 @@
 use super::plan::{Action, ClusterPlan, Expectations, NetemParams, PlannedFault, Target, Trigger};
 use super::pos::Seg;
 use super::raw::{ActionName, PickRole, RawFault, RawTarget, RawTrigger};
-use super::validate::{fmt_d, keypath, unknown_node, Ctx};
+use super::locate::{fmt_d, keypath, unknown_node, Ctx};
 use super::values::Pick;
-use crate::nodes::canonical as canonical_name;
 use super::ScenarioError;
+use crate::nodes::canonical as canonical_name;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeMap, HashMap};

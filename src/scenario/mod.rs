@@ -10,6 +10,11 @@
 //! placed with positions from a second, span-keeping parse (saphyr-parser), looked up by key
 //! path. Then picks are resolved with the seeded RNG and the plan is complete.
 //!
+//! # Layout
+//! `raw` (the YAML shapes) -> `validate` (the scenario as a whole) and `faults` (each
+//! fault, picks, repeats), both placing errors through `locate`; `values` (small value
+//! syntaxes), `pos` (positions), `plan` (the result), `timeline` (`chaos lint`'s text).
+//!
 //! # Reference (beyond DESIGN.md section 5)
 //! - **Defaults**: `seed` 0; `cluster` 1 jobmanager, 3 taskmanagers, 2 slots;
 //!   `job.checkpoint_interval` 1s, `delivery` exactly-once, `restart` exponential-delay
@@ -58,6 +63,7 @@
 //!   [`Plan::warnings`], shown by `chaos lint`.
 
 mod faults;
+mod locate;
 mod plan;
 mod pos;
 mod raw;
@@ -125,14 +131,14 @@ pub fn parse_str(text: &str, file: &Path, seed_override: Option<u64>) -> Result<
                     column: pos.column,
                     message: format!("malformed YAML: {info}: expected valid YAML (check indentation, quotes and brackets)"),
                 },
-                Ok(idx) => validate::from_serde(file, &e, idx),
+                Ok(idx) => locate::from_serde(file, &e, idx),
             })
         }
     };
     // serde_yaml accepted it, so a saphyr failure here is a disagreement between parsers
     // on some corner of YAML: carry on with positions at the file start rather than fail.
     let idx = parsed.unwrap_or_default();
-    validate::plan(raw, &validate::Ctx { file, idx }, seed_override)
+    validate::plan(raw, &locate::Ctx { file, idx }, seed_override)
 }
 
 /// The canonical name of the node `name` (a name or alias) if the plan's cluster has it:

@@ -3,78 +3,17 @@
 //! the position index, at the key or value they are about.
 
 use super::faults;
+use super::locate::{fmt_d, keypath, unknown_node, Ctx};
 use super::plan::{ClusterPlan, Expectations, OutputExpectation, Plan};
-use super::pos::{render_path, Pos, PosIndex, Seg};
+use super::pos::Seg;
 use super::raw::{RawCluster, RawExpect, RawInput, RawJob, RawOutput, RawRestart, RawScenario, StrategyName};
-use crate::nodes::canonical as canonical_name;
 use super::ScenarioError;
+use crate::nodes::canonical as canonical_name;
 use crate::runtime::Resources;
 use std::collections::BTreeMap;
-use std::fmt::Display;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use streamd_contract::spec::{Delivery, FileSpec, GenerateSpec, HeartbeatSpec, InputSpec, JobSpec, RestartStrategy};
-
-/// Builds a key path: `keypath!["faults", i, "target"]`.
-macro_rules! keypath {
-    ($($s:expr),* $(,)?) => { [$($crate::scenario::pos::Seg::from($s)),*] };
-}
-pub(super) use keypath;
-
-/// What errors need: the file to name and where each node sits.
-pub(super) struct Ctx<'a> {
-    pub file: &'a Path,
-    pub idx: PosIndex,
-}
-
-impl Ctx<'_> {
-    pub fn err(&self, pos: Pos, path: &[Seg], msg: impl Display) -> ScenarioError {
-        let p = render_path(path);
-        let message = if p.is_empty() { msg.to_string() } else { format!("{p}: {msg}") };
-        ScenarioError { file: self.file.to_path_buf(), line: pos.line, column: pos.column, message }
-    }
-    /// An error about the value at `path` (or the mapping lacking it).
-    pub fn at_value(&self, path: &[Seg], msg: impl Display) -> ScenarioError {
-        self.err(self.idx.value(path), path, msg)
-    }
-    /// An error about the key that ends `path` (a field that does not belong there).
-    pub fn at_key(&self, path: &[Seg], msg: impl Display) -> ScenarioError {
-        self.err(self.idx.key(path), path, msg)
-    }
-}
-
-/// Turns a serde_yaml error into a located one. serde_yaml appends ` at line L column C` to
-/// its messages; the position goes into the fields instead.
-pub(super) fn from_serde(file: &Path, e: &serde_yaml::Error, idx: &PosIndex) -> ScenarioError {
-    let mut message = e.to_string();
-    let (mut line, mut column) = match e.location() {
-        Some(loc) => {
-            let suffix = format!(" at line {} column {}", loc.line(), loc.column());
-            if let Some(at) = message.find(&suffix) {
-                message.replace_range(at..at + suffix.len(), "");
-            }
-            (loc.line(), loc.column())
-        }
-        None => (1, 1),
-    };
-    // serde names Rust types; say what they mean in YAML.
-    for (rust, yaml) in [("expected u32", "expected a whole number (0 or more)"), ("expected u64", "expected a whole number (0 or more)"), ("expected f64", "expected a number"), ("expected a boolean", "expected true or false")] {
-        if message.ends_with(rust) {
-            message.truncate(message.len() - rust.len());
-            message.push_str(yaml);
-        }
-    }
-    // serde reports a duplicate key at its mapping (or nowhere): point at the repeat.
-    for marker in ["duplicate field `", "duplicate entry `"] {
-        if let Some(start) = message.find(marker).map(|i| i + marker.len()) {
-            if let Some(pos) = message[start..].find('`').and_then(|end| idx.duplicate_key(&message[start..start + end])) {
-                (line, column) = (pos.line, pos.column);
-                message.push_str(": expected each key once");
-            }
-        }
-    }
-    ScenarioError { file: file.to_path_buf(), line, column, message }
-}
 
 /// Validates a deserialized scenario into a plan.
 pub(super) fn plan(raw: RawScenario, cx: &Ctx<'_>, seed_override: Option<u64>) -> Result<Plan, ScenarioError> {
@@ -139,26 +78,6 @@ fn cluster(raw: Option<RawCluster>, cx: &Ctx<'_>) -> Result<ClusterPlan, Scenari
         plan.resources.insert(name, Resources { cpus: res.cpus.map(|c| c.0), memory_bytes: res.memory.map(|m| m.0) });
     }
     Ok(plan)
-}
-
-/// The message for a name that is not a node of `cluster`; `extra` lists further accepted
-/// forms (`leader`, `{ role, pick }`) where they apply.
-pub(super) fn unknown_node(given: &str, cluster: &ClusterPlan, extra: &str) -> String {
-    let why = match canonical_name(given) {
-        Some(c) if c.starts_with("taskmanager-") => format!(
-            " (`{c}`): the cluster has {} taskmanager{}",
-            cluster.taskmanagers,
-            if cluster.taskmanagers == 1 { "" } else { "s" }
-        ),
-        Some(c) if c.starts_with("jobmanager-") => format!(
-            " (`{c}`): the cluster has {} jobmanager{}",
-            cluster.jobmanagers,
-            if cluster.jobmanagers == 1 { "" } else { "s" }
-        ),
-        Some(c) => format!(" (`{c}`): etcd-1 exists only with jobmanagers > 1"),
-        None => String::new(),
-    };
-    format!("unknown node `{given}`{why}: expected one of {}, or an alias (tm1, jm1){extra}", cluster.describe_nodes())
 }
 
 fn job(raw: RawJob, input: InputSpec, cluster: &ClusterPlan, cx: &Ctx<'_>) -> Result<JobSpec, ScenarioError> {
@@ -293,9 +212,6 @@ fn restart(r: RawRestart, cx: &Ctx<'_>) -> Result<RestartStrategy, ScenarioError
     })
 }
 
-pub(super) fn fmt_d(d: Duration) -> String {
-    streamd_contract::duration::format_duration(d)
-}
 
 fn input(raw: RawInput, seed: u64, cx: &Ctx<'_>) -> Result<(InputSpec, Option<PathBuf>), ScenarioError> {
     let rate = raw.rate.unwrap_or(0);
