@@ -3,9 +3,12 @@
 //! hands the facts to the verdict and the reports.
 //!
 //! - [`run`](mod@run): one scenario, start to verdict.
+//! - [`schedule`]: the run loop's decisions (which fault fires, is undone, when the run
+//!   ends), apart from any I/O (pure).
 //! - [`recovery`]: per-fault timings from the jobmanager's history (pure).
 
 pub mod recovery;
+pub mod schedule;
 #[path = "run.rs"]
 pub mod run_one;
 

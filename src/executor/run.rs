@@ -7,11 +7,12 @@
 //! (see [`super::recovery`]).
 
 use super::recovery::{recovery, Sample};
+use super::schedule::{Decision, End, Observed, Schedule};
 use super::{ChaosError, RunOptions};
 use crate::client::StreamdClient;
 use crate::report::{self, EventKind, FaultReport, Outcome, RunReport, TimelineEvent};
 use crate::runtime::Runtime;
-use crate::scenario::{Action, OutputExpectation, Plan, PlannedFault, Trigger};
+use crate::scenario::{Action, OutputExpectation, Plan, PlannedFault};
 use crate::verdict::{self, Expectation, OracleInput};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -68,7 +69,6 @@ struct FaultState {
     targets: Vec<String>,
     applied_ms: Option<u64>,
     inject_latency_ms: Option<u64>,
-    undo_due: Option<Instant>,
     undone_ms: Option<u64>,
     records_before: u64,
     error: Option<String>,
@@ -175,7 +175,7 @@ async fn drive<R: Runtime>(
         tokio::time::sleep(Duration::from_millis(25)).await;
     };
     let start = Instant::now() - Duration::from_millis(now_ms().saturating_sub(t0));
-    let timeout_at = start + plan.expect.timeout;
+    let mut schedule = Schedule::new(&plan.faults, start, plan.expect.timeout);
     let mut faults: Vec<FaultState> = plan
         .faults
         .iter()
@@ -184,7 +184,6 @@ async fn drive<R: Runtime>(
             targets: Vec::new(),
             applied_ms: None,
             inject_latency_ms: None,
-            undo_due: None,
             undone_ms: None,
             records_before: 0,
             error: None,
@@ -203,11 +202,8 @@ async fn drive<R: Runtime>(
     tokio::pin!(ctrl_c);
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut interrupted = false;
-    // A restarted container loses its namespace's rules: check for that after lifecycle
-    // faults and every second while network faults hold; re-apply, and say so.
-    let mut reconcile_due: Option<Instant> = None;
     let mut reconciled: Vec<crate::netfault::Reconciled> = Vec::new();
-    loop {
+    'run: loop {
         tokio::select! {
             _ = &mut ctrl_c => { interrupted = true; }
             _ = tick.tick() => {}
@@ -216,7 +212,6 @@ async fn drive<R: Runtime>(
             eprintln!("interrupted: undoing faults and tearing down");
             break;
         }
-        let now = Instant::now();
         // Sample.
         match client.job(&job_id).await {
             Ok(d) => {
@@ -253,77 +248,66 @@ async fn drive<R: Runtime>(
                 }
             }
         }
-        // Fire due faults.
-        for i in 0..faults.len() {
-            if faults[i].applied_ms.is_some() || faults[i].error.is_some() {
-                continue;
-            }
-            let due = match faults[i].planned.trigger {
-                Trigger::At(d) => now >= start + d,
-                Trigger::Checkpoint(n) => last.as_ref().is_some_and(|d| d.last_completed_checkpoint.is_some_and(|c| c >= n)),
-            };
-            if !due {
-                continue;
-            }
-            let f = &mut faults[i];
-            f.records_before = max_records;
-            let targets = crate::fault::resolve_targets(rt, &f.planned.targets).await;
-            f.targets = targets.clone();
-            let label = format!("{} {}", f.planned.action.name(), targets.join(","));
-            progress.fault(&label);
-            // The fault takes effect somewhere inside the API call: its start is when it
-            // was applied (what the jobmanager notices can't be earlier), the call's
-            // duration is the injection latency.
-            match injector.apply(&f.planned.action, &targets).await {
-                Ok(applied) => {
-                    f.applied_ms = Some(applied.called_ms);
-                    f.inject_latency_ms = Some(applied.latency.as_millis() as u64);
-                    f.undo_due = f.planned.undo_after.map(|d| Instant::now() + d);
-                    f.undo_ids = applied.undo.as_ref().map(|u| u.net_ids()).filter(|ids| !ids.is_empty());
-                    f.undo = applied.undo;
-                    f.measure = injector.measure(&f.planned.action, &targets);
-                    if matches!(f.planned.action, Action::Kill { .. } | Action::Stop { .. } | Action::Restart { .. } | Action::Start) {
-                        reconcile_due = Some(Instant::now());
+        let observed = Observed {
+            state: last.as_ref().map(|d| d.state),
+            last_checkpoint: last.as_ref().and_then(|d| d.last_completed_checkpoint),
+        };
+        for decision in schedule.decide(Instant::now(), observed) {
+            match decision {
+                Decision::Fire(i) => {
+                    let f = &mut faults[i];
+                    f.records_before = max_records;
+                    let targets = crate::fault::resolve_targets(rt, &f.planned.targets).await;
+                    f.targets = targets.clone();
+                    let label = format!("{} {}", f.planned.action.name(), targets.join(","));
+                    progress.fault(&label);
+                    // The fault takes effect somewhere inside the API call: its start is
+                    // when it was applied (what the jobmanager notices can't be earlier),
+                    // the call's duration is the injection latency.
+                    match injector.apply(&f.planned.action, &targets).await {
+                        Ok(applied) => {
+                            f.applied_ms = Some(applied.called_ms);
+                            f.inject_latency_ms = Some(applied.latency.as_millis() as u64);
+                            f.undo_ids = applied.undo.as_ref().map(|u| u.net_ids()).filter(|ids| !ids.is_empty());
+                            let holds_net = matches!(applied.undo, Some(crate::fault::Undo::Net(_)));
+                            schedule.applied(i, Instant::now(), true, applied.undo.is_some(), holds_net);
+                            f.undo = applied.undo;
+                            f.measure = injector.measure(&f.planned.action, &targets);
+                            rep.timeline.events.push(TimelineEvent { t_ms: now_ms().saturating_sub(t0), kind: EventKind::Fault, label });
+                        }
+                        Err(e) => {
+                            tracing::warn!("fault {label} failed: {e}");
+                            schedule.applied(i, Instant::now(), false, false, false);
+                            f.error = Some(e.to_string());
+                            run_failures.push(("faults".into(), format!("{label}: {e}")));
+                        }
                     }
-                    rep.timeline.events.push(TimelineEvent { t_ms: now_ms().saturating_sub(t0), kind: EventKind::Fault, label });
                 }
-                Err(e) => {
-                    tracing::warn!("fault {label} failed: {e}");
-                    f.error = Some(e.to_string());
-                    run_failures.push(("faults".into(), format!("{label}: {e}")));
+                Decision::Reconcile => {
+                    if let Some(nf) = nf {
+                        match nf.reconcile(crate::netfault::ReconcilePolicy::Reapply).await {
+                            Ok(r) => reconciled.extend(r.into_iter().filter(|r| r.action != crate::netfault::ReconcileAction::Intact)),
+                            Err(e) => tracing::warn!("reconciling network faults: {e}"),
+                        }
+                    }
                 }
-            }
-        }
-        if let Some(nf) = nf {
-            let active = faults.iter().any(|f| matches!(f.undo, Some(crate::fault::Undo::Net(_))));
-            if active && reconcile_due.is_none_or(|t| now >= t) {
-                match nf.reconcile(crate::netfault::ReconcilePolicy::Reapply).await {
-                    Ok(r) => reconciled.extend(r.into_iter().filter(|r| r.action != crate::netfault::ReconcileAction::Intact)),
-                    Err(e) => tracing::warn!("reconciling network faults: {e}"),
+                Decision::Undo(i) => {
+                    undo(&injector, &mut faults[i], t0, rep).await;
+                    schedule.undone(i);
                 }
-                reconcile_due = Some(now + Duration::from_secs(1));
+                Decision::End(End::Timeout) => {
+                    run_failures.push((
+                        "timeout".into(),
+                        format!(
+                            "the job was not FINISHED within {} (state {:?})",
+                            streamd_contract::duration::format_duration(plan.expect.timeout),
+                            observed.state
+                        ),
+                    ));
+                    break 'run;
+                }
+                Decision::End(End::Done | End::Failed) => break 'run,
             }
-        }
-        // Undo due faults.
-        for f in faults.iter_mut() {
-            if f.undo_due.is_some_and(|t| now >= t) && f.undone_ms.is_none() {
-                undo(&injector, f, t0, rep).await;
-            }
-        }
-        let state = last.as_ref().map(|d| d.state);
-        let all_fired = faults.iter().all(|f| f.applied_ms.is_some() || f.error.is_some());
-        if state.is_some_and(|s| s.is_terminal()) && all_fired {
-            break;
-        }
-        if state == Some(JobState::Failed) {
-            break;
-        }
-        if now >= timeout_at {
-            run_failures.push((
-                "timeout".into(),
-                format!("the job was not FINISHED within {} (state {:?})", streamd_contract::duration::format_duration(plan.expect.timeout), state),
-            ));
-            break;
         }
     }
     // Undo whatever is still applied (pauses, network rules).

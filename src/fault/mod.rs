@@ -206,3 +206,119 @@ pub async fn resolve_targets<R: Runtime>(rt: &R, targets: &[crate::scenario::Tar
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::{self, ClusterDef, NodeStatus};
+    use crate::signal::Signal;
+    use std::sync::Mutex;
+
+    /// A runtime that records what it is asked to do (no processes, no Docker).
+    #[derive(Default)]
+    struct Recorder {
+        calls: Mutex<Vec<String>>,
+        refuse: Option<&'static str>,
+    }
+
+    impl Recorder {
+        fn log(&self, call: String) -> runtime::Result<()> {
+            if self.refuse.is_some_and(|n| call.ends_with(n)) {
+                return Err(runtime::RuntimeError::Usage(format!("{call}: not running")));
+            }
+            self.calls.lock().unwrap().push(call);
+            Ok(())
+        }
+        fn calls(&self) -> Vec<String> {
+            self.calls.lock().unwrap().clone()
+        }
+    }
+
+    impl Runtime for Recorder {
+        fn name(&self) -> &'static str {
+            "recorder"
+        }
+        async fn up(&mut self, _: &ClusterDef) -> runtime::Result<()> {
+            Ok(())
+        }
+        async fn rest_url(&self, _: &str) -> runtime::Result<String> {
+            Ok("http://127.0.0.1:9".into())
+        }
+        async fn kill(&self, node: &str, signal: Signal) -> runtime::Result<()> {
+            self.log(format!("kill {signal} {node}"))
+        }
+        async fn stop(&self, node: &str, grace: Duration) -> runtime::Result<()> {
+            self.log(format!("stop {}ms {node}", grace.as_millis()))
+        }
+        async fn start(&self, node: &str) -> runtime::Result<()> {
+            self.log(format!("start {node}"))
+        }
+        async fn restart(&self, node: &str, _: Duration) -> runtime::Result<()> {
+            self.log(format!("restart {node}"))
+        }
+        async fn pause(&self, node: &str) -> runtime::Result<()> {
+            self.log(format!("pause {node}"))
+        }
+        async fn unpause(&self, node: &str) -> runtime::Result<()> {
+            self.log(format!("unpause {node}"))
+        }
+        async fn nodes(&self) -> runtime::Result<Vec<NodeStatus>> {
+            Ok(Vec::new())
+        }
+        async fn down(&mut self) -> runtime::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn names(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[tokio::test]
+    async fn lifecycle_faults_reach_every_target_and_say_what_they_did() {
+        let rt = Recorder::default();
+        let inj = Injector::new(&rt, None);
+        let a = inj.apply(&Action::Kill { signal: Signal::KILL }, &names(&["taskmanager-1", "taskmanager-2"])).await.unwrap();
+        assert!(a.undo.is_none(), "a kill lasts until a start");
+        assert_eq!(a.description, "killed taskmanager-1, taskmanager-2 with SIGKILL");
+        inj.apply(&Action::Stop { grace: Duration::from_secs(2) }, &names(&["taskmanager-3"])).await.unwrap();
+        inj.apply(&Action::Start, &names(&["taskmanager-1"])).await.unwrap();
+        assert_eq!(
+            rt.calls(),
+            ["kill SIGKILL taskmanager-1", "kill SIGKILL taskmanager-2", "stop 2000ms taskmanager-3", "start taskmanager-1"]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_held_pause_is_undone_after_its_duration() {
+        let rt = Recorder::default();
+        let inj = Injector::new(&rt, None);
+        let a = inj.apply(&Action::Pause, &names(&["taskmanager-2"])).await.unwrap();
+        assert!(matches!(a.undo, Some(Undo::Unpause(_))));
+        let mut interrupt = hold::Interrupt::new();
+        let r = hold::hold(&inj, a, Duration::from_secs(5), &mut interrupt).await.unwrap().unwrap();
+        assert!(!r.interrupted);
+        assert_eq!(r.description, "unpaused taskmanager-2");
+        assert_eq!(rt.calls(), ["pause taskmanager-2", "unpause taskmanager-2"]);
+    }
+
+    #[tokio::test]
+    async fn network_faults_without_network_namespaces_are_a_usage_error() {
+        let rt = Recorder::default();
+        let inj = Injector::new(&rt, None);
+        let netem = Action::Netem(crate::scenario::NetemParams { delay: Some(Duration::from_millis(50)), ..Default::default() });
+        let e = inj.apply(&netem, &names(&["taskmanager-1"])).await.unwrap_err();
+        assert_eq!(e.exit_code(), crate::error::exit::USAGE, "{e}");
+        assert!(e.to_string().contains("docker runtime"), "{e}");
+        assert!(rt.calls().is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_undo_tries_every_node_and_reports_the_first_failure() {
+        let rt = Recorder { refuse: Some("taskmanager-1"), ..Default::default() };
+        let inj = Injector::new(&rt, None);
+        let e = inj.undo(Undo::Unpause(names(&["taskmanager-1", "taskmanager-2"]))).await.unwrap_err();
+        assert!(e.to_string().contains("taskmanager-1"), "{e}");
+        assert_eq!(rt.calls(), ["unpause taskmanager-2"], "the second node is still thawed");
+    }
+}
