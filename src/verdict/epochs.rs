@@ -1,0 +1,252 @@
+//! The checks that look at every epoch, not only at the end: `consistent_cuts` and
+//! `epochs_complete`.
+//!
+//! Final counts hide a lost intermediate epoch: every word's last value comes from the
+//! last epoch or two. The jobmanager records the cut of every completed checkpoint (the
+//! lines each source subtask had consumed at its barrier, `streamd_contract::cuts`), and
+//! exactly-once means that after applying every committed epoch `<= N` the committed
+//! counts equal the oracle over exactly the input before cut `N` — for every `N`.
+//!
+//! The walk is incremental. Completed checkpoints' cuts are monotone in checkpoint id
+//! (each completed checkpoint descends from the restored latest one), so every input line
+//! belongs to the first cut that covers it (line `j` is line `j / p` of source subtask
+//! `j % p`); one pass over the input buckets the lines' tokens by cut, and a second walk
+//! applies, cut by cut, that bucket to the expected counts and the committed epochs up to
+//! the cut to the committed counts, keeping the set of words on which the two differ.
+
+use super::{Check, OracleInput};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::io;
+use std::path::{Path, PathBuf};
+use streamd_contract::cuts::Cut;
+use streamd_contract::input::{for_each_file_line, Generator};
+use streamd_contract::output::{parse_in_progress_name, parse_name, Transaction};
+use streamd_contract::tokenizer::for_each_token;
+
+/// Every committed epoch, cut by cut, equals the oracle over the input before the cut.
+pub const CONSISTENT_CUTS: &str = "consistent_cuts";
+/// Every sink subtask committed the same epochs (every completed checkpoint's), and nothing
+/// staged is left once the job FINISHED.
+pub const EPOCHS_COMPLETE: &str = "epochs_complete";
+
+/// How many examples a failed epoch check names.
+const EXAMPLES: usize = 3;
+
+/// What the epoch checks read besides the committed transactions.
+#[derive(Debug, Clone)]
+pub struct EpochEvidence {
+    /// The job's input (the same the oracle reads).
+    pub input: OracleInput,
+    /// Source and sink parallelism.
+    pub parallelism: u32,
+    /// The cuts of the completed checkpoints, as recorded.
+    pub cuts: Vec<Cut>,
+    /// Staged or half-written transaction files found in the output directory.
+    pub leftovers: Vec<PathBuf>,
+    /// The job FINISHED: its final checkpoint was committed by every sink.
+    pub finished: bool,
+}
+
+impl EpochEvidence {
+    /// Reads the cuts (`<data>/checkpoints/<job>/cuts.tsv`) and the leftovers of
+    /// `<data>/output/<job>/`.
+    pub fn read(data: &Path, job: &str, input: OracleInput, parallelism: u32, finished: bool) -> Result<Self, String> {
+        let cuts = streamd_contract::cuts::read(&streamd_contract::cuts::path(data, job)).map_err(|e| e.to_string())?;
+        let leftovers = leftovers(&data.join("output").join(job)).map_err(|e| format!("reading the output directory: {e}"))?;
+        Ok(EpochEvidence { input, parallelism, cuts, leftovers, finished })
+    }
+}
+
+/// Staged and in-progress transaction files under a job's output directory.
+fn leftovers(job_output: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let subs = match std::fs::read_dir(job_output) {
+        Ok(s) => s,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e),
+    };
+    for sub in subs {
+        let sub = sub?;
+        if !sub.file_type()?.is_dir() {
+            continue;
+        }
+        for f in std::fs::read_dir(sub.path())? {
+            let f = f?;
+            let name = f.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let staged = matches!(parse_name(name), Some(streamd_contract::output::TxnFile::Staged { .. }));
+            if staged || parse_in_progress_name(name).is_some() {
+                out.push(f.path());
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// `consistent_cuts`: replays the input cut by cut against the committed epochs.
+pub fn consistent_cuts(ev: &EpochEvidence, transactions: &[Transaction]) -> (bool, String) {
+    let p = ev.parallelism.max(1) as usize;
+    if ev.cuts.is_empty() {
+        return (false, "no completed checkpoint recorded a cut: no epoch could be checked".into());
+    }
+    let mut cuts: Vec<&Cut> = ev.cuts.iter().collect();
+    cuts.sort_by_key(|c| c.checkpoint);
+    // The cuts must be well-formed and monotone before anything can be attributed to them.
+    for w in cuts.windows(2) {
+        let (a, b) = (w[0], w[1]);
+        if a.checkpoint == b.checkpoint {
+            return (false, format!("checkpoint {} recorded twice", a.checkpoint));
+        }
+        if let Some(s) = (0..p).find(|&s| b.positions.get(s) < a.positions.get(s)) {
+            return (
+                false,
+                format!(
+                    "the cut of checkpoint {} is behind checkpoint {}'s on source {s} ({:?} < {:?}): a completed checkpoint did not descend from the one before",
+                    b.checkpoint,
+                    a.checkpoint,
+                    b.positions.get(s),
+                    a.positions.get(s)
+                ),
+            );
+        }
+    }
+    if let Some(c) = cuts.iter().find(|c| c.positions.len() != p) {
+        return (false, format!("the cut of checkpoint {} has {} positions for parallelism {p}", c.checkpoint, c.positions.len()));
+    }
+
+    // Pass 1: every line's tokens into the bucket of the first cut that covers it.
+    let mut buckets: Vec<HashMap<String, u64>> = vec![HashMap::new(); cuts.len()];
+    let mut index = 0u64;
+    let mut add = |line: &str| {
+        let (s, k) = ((index % p as u64) as usize, index / p as u64);
+        index += 1;
+        let c = cuts.partition_point(|c| c.positions[s] <= k);
+        if let Some(b) = buckets.get_mut(c) {
+            for_each_token(line, |t| match b.get_mut(t) {
+                Some(n) => *n += 1,
+                None => {
+                    b.insert(t.to_string(), 1);
+                }
+            });
+        }
+    };
+    let read = match &ev.input {
+        OracleInput::Generate(spec) => {
+            let g = Generator::new(spec);
+            let mut line = String::new();
+            for i in 0..g.lines() {
+                line.clear();
+                g.line_into(i, &mut line);
+                add(&line);
+            }
+            Ok(())
+        }
+        OracleInput::File(path) => for_each_file_line(path, add),
+    };
+    if let Err(e) = read {
+        return (false, format!("cannot read the input: {e}"));
+    }
+    let last = cuts.last().map(|c| c.positions.iter().sum::<u64>()).unwrap_or(0);
+    if last > index {
+        return (false, format!("the last cut covers {last} lines, the input has {index}"));
+    }
+
+    // Pass 2: walk the cuts.
+    let mut txns: Vec<&Transaction> = transactions.iter().collect();
+    txns.sort_by_key(|t| (t.epoch, t.part, t.subtask));
+    let mut next = 0usize;
+    let mut expected: HashMap<&str, u64> = HashMap::new();
+    let mut committed: HashMap<&str, u64> = HashMap::new();
+    let mut differ: HashSet<&str> = HashSet::new();
+    let mut failed: Vec<String> = Vec::new();
+    let mut failed_total = 0usize;
+    for (c, cut) in cuts.iter().enumerate() {
+        let mut touched: Vec<&str> = Vec::new();
+        while next < txns.len() && txns[next].epoch <= cut.checkpoint {
+            for (w, v) in &txns[next].records {
+                committed.insert(w.as_str(), *v);
+                touched.push(w.as_str());
+            }
+            next += 1;
+        }
+        for (w, n) in &buckets[c] {
+            *expected.entry(w.as_str()).or_insert(0) += n;
+            touched.push(w.as_str());
+        }
+        for w in touched {
+            if committed.get(w).copied().unwrap_or(0) == expected.get(w).copied().unwrap_or(0) {
+                differ.remove(w);
+            } else {
+                differ.insert(w);
+            }
+        }
+        if !differ.is_empty() {
+            failed_total += 1;
+            if failed.len() < EXAMPLES {
+                let mut words: Vec<&str> = differ.iter().copied().collect();
+                words.sort_unstable();
+                let ex: Vec<String> = words
+                    .iter()
+                    .take(EXAMPLES)
+                    .map(|w| format!("{w} {} -> {}", expected.get(w).copied().unwrap_or(0), committed.get(w).copied().unwrap_or(0)))
+                    .collect();
+                failed.push(format!("checkpoint {}: {} word(s) differ ({})", cut.checkpoint, differ.len(), ex.join(", ")));
+            }
+        }
+    }
+    if failed_total == 0 {
+        (true, format!("{} cuts: the committed epochs equal the oracle at every one", cuts.len()))
+    } else {
+        (false, format!("{failed_total} of {} cuts differ from the oracle; {}", cuts.len(), failed.join("; ")))
+    }
+}
+
+/// `epochs_complete`: the same epochs on every sink subtask, every completed checkpoint's
+/// among them, nothing staged left. Judged once the job FINISHED (before that, commits
+/// may legitimately be under way).
+pub fn epochs_complete(ev: &EpochEvidence, transactions: &[Transaction]) -> (bool, String) {
+    if !ev.finished {
+        return (true, "not judged: the job did not finish, so commits may have been under way".into());
+    }
+    let p = ev.parallelism.max(1);
+    let mut by_subtask: BTreeMap<u32, BTreeSet<u64>> = (0..p).map(|s| (s, BTreeSet::new())).collect();
+    for t in transactions {
+        by_subtask.entry(t.subtask).or_default().insert(t.epoch);
+    }
+    let mut all: BTreeSet<u64> = by_subtask.values().flatten().copied().collect();
+    all.extend(ev.cuts.iter().map(|c| c.checkpoint));
+    let mut problems = Vec::new();
+    for (s, epochs) in &by_subtask {
+        let missing: Vec<u64> = all.difference(epochs).copied().collect();
+        if !missing.is_empty() {
+            problems.push(format!("subtask {s} lacks epoch(s) {}", list(&missing)));
+        }
+    }
+    if !ev.leftovers.is_empty() {
+        let names: Vec<String> = ev.leftovers.iter().take(EXAMPLES).map(|p| p.display().to_string()).collect();
+        problems.push(format!("{} staged file(s) left after FINISHED ({})", ev.leftovers.len(), names.join(", ")));
+    }
+    if problems.is_empty() {
+        (true, format!("{p} subtasks committed the same {} epochs; nothing staged left", all.len()))
+    } else {
+        (false, problems.join("; "))
+    }
+}
+
+/// "3, 5, 7" (the first few, then "…").
+fn list(v: &[u64]) -> String {
+    let mut s: Vec<String> = v.iter().take(8).map(u64::to_string).collect();
+    if v.len() > 8 {
+        s.push(format!("… ({} in all)", v.len()));
+    }
+    s.join(", ")
+}
+
+/// Both checks, as [`Check`]s with `required` set by the caller.
+pub fn checks(ev: &EpochEvidence, transactions: &[Transaction]) -> [(&'static str, Check); 2] {
+    let (ok, details) = consistent_cuts(ev, transactions);
+    let cc = Check { ok, required: true, details };
+    let (ok, details) = epochs_complete(ev, transactions);
+    [(CONSISTENT_CUTS, cc), (EPOCHS_COMPLETE, Check { ok, required: true, details })]
+}
