@@ -391,8 +391,10 @@ pub fn verdict_with(
     add(MONOTONIC, v.duplicates_total == 0, details);
 
     if expectation == Expectation::AtLeastOnce {
-        let ok = v.lost.is_empty() && v.unexpected.is_empty();
-        let details = if ok {
+        let ok = !oracle.is_empty() && v.lost.is_empty() && v.unexpected.is_empty();
+        let details = if oracle.is_empty() {
+            "the input has no words: nothing was tested".to_string()
+        } else if ok {
             format!("no word lost ({} over-counted, allowed at-least-once)", v.overcounted.len())
         } else {
             format!(
@@ -712,6 +714,26 @@ mod tests {
         assert!(!v.pass);
         assert_eq!(failed(&v), ["recovery", "timeout"]);
         assert!(v.checks["recovery"].details.contains("taskmanager-2") && v.checks["recovery"].details.contains("taskmanager-1"));
+    }
+
+    /// Issue 10, item 5: an input without words tests nothing, and must not pass.
+    #[test]
+    fn an_empty_oracle_never_passes() {
+        for expectation in [Expectation::ExactlyOnce, Expectation::AtLeastOnce] {
+            let v = verdict(&HashMap::new(), &[], expectation, vec![]);
+            assert!(!v.pass, "{expectation}");
+            assert!(v.checks[FINAL_COUNTS].details.contains("nothing was tested"));
+        }
+    }
+
+    #[test]
+    fn a_run_check_added_later_decides_the_verdict_too() {
+        let (_d, t) = committed(&correct());
+        let mut v = verdict(&oracle_of(ORACLE), &t, Expectation::ExactlyOnce, vec![]);
+        v.add_check(FAULT_EFFECTIVE, Check::new(true, "1 fault hit a running job"));
+        assert!(v.pass);
+        v.add_check(FAULT_EFFECTIVE, Check::new(false, "nothing was tested"));
+        assert!(!v.pass);
     }
 
     #[test]

@@ -250,3 +250,132 @@ pub fn checks(ev: &EpochEvidence, transactions: &[Transaction]) -> [(&'static st
     let (ok, details) = epochs_complete(ev, transactions);
     [(CONSISTENT_CUTS, cc), (EPOCHS_COMPLETE, Check { ok, required: true, details })]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use streamd_contract::output::{committed_name, read_committed, staged_name, write_transaction};
+
+    const P: u32 = 2;
+    /// Line `j` belongs to source `j % 2`; `#end` (a Velocity directive) is a word like any.
+    const TEXT: &str = "a b\nb c\n#end a\nc c\nd a\nb #end\na\nd d\n";
+
+    /// A correct engine, simulated: at each cut, every word that changed since the last
+    /// one is committed with its new cumulative count by the subtask owning it.
+    fn engine(dir: &Path, cuts: &[Cut], sabotage: impl Fn(u32, u64, &mut Vec<(String, u64)>)) -> Vec<Transaction> {
+        let lines: Vec<&str> = TEXT.lines().collect();
+        let mut counts: HashMap<String, u64> = HashMap::new();
+        let mut done = vec![0u64; P as usize];
+        for cut in cuts {
+            let mut changed: BTreeMap<String, u64> = BTreeMap::new();
+            for (j, line) in lines.iter().enumerate() {
+                let (s, k) = (j % P as usize, (j / P as usize) as u64);
+                if k >= done[s] && k < cut.positions[s] {
+                    for t in line.split_whitespace() {
+                        *counts.entry(t.to_string()).or_default() += 1;
+                        changed.insert(t.to_string(), counts[t]);
+                    }
+                }
+            }
+            done.clone_from(&cut.positions);
+            for s in 0..P {
+                let mut recs: Vec<(String, u64)> = changed.iter().filter(|(w, _)| w.len() as u32 % P == s).map(|(w, c)| (w.clone(), *c)).collect();
+                sabotage(s, cut.checkpoint, &mut recs);
+                let sub = dir.join("output/j").join(s.to_string());
+                std::fs::create_dir_all(&sub).unwrap();
+                write_transaction(&sub.join(committed_name(cut.checkpoint, 0)), recs.iter().map(|(w, c)| (w.as_str(), *c))).unwrap();
+            }
+        }
+        read_committed(&dir.join("output/j")).unwrap()
+    }
+
+    fn cuts() -> Vec<Cut> {
+        [(2, [1, 1]), (3, [2, 1]), (5, [3, 3]), (6, [4, 4])]
+            .into_iter()
+            .map(|(checkpoint, p)| Cut { checkpoint, positions: p.to_vec() })
+            .collect()
+    }
+
+    fn evidence(dir: &Path, cuts: Vec<Cut>, finished: bool) -> EpochEvidence {
+        let input = dir.join("in.txt");
+        std::fs::write(&input, TEXT).unwrap();
+        for c in &cuts {
+            streamd_contract::cuts::append(&streamd_contract::cuts::path(dir, "j"), c).unwrap();
+        }
+        EpochEvidence::read(dir, "j", OracleInput::File(input), P, finished).unwrap()
+    }
+
+    #[test]
+    fn a_correct_engine_passes_both_checks() {
+        let d = tempfile::tempdir().unwrap();
+        let t = engine(d.path(), &cuts(), |_, _, _| {});
+        let ev = evidence(d.path(), cuts(), true);
+        assert_eq!(ev.cuts, cuts());
+        let (ok, details) = consistent_cuts(&ev, &t);
+        assert!(ok, "{details}");
+        let (ok, details) = epochs_complete(&ev, &t);
+        assert!(ok, "{details}");
+    }
+
+    /// The blind spot of final counts: an intermediate epoch loses an update of a word that
+    /// changes again later.
+    #[test]
+    fn a_lost_intermediate_epoch_fails_consistent_cuts() {
+        let d = tempfile::tempdir().unwrap();
+        let t = engine(d.path(), &cuts(), |_, epoch, recs| {
+            if epoch == 3 {
+                recs.retain(|(w, _)| w != "#end");
+            }
+        });
+        let ev = evidence(d.path(), cuts(), true);
+        let (ok, details) = consistent_cuts(&ev, &t);
+        assert!(!ok);
+        assert!(details.starts_with("1 of 4 cuts") && details.contains("checkpoint 3: 1 word(s) differ (#end 1 -> 0)"), "{details}");
+    }
+
+    #[test]
+    fn an_epoch_missing_on_one_subtask_or_a_leftover_fails_epochs_complete() {
+        let d = tempfile::tempdir().unwrap();
+        let t = engine(d.path(), &cuts(), |_, _, _| {});
+        // Subtask 1 lost its epoch 5 (the file, not only its words).
+        let t: Vec<Transaction> = t.into_iter().filter(|t| !(t.subtask == 1 && t.epoch == 5)).collect();
+        let ev = evidence(d.path(), cuts(), true);
+        let (ok, details) = epochs_complete(&ev, &t);
+        assert!(!ok && details.contains("subtask 1 lacks epoch(s) 5"), "{details}");
+        // A staged file left after FINISHED.
+        let d2 = tempfile::tempdir().unwrap();
+        let t2 = engine(d2.path(), &cuts(), |_, _, _| {});
+        std::fs::write(d2.path().join("output/j/0").join(staged_name(7, 2)), "").unwrap();
+        let (ok, details) = epochs_complete(&evidence(d2.path(), cuts(), true), &t2);
+        assert!(!ok && details.contains("1 staged file(s) left after FINISHED"), "{details}");
+        // Before FINISHED, commits may be under way: not judged.
+        assert!(epochs_complete(&evidence(tempfile::tempdir().unwrap().path(), cuts(), false), &t2).0);
+    }
+
+    #[test]
+    fn broken_cuts_fail_consistent_cuts() {
+        let d = tempfile::tempdir().unwrap();
+        let t = engine(d.path(), &cuts(), |_, _, _| {});
+        let mut behind = cuts();
+        behind[2].positions = vec![1, 3];
+        let (ok, details) = consistent_cuts(&evidence(d.path(), behind, true), &t);
+        assert!(!ok && details.contains("the cut of checkpoint 5 is behind checkpoint 3's on source 0"), "{details}");
+        let d = tempfile::tempdir().unwrap();
+        let (ok, details) = consistent_cuts(&evidence(d.path(), vec![], true), &t);
+        assert!(!ok && details.contains("no completed checkpoint"), "{details}");
+        let d = tempfile::tempdir().unwrap();
+        let (ok, details) = consistent_cuts(&evidence(d.path(), vec![Cut { checkpoint: 1, positions: vec![9, 9] }], true), &t);
+        assert!(!ok && details.contains("covers 18 lines, the input has 8"), "{details}");
+    }
+
+    /// Committed epochs that are no cut's (a checkpoint that was aborted, its epoch
+    /// committed with the next one) count at the next cut.
+    #[test]
+    fn an_aborted_checkpoints_epoch_is_judged_at_the_next_cut() {
+        let d = tempfile::tempdir().unwrap();
+        let t = engine(d.path(), &cuts(), |_, _, _| {});
+        let recorded: Vec<Cut> = cuts().into_iter().filter(|c| c.checkpoint != 3).collect();
+        let (ok, details) = consistent_cuts(&evidence(d.path(), recorded, true), &t);
+        assert!(ok, "{details}");
+    }
+}
