@@ -445,7 +445,16 @@ pub async fn verify() -> Result<u8, ChaosError> {
     if d.state == JobState::Failed {
         failures.push(("job".to_string(), format!("the job FAILED: {}", d.failure_cause.unwrap_or_default())));
     }
-    let v = crate::verdict::verdict(&oracle, &txns, crate::verdict::Expectation::ExactlyOnce, failures);
+    let finished = d.state == JobState::Finished;
+    let epochs = match crate::verdict::EpochEvidence::read(&cur.run_dir, &job.job_id, oracle_input.clone(), job.parallelism, finished) {
+        Ok(e) => Some(e),
+        Err(e) => {
+            failures.push((crate::verdict::CONSISTENT_CUTS.into(), format!("cannot read the checkpoints' cuts: {e}")));
+            None
+        }
+    };
+    let expect = crate::verdict::Expectation::ExactlyOnce;
+    let v = crate::verdict::verdict_with(&oracle, &txns, expect, epochs.as_ref(), failures);
     let counts = cur.run_dir.join("counts.tsv");
     crate::verdict::write_counts(&counts, &v.finals).map_err(|e| ChaosError::Other(e.to_string()))?;
     let mut r = crate::report::RunReport { scenario: "interactive".into(), run_dir: cur.run_dir.clone(), counts_file: counts, ..crate::report::RunReport::default() };

@@ -1,6 +1,7 @@
 //! The verdict (DESIGN.md section 6): an oracle computed from the input alone (the engine's
-//! tokenizer, none of its code), the committed output read back, and three named checks on
-//! it — `final_counts`, `well_formed`, `monotonic` — of which the scenario's
+//! tokenizer, none of its code), the committed output read back, and named checks on it —
+//! `final_counts`, `well_formed`, `monotonic`, and, given the run's epoch evidence,
+//! `consistent_cuts` and `epochs_complete` ([`epochs`]) — of which the scenario's
 //! `expect.output` selects the ones that must hold.
 //!
 //! Why the checks can be done per word without looking at epochs globally: the sink is
@@ -19,12 +20,18 @@ use streamd_contract::output::Transaction;
 use streamd_contract::spec::GenerateSpec;
 use streamd_contract::tokenizer::for_each_token;
 
+pub mod epochs;
+pub use epochs::{EpochEvidence, CONSISTENT_CUTS, EPOCHS_COMPLETE};
+
 /// Rule names, as they appear in `checks` of the report.
 pub const FINAL_COUNTS: &str = "final_counts";
 /// Every committed transaction is complete and parseable; no word in two subtasks.
 pub const WELL_FORMED: &str = "well_formed";
 /// Per word, committed cumulative counts strictly increase.
 pub const MONOTONIC: &str = "monotonic";
+/// Every fault hit a running job (one after FINISHED, or before RUNNING, tested nothing);
+/// a run-level check the executor adds.
+pub const FAULT_EFFECTIVE: &str = "fault_effective";
 /// No word below its oracle count, no word the oracle doesn't know (overcount allowed).
 pub const AT_LEAST_ONCE: &str = "at_least_once";
 
@@ -110,6 +117,15 @@ impl Check {
     /// A required check.
     pub fn new(ok: bool, details: impl Into<String>) -> Self {
         Check { ok, required: true, details: details.into() }
+    }
+}
+
+impl Verdict {
+    /// Adds a run-level check found outside the output (a required one that failed fails
+    /// the verdict), keeping the rule's place if it is already there.
+    pub fn add_check(&mut self, rule: &str, check: Check) {
+        self.checks.insert(rule.to_string(), check);
+        self.pass = self.checks.values().all(|c| c.ok || !c.required);
     }
 }
 
@@ -210,6 +226,19 @@ pub fn verdict(
     oracle: &HashMap<String, u64>,
     transactions: &[Transaction],
     expectation: Expectation,
+    run_failures: Vec<(String, String)>,
+) -> Verdict {
+    verdict_with(oracle, transactions, expectation, None, run_failures)
+}
+
+/// [`verdict`], plus `consistent_cuts` and `epochs_complete` when the run's epoch
+/// evidence is given (runs whose checkpoints recorded cuts; without it those checks are
+/// not made, and the report has no row for them).
+pub fn verdict_with(
+    oracle: &HashMap<String, u64>,
+    transactions: &[Transaction],
+    expectation: Expectation,
+    epochs: Option<&EpochEvidence>,
     run_failures: Vec<(String, String)>,
 ) -> Verdict {
     let mut v = Verdict {
@@ -314,8 +343,11 @@ pub fn verdict(
         checks.insert(rule.to_string(), Check { ok, required: required(rule), details });
     };
 
-    let counts_ok = v.lost.is_empty() && v.overcounted.is_empty() && v.unexpected.is_empty();
-    let details = if counts_ok {
+    // An input without a word tests nothing: an empty oracle never passes.
+    let counts_ok = !oracle.is_empty() && v.lost.is_empty() && v.overcounted.is_empty() && v.unexpected.is_empty();
+    let details = if oracle.is_empty() {
+        "the input has no words: nothing was tested".to_string()
+    } else if counts_ok {
         format!("{} words, {} occurrences: all equal the oracle", oracle.len(), v.oracle_words)
     } else {
         count_details(&v)
@@ -359,8 +391,10 @@ pub fn verdict(
     add(MONOTONIC, v.duplicates_total == 0, details);
 
     if expectation == Expectation::AtLeastOnce {
-        let ok = v.lost.is_empty() && v.unexpected.is_empty();
-        let details = if ok {
+        let ok = !oracle.is_empty() && v.lost.is_empty() && v.unexpected.is_empty();
+        let details = if oracle.is_empty() {
+            "the input has no words: nothing was tested".to_string()
+        } else if ok {
             format!("no word lost ({} over-counted, allowed at-least-once)", v.overcounted.len())
         } else {
             format!(
@@ -371,6 +405,12 @@ pub fn verdict(
             )
         };
         add(AT_LEAST_ONCE, ok, details);
+    }
+
+    if let Some(ev) = epochs {
+        for (rule, c) in epochs::checks(ev, transactions) {
+            add(rule, c.ok, c.details);
+        }
     }
 
     v.checks = checks;
@@ -674,6 +714,26 @@ mod tests {
         assert!(!v.pass);
         assert_eq!(failed(&v), ["recovery", "timeout"]);
         assert!(v.checks["recovery"].details.contains("taskmanager-2") && v.checks["recovery"].details.contains("taskmanager-1"));
+    }
+
+    /// Issue 10, item 5: an input without words tests nothing, and must not pass.
+    #[test]
+    fn an_empty_oracle_never_passes() {
+        for expectation in [Expectation::ExactlyOnce, Expectation::AtLeastOnce] {
+            let v = verdict(&HashMap::new(), &[], expectation, vec![]);
+            assert!(!v.pass, "{expectation}");
+            assert!(v.checks[FINAL_COUNTS].details.contains("nothing was tested"));
+        }
+    }
+
+    #[test]
+    fn a_run_check_added_later_decides_the_verdict_too() {
+        let (_d, t) = committed(&correct());
+        let mut v = verdict(&oracle_of(ORACLE), &t, Expectation::ExactlyOnce, vec![]);
+        v.add_check(FAULT_EFFECTIVE, Check::new(true, "1 fault hit a running job"));
+        assert!(v.pass);
+        v.add_check(FAULT_EFFECTIVE, Check::new(false, "nothing was tested"));
+        assert!(!v.pass);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! `streamd`: a small stream cluster in Apache Flink's mould.
 //!
 //! # Layout
-//! - [`spec`], [`duration`], [`tokenizer`], [`input`], [`output`], [`api`]: the contract
+//! - [`spec`], [`duration`], [`tokenizer`], [`input`], [`output`], [`cuts`], [`api`]: the contract
 //!   shared with `chaos` (job spec, tokenizer, input, committed output format, REST types).
 //!   They live in the small crate `streamd-contract` (`cluster/contract/`), so that the CLI
 //!   builds without the engine's server side; re-exported here under the same names.
@@ -16,7 +16,7 @@
 //!   leader epochs that fence stale leaders, the checkpoint pointer, REST forwarding.
 //! - [`bench`]: `streamd bench`, the COST-baseline comparison.
 
-pub use streamd_contract::{api, duration, input, output, spec, tokenizer};
+pub use streamd_contract::{api, cuts, duration, input, output, spec, tokenizer};
 pub mod bench;
 pub mod ha;
 pub mod jobmanager;

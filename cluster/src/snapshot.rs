@@ -1,10 +1,12 @@
 //! Durable checkpoint storage under `<data>/checkpoints/<job>/chk-<n>/`.
 //!
 //! A task snapshot is one file: a header line `streamd-snapshot v1 crc32=<hex> len=<n>`
-//! and a JSON payload, written atomically (temp file, fsync, rename, fsync dir). The
-//! jobmanager writes `_metadata` last, and only then is the checkpoint complete: a crash
-//! in between leaves a directory without `_metadata`, which restores ignore. A checksum
-//! mismatch makes a checkpoint unusable, and restore falls back to an older one.
+//! and a JSON payload, written atomically (temp file, fsync, rename, fsync dir; every
+//! directory created on the way is fsynced into its parent). The jobmanager writes
+//! `_metadata` last, framed and checksummed the same way, and only then is the checkpoint
+//! complete: a crash in between leaves a directory without `_metadata`, which restores
+//! ignore. A checksum mismatch (of a snapshot or of `_metadata`) makes a checkpoint
+//! unusable, and restore falls back to an older one.
 
 use crate::wire::{SnapshotHandle, TaskId};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
@@ -32,7 +34,7 @@ pub fn checkpoint_dir(data: &Path, job: &str, n: u64) -> PathBuf {
 /// Writes `bytes` to `path` atomically and durably.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), SnapshotError> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    crate::output::create_dir_all_durable(dir).map_err(io_err(dir))?;
     let tmp = path.with_extension("inprogress");
     {
         let mut f = std::fs::File::create(&tmp).map_err(io_err(&tmp))?;
@@ -57,17 +59,21 @@ pub fn write_task_snapshot<T: Serialize>(
         path: path.display().to_string(),
         reason: format!("cannot encode: {e}"),
     })?;
-    let crc = crc32fast::hash(&payload);
-    let mut bytes = format!("streamd-snapshot v1 crc32={crc:08x} len={}\n", payload.len()).into_bytes();
-    bytes.extend_from_slice(&payload);
+    let (bytes, crc) = frame(&payload);
     write_atomic(&path, &bytes)?;
     Ok(SnapshotHandle { path: rel.display().to_string(), crc32: crc, size: bytes.len() as u64 })
 }
 
-/// Reads the payload of a snapshot file and checks it against its header and `handle`.
-pub fn read_verified(data: &Path, handle: &SnapshotHandle) -> Result<Vec<u8>, SnapshotError> {
-    let path = data.join(&handle.path);
-    let bytes = std::fs::read(&path).map_err(io_err(&path))?;
+/// A payload behind its checksummed header line; returns the bytes and the checksum.
+fn frame(payload: &[u8]) -> (Vec<u8>, u32) {
+    let crc = crc32fast::hash(payload);
+    let mut bytes = format!("streamd-snapshot v1 crc32={crc:08x} len={}\n", payload.len()).into_bytes();
+    bytes.extend_from_slice(payload);
+    (bytes, crc)
+}
+
+/// The payload of a framed file, checked against its header; returns it and its checksum.
+fn unframe<'a>(path: &Path, bytes: &'a [u8]) -> Result<(&'a [u8], u32), SnapshotError> {
     let corrupt = |reason: String| SnapshotError::Corrupt { path: path.display().to_string(), reason };
     let nl = bytes.iter().position(|&b| b == b'\n').ok_or_else(|| corrupt("no header".into()))?;
     let header = std::str::from_utf8(&bytes[..nl]).map_err(|_| corrupt("header is not text".into()))?;
@@ -88,8 +94,22 @@ pub fn read_verified(data: &Path, handle: &SnapshotHandle) -> Result<Vec<u8>, Sn
         return Err(corrupt(format!("length {} != {len} in header", payload.len())));
     }
     let actual = crc32fast::hash(payload);
-    if actual != crc || crc != handle.crc32 {
-        return Err(corrupt(format!("checksum {actual:08x}, header {crc:08x}, handle {:08x}", handle.crc32)));
+    if actual != crc {
+        return Err(corrupt(format!("checksum {actual:08x}, header {crc:08x}")));
+    }
+    Ok((payload, crc))
+}
+
+/// Reads the payload of a snapshot file and checks it against its header and `handle`.
+pub fn read_verified(data: &Path, handle: &SnapshotHandle) -> Result<Vec<u8>, SnapshotError> {
+    let path = data.join(&handle.path);
+    let bytes = std::fs::read(&path).map_err(io_err(&path))?;
+    let (payload, crc) = unframe(&path, &bytes)?;
+    if crc != handle.crc32 {
+        return Err(SnapshotError::Corrupt {
+            path: path.display().to_string(),
+            reason: format!("checksum {crc:08x}, handle {:08x}", handle.crc32),
+        });
     }
     Ok(payload.to_vec())
 }
@@ -112,6 +132,9 @@ pub struct Metadata {
     pub trigger_ms: u64,
     pub complete_ms: u64,
     pub records_in: u64,
+    /// The checkpoint's cut: lines consumed per source subtask (see [`crate::cuts`]).
+    #[serde(default)]
+    pub cut: Vec<u64>,
     pub tasks: Vec<(TaskId, SnapshotHandle)>,
 }
 
@@ -121,14 +144,19 @@ impl Metadata {
     }
 }
 
-/// Writes `_metadata` (the commit point of a checkpoint).
+/// Writes `_metadata` (the commit point of a checkpoint), framed with its checksum.
 pub fn write_metadata(data: &Path, m: &Metadata) -> Result<(), SnapshotError> {
-    let path = checkpoint_dir(data, &m.job_id, m.checkpoint).join("_metadata");
-    let bytes = serde_json::to_vec_pretty(m).map_err(|e| SnapshotError::Corrupt {
+    let path = metadata_path(data, &m.job_id, m.checkpoint);
+    let payload = serde_json::to_vec_pretty(m).map_err(|e| SnapshotError::Corrupt {
         path: path.display().to_string(),
         reason: e.to_string(),
     })?;
-    write_atomic(&path, &bytes)
+    write_atomic(&path, &frame(&payload).0)
+}
+
+/// Where checkpoint `n`'s `_metadata` is.
+pub fn metadata_path(data: &Path, job: &str, n: u64) -> PathBuf {
+    checkpoint_dir(data, job, n).join("_metadata")
 }
 
 /// Every checkpoint id with a directory (complete or not), ascending.
@@ -145,9 +173,10 @@ pub fn checkpoint_ids(data: &Path, job: &str) -> Vec<u64> {
 
 /// Reads a checkpoint's metadata and verifies every task snapshot it names.
 pub fn load_verified(data: &Path, job: &str, n: u64) -> Result<Metadata, SnapshotError> {
-    let path = checkpoint_dir(data, job, n).join("_metadata");
+    let path = metadata_path(data, job, n);
     let bytes = std::fs::read(&path).map_err(io_err(&path))?;
-    let m: Metadata = serde_json::from_slice(&bytes).map_err(|e| SnapshotError::Corrupt {
+    let (payload, _) = unframe(&path, &bytes)?;
+    let m: Metadata = serde_json::from_slice(payload).map_err(|e| SnapshotError::Corrupt {
         path: path.display().to_string(),
         reason: e.to_string(),
     })?;
@@ -197,6 +226,7 @@ mod tests {
             trigger_ms: 0,
             complete_ms: 0,
             records_in: 0,
+            cut: vec![0],
             tasks: vec![(TaskId::Count(0), h)],
         };
         write_metadata(data, &m).unwrap();
@@ -220,6 +250,23 @@ mod tests {
         b[last] ^= 0x01;
         std::fs::write(&p, b).unwrap();
         assert!(matches!(read_verified(d.path(), &m2.tasks[0].1), Err(SnapshotError::Corrupt { .. })));
+        assert_eq!(latest_valid(d.path(), "j").unwrap().checkpoint, 1);
+    }
+
+    /// Issue 10, item 7: `_metadata` is checksummed. A flipped digit that leaves valid
+    /// JSON (a different source position, a different handle) must make the checkpoint
+    /// unusable, not silently restore something else.
+    #[test]
+    fn a_corrupt_metadata_file_falls_back_to_an_older_checkpoint() {
+        let d = tempfile::tempdir().unwrap();
+        complete(d.path(), 1, 10);
+        complete(d.path(), 2, 20);
+        let p = metadata_path(d.path(), "j", 2);
+        let text = String::from_utf8(std::fs::read(&p).unwrap()).unwrap();
+        let flipped = text.replacen("\"checkpoint\": 2", "\"checkpoint\": 3", 1);
+        assert_ne!(text, flipped);
+        std::fs::write(&p, flipped).unwrap();
+        assert!(matches!(load_verified(d.path(), "j", 2), Err(SnapshotError::Corrupt { .. })));
         assert_eq!(latest_valid(d.path(), "j").unwrap().checkpoint, 1);
     }
 

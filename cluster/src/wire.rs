@@ -229,19 +229,13 @@ pub fn begin_batch(buf: &mut Vec<u8>) {
     buf.push(TAG_BATCH);
 }
 
-/// Appends one `(word, count)` to a batch payload. Words longer than 64 KiB are cut (a
-/// token of that size is not a word; this keeps the length field to 16 bits).
+/// Appends one `(word, count)` to a batch payload. The length field is 32 bits: a token of
+/// any size round-trips whole (the oracle counts it whole; cutting it would be a wrong
+/// count), bounded only by [`MAX_FRAME`] for the whole batch (lint refuses longer lines).
 #[inline]
 pub fn push_entry(buf: &mut Vec<u8>, word: &str, count: u32) {
-    let mut w = word.as_bytes();
-    if w.len() > u16::MAX as usize {
-        let mut end = u16::MAX as usize;
-        while !word.is_char_boundary(end) {
-            end -= 1;
-        }
-        w = &w[..end];
-    }
-    buf.extend_from_slice(&(w.len() as u16).to_le_bytes());
+    let w = word.as_bytes();
+    buf.extend_from_slice(&(w.len() as u32).to_le_bytes());
     buf.extend_from_slice(w);
     buf.extend_from_slice(&count.to_le_bytes());
 }
@@ -273,12 +267,12 @@ pub fn for_each_entry(payload: &[u8], mut f: impl FnMut(&str, u32)) -> Result<u6
     let mut i = 1;
     let mut words = 0u64;
     while i < payload.len() {
-        if i + 2 > payload.len() {
+        if i + 4 > payload.len() {
             return Err(WireError::Malformed("truncated batch entry".into()));
         }
-        let n = u16::from_le_bytes([payload[i], payload[i + 1]]) as usize;
-        i += 2;
-        if i + n + 4 > payload.len() {
+        let n = u32::from_le_bytes([payload[i], payload[i + 1], payload[i + 2], payload[i + 3]]) as usize;
+        i += 4;
+        if n > payload.len() - i || payload.len() - i - n < 4 {
             return Err(WireError::Malformed("truncated batch entry".into()));
         }
         let w = std::str::from_utf8(&payload[i..i + n]).map_err(|_| WireError::Malformed("word is not UTF-8".into()))?;
@@ -336,6 +330,17 @@ mod tests {
         assert_eq!(for_each_entry(&b, |w, c| got.push((w.to_string(), c))).unwrap(), 4);
         assert_eq!(got, vec![("hello".into(), 3), ("żółw".into(), 1)]);
         assert!(for_each_entry(&b[..b.len() - 1], |_, _| {}).is_err());
+        // A token far beyond 64 KiB round-trips whole (it used to be cut).
+        let long = "ż".repeat(50_000) + "x";
+        begin_batch(&mut b);
+        push_entry(&mut b, &long, 2);
+        let mut got = Vec::new();
+        for_each_entry(&b, |w, c| got.push((w.to_string(), c))).unwrap();
+        assert_eq!(got, vec![(long, 2)]);
+        // A length field past the end is an error, not a panic or an overflow.
+        let mut bad = vec![1u8];
+        bad.extend_from_slice(&u32::MAX.to_le_bytes());
+        assert!(for_each_entry(&bad, |_, _| {}).is_err());
         assert_eq!(decode_kind(&barrier_payload(42)).unwrap(), Some(42));
         assert!(decode_kind(&[9, 9]).is_err());
     }

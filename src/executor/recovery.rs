@@ -1,6 +1,18 @@
-//! Per-fault timings, derived after the fact from what REST reported (the job's state
+//! Per-fault facts, derived after the fact from what REST reported (the job's state
 //! history and failure events) and the executor's samples — pure functions, no I/O, so
 //! they are unit-tested on hand-made histories.
+//!
+//! - **Effective**: a fault tests something only if it hits a live job (RUNNING or
+//!   RESTARTING). One that lands after the job ended, or before it ever ran, tested
+//!   nothing, whatever happens afterwards.
+//! - **Detected**: the jobmanager's failure events are matched to a fault by cause — the
+//!   node they name (the lost taskmanager, the deposed leader) is one the fault hit — not
+//!   by time, so overlapping faults on different nodes never swap credit. A consequence
+//!   reported by another node (a count task on taskmanager-1 whose input from the killed
+//!   taskmanager-2 broke) is not a detection of the fault.
+//! - **Recovered**: after the fault (after RUNNING again, if the job went down), a
+//!   checkpoint completed *and* committed output advanced. Input positions only say that
+//!   records were read into socket buffers; a stalled pipeline reads on for a while.
 
 use streamd_contract::api::{FailureEvent, JobState, StateChange};
 
@@ -11,17 +23,51 @@ pub struct Sample {
     pub at_ms: u64,
     pub records_in: u64,
     pub state: JobState,
+    /// The latest completed checkpoint the jobmanager reported.
+    pub checkpoint: Option<u64>,
+    /// Committed transaction files in the output directory.
+    pub committed: u64,
+}
+
+/// One applied fault, as the executor saw it (wall-clock ms).
+#[derive(Debug, Clone, Default)]
+pub struct Applied<'a> {
+    pub applied_ms: u64,
+    /// When a fault that lasts (`for:`) was undone.
+    pub undone_ms: Option<u64>,
+    /// The nodes it hit.
+    pub nodes: &'a [String],
+    /// The highest input position seen before it.
+    pub records_before: u64,
+    /// When the next fault on any of the same nodes was applied: later failures there are
+    /// that fault's.
+    pub next_on_same_nodes_ms: Option<u64>,
+    /// When the next fault of any kind was applied: a restart after it is not this one's.
+    pub next_ms: Option<u64>,
+}
+
+/// What the job was doing when a fault hit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobAtFault {
+    /// RUNNING or RESTARTING: the fault tests the job.
+    Live,
+    /// The job had not started running.
+    NotStarted,
+    /// The job had ended (FINISHED, FAILED, CANCELED) at `at_ms`.
+    Ended { state: JobState, at_ms: u64 },
 }
 
 /// What happened after one fault (all wall-clock ms).
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Recovery {
-    /// The jobmanager noticed a failure (a lost taskmanager, a failed task).
+    pub job_at_fault: JobAtFault,
+    /// The jobmanager noticed a failure of a node the fault hit.
     pub detected_ms: Option<u64>,
-    /// The job was RUNNING again (a new attempt deployed).
+    /// The job was RUNNING again (a new attempt deployed), if the fault brought it down.
     pub running_ms: Option<u64>,
-    /// RUNNING again *and* making progress (input position moved on).
-    pub progress_ms: Option<u64>,
+    /// Recovered: a checkpoint completed and committed output advanced, after the fault
+    /// (after `running_ms` if the job went down).
+    pub recovered_ms: Option<u64>,
     /// The input position got back to where it was when the fault hit.
     pub caught_up_ms: Option<u64>,
 }
@@ -29,51 +75,76 @@ pub struct Recovery {
 /// Slack for clock reads on either side of a fault's API call.
 const SLACK_MS: u64 = 20;
 
-/// Works out a fault's recovery. `applied_ms`: when the fault took effect; `records_before`:
-/// the highest input position seen before it; `until_ms`: the next fault (failures after it
-/// belong to that one).
-pub fn recovery(
-    applied_ms: u64,
-    records_before: u64,
-    until_ms: Option<u64>,
-    history: &[StateChange],
-    failures: &[FailureEvent],
-    samples: &[Sample],
-) -> Recovery {
-    let from = applied_ms.saturating_sub(SLACK_MS);
-    let within = |t: u64| t >= from && until_ms.is_none_or(|u| t < u);
-    let detected = failures
-        .iter()
-        .map(|f| f.at_ms)
-        .chain(history.iter().filter(|h| h.state == JobState::Restarting).map(|h| h.at_ms))
-        .filter(|&t| within(t))
-        .min();
-    let mut r = Recovery { detected_ms: detected, ..Recovery::default() };
-    // Did the job actually go down? A lost taskmanager that ran no task (a spare) is
-    // noticed but costs nothing: the job never stopped running.
-    let restarted = history.iter().find(|h| h.state == JobState::Restarting && within(h.at_ms)).map(|h| h.at_ms);
-    let disrupted_from = restarted.map(|t| detected.map_or(t, |d| d.min(t)));
-    let running_from = disrupted_from.unwrap_or(from);
-    r.running_ms = match disrupted_from {
-        Some(d) => history.iter().filter(|h| h.state == JobState::Running && h.at_ms >= d).map(|h| h.at_ms).min(),
-        None => None,
-    };
-    // Never before the fault itself (the slack only widens the search for failures).
-    let base = r.running_ms.unwrap_or(running_from).max(applied_ms);
-    if disrupted_from.is_none() || r.running_ms.is_some() {
-        // Progress: the position moves past what it was at `base`.
-        let at_base = samples.iter().filter(|s| s.at_ms <= base.max(from)).map(|s| s.records_in).last();
-        r.progress_ms = samples
-            .iter()
-            .filter(|s| s.at_ms > base && matches!(s.state, JobState::Running | JobState::Finished))
-            .find(|s| at_base.is_none_or(|b| s.records_in > b) || s.state == JobState::Finished)
-            .map(|s| s.at_ms);
-        r.caught_up_ms = samples
-            .iter()
-            .filter(|s| s.at_ms >= base && matches!(s.state, JobState::Running | JobState::Finished))
-            .find(|s| s.records_in >= records_before || s.state == JobState::Finished)
-            .map(|s| s.at_ms);
+/// The job's state at `t`: the last state change at or before it.
+pub fn job_at(t: u64, history: &[StateChange]) -> JobAtFault {
+    match history.iter().filter(|h| h.at_ms <= t).last() {
+        None => JobAtFault::NotStarted,
+        Some(h) => match h.state {
+            JobState::Running | JobState::Restarting => JobAtFault::Live,
+            JobState::Created => JobAtFault::NotStarted,
+            state => JobAtFault::Ended { state, at_ms: h.at_ms },
+        },
     }
+}
+
+/// Whether failure event `f` is about one of `nodes`: the taskmanager it names, or the
+/// jobmanager it deposed.
+fn concerns(f: &FailureEvent, nodes: &[String]) -> bool {
+    let named = |n: &Option<String>| n.as_ref().is_some_and(|n| nodes.contains(n));
+    named(&f.taskmanager) || named(&f.jobmanager)
+}
+
+/// Works out a fault's recovery.
+pub fn recovery(fault: &Applied, history: &[StateChange], failures: &[FailureEvent], samples: &[Sample]) -> Recovery {
+    let applied = fault.applied_ms;
+    let from = applied.saturating_sub(SLACK_MS);
+    let detection = failures
+        .iter()
+        .filter(|f| f.at_ms >= from && fault.next_on_same_nodes_ms.is_none_or(|u| f.at_ms < u))
+        .filter(|f| concerns(f, fault.nodes))
+        .min_by_key(|f| f.at_ms);
+    let mut r = Recovery {
+        job_at_fault: job_at(applied, history),
+        detected_ms: detection.map(|f| f.at_ms),
+        running_ms: None,
+        recovered_ms: None,
+        caught_up_ms: None,
+    };
+    // Did the job go down for it? The attempt in which the fault was detected ended in a
+    // restart (possibly reported first by another node: a task whose input broke). A lost
+    // taskmanager that ran no task (a spare) is noticed but costs nothing.
+    let restarted = detection.and_then(|d| {
+        history
+            .iter()
+            .filter(|h| h.state == JobState::Restarting && h.attempt == d.attempt)
+            .find(|h| fault.next_ms.is_none_or(|u| h.at_ms < u))
+            .map(|h| h.at_ms)
+    });
+    if let Some(down) = restarted {
+        let after = down.max(applied);
+        r.running_ms = history.iter().filter(|h| h.state == JobState::Running && h.at_ms >= after).map(|h| h.at_ms).min();
+        if r.running_ms.is_none() {
+            return r; // never RUNNING again
+        }
+    }
+    // A fault that lasts and brought nothing down is judged from its undo: the job can't
+    // be expected to commit through a frozen node before it.
+    let base = match (r.running_ms, detection) {
+        (Some(t), _) => t,
+        (None, None) => fault.undone_ms.unwrap_or(applied),
+        (None, Some(_)) => applied,
+    }
+    .max(applied);
+    let at_base = samples.iter().filter(|s| s.at_ms <= base).last();
+    let (ckpt_before, committed_before) = at_base.map_or((None, 0), |s| (s.checkpoint, s.committed));
+    let live = |s: &&Sample| s.at_ms >= base && matches!(s.state, JobState::Running | JobState::Finished);
+    r.recovered_ms =
+        samples.iter().filter(live).find(|s| s.checkpoint > ckpt_before && s.committed > committed_before).map(|s| s.at_ms);
+    r.caught_up_ms = samples
+        .iter()
+        .filter(live)
+        .find(|s| s.records_in >= fault.records_before || s.state == JobState::Finished)
+        .map(|s| s.at_ms);
     r
 }
 
@@ -81,68 +152,125 @@ pub fn recovery(
 mod tests {
     use super::*;
 
-    fn h(state: JobState, at_ms: u64) -> StateChange {
-        StateChange { state, at_ms, attempt: 1, reason: String::new() }
+    fn h(state: JobState, at_ms: u64, attempt: u64) -> StateChange {
+        StateChange { state, at_ms, attempt, reason: String::new() }
     }
-    fn s(at_ms: u64, records_in: u64, state: JobState) -> Sample {
-        Sample { at_ms, records_in, state }
+    fn s(at_ms: u64, records_in: u64, state: JobState, checkpoint: u64, committed: u64) -> Sample {
+        Sample { at_ms, records_in, state, checkpoint: Some(checkpoint), committed }
+    }
+    fn lost(at_ms: u64, attempt: u64, tm: &str) -> FailureEvent {
+        FailureEvent { at_ms, attempt, taskmanager: Some(tm.into()), jobmanager: None, cause: "lost".into() }
+    }
+    fn nodes(n: &[&str]) -> Vec<String> {
+        n.iter().map(|s| s.to_string()).collect()
     }
 
     #[test]
-    fn a_kill_is_detected_restarted_and_caught_up() {
-        let history = [h(JobState::Running, 0), h(JobState::Restarting, 1010), h(JobState::Running, 1300)];
-        let failures = [FailureEvent { at_ms: 1005, attempt: 1, taskmanager: Some("tm2".into()), cause: "lost".into() }];
-        let samples = [
-            s(900, 900, JobState::Running),
-            s(1100, 700, JobState::Restarting),
-            s(1400, 700, JobState::Running),
-            s(1500, 800, JobState::Running),
-            s(1800, 950, JobState::Running),
+    fn a_kill_is_detected_restarted_and_recovered_by_a_checkpoint_and_a_commit() {
+        let history = [h(JobState::Running, 0, 1), h(JobState::Restarting, 1010, 1), h(JobState::Running, 1300, 2)];
+        // Another node's task notices first; the jobmanager then loses tm2 itself.
+        let failures = [
+            FailureEvent { at_ms: 1003, attempt: 1, taskmanager: Some("tm1".into()), jobmanager: None, cause: "input lost".into() },
+            lost(1005, 1, "tm2"),
         ];
-        let r = recovery(1000, 900, None, &history, &failures, &samples);
-        assert_eq!(r.detected_ms, Some(1005));
+        let samples = [
+            s(900, 900, JobState::Running, 3, 12),
+            s(1100, 700, JobState::Restarting, 3, 12),
+            // Reading again, but nothing checkpointed or committed yet: not recovered.
+            s(1400, 800, JobState::Running, 3, 12),
+            s(1800, 950, JobState::Running, 3, 12),
+            s(2300, 1000, JobState::Running, 5, 16),
+        ];
+        let tm2 = nodes(&["tm2"]);
+        let f = Applied { applied_ms: 1000, nodes: &tm2, records_before: 900, ..Applied::default() };
+        let r = recovery(&f, &history, &failures, &samples);
+        assert_eq!(r.job_at_fault, JobAtFault::Live);
+        assert_eq!(r.detected_ms, Some(1005), "tm1's report is a consequence, not the detection");
         assert_eq!(r.running_ms, Some(1300));
-        assert_eq!(r.progress_ms, Some(1500));
+        assert_eq!(r.recovered_ms, Some(2300));
         assert_eq!(r.caught_up_ms, Some(1800));
     }
 
+    /// Issue 10, item 4: input positions that move on are not recovery.
     #[test]
-    fn a_fault_that_breaks_nothing_only_needs_progress() {
-        let history = [h(JobState::Running, 0)];
-        let samples = [s(900, 900, JobState::Running), s(1100, 950, JobState::Running)];
-        let r = recovery(1000, 900, None, &history, &[], &samples);
-        assert_eq!(r.detected_ms, None);
-        assert_eq!(r.running_ms, None);
-        assert_eq!(r.progress_ms, Some(1100));
+    fn records_read_without_a_checkpoint_or_a_commit_are_not_recovery() {
+        let history = [h(JobState::Running, 0, 1)];
+        let samples = [s(900, 900, JobState::Running, 3, 12), s(1100, 950, JobState::Running, 3, 12), s(1500, 990, JobState::Running, 4, 12)];
+        let tm = nodes(&["tm2"]);
+        let f = Applied { applied_ms: 1000, nodes: &tm, records_before: 900, ..Applied::default() };
+        let r = recovery(&f, &history, &[], &samples);
+        assert_eq!(r.recovered_ms, None, "a checkpoint without a commit (or the reverse) is not enough");
         assert_eq!(r.caught_up_ms, Some(1100));
     }
 
     #[test]
-    fn a_lost_spare_is_detected_but_needs_only_progress() {
-        let history = [h(JobState::Running, 0)];
-        let failures = [FailureEvent { at_ms: 1005, attempt: 1, taskmanager: Some("tm3".into()), cause: "lost".into() }];
-        let samples = [s(900, 900, JobState::Running), s(1100, 950, JobState::Running)];
-        let r = recovery(1000, 900, None, &history, &failures, &samples);
+    fn a_lost_spare_is_detected_but_the_job_never_went_down() {
+        let history = [h(JobState::Running, 0, 1)];
+        let samples = [s(900, 900, JobState::Running, 3, 12), s(1100, 950, JobState::Running, 4, 16)];
+        let tm3 = nodes(&["tm3"]);
+        let f = Applied { applied_ms: 1000, nodes: &tm3, ..Applied::default() };
+        let r = recovery(&f, &history, &[lost(1005, 1, "tm3")], &samples);
         assert_eq!(r.detected_ms, Some(1005));
         assert_eq!(r.running_ms, None);
-        assert_eq!(r.progress_ms, Some(1100));
+        assert_eq!(r.recovered_ms, Some(1100));
+    }
+
+    /// Issue 10, item 4: two overlapping faults on different nodes keep their own
+    /// detections, whichever happened first.
+    #[test]
+    fn detections_are_matched_by_node_not_by_time() {
+        let history = [h(JobState::Running, 0, 1), h(JobState::Restarting, 1020, 1), h(JobState::Running, 1500, 2)];
+        // tm2 paused at 1000 (detected by heartbeat at 3000), tm3 killed at 1010 (at once).
+        let failures = [lost(1020, 1, "tm3"), lost(3000, 2, "tm2")];
+        let (tm2, tm3) = (nodes(&["tm2"]), nodes(&["tm3"]));
+        let pause = Applied { applied_ms: 1000, nodes: &tm2, ..Applied::default() };
+        let kill = Applied { applied_ms: 1010, nodes: &tm3, ..Applied::default() };
+        assert_eq!(recovery(&pause, &history, &failures, &[]).detected_ms, Some(3000));
+        assert_eq!(recovery(&kill, &history, &failures, &[]).detected_ms, Some(1020));
+        // A later fault on the same node takes the failures after it.
+        let pause = Applied { next_on_same_nodes_ms: Some(2000), ..pause };
+        assert_eq!(recovery(&pause, &history, &failures, &[]).detected_ms, None);
     }
 
     #[test]
-    fn failures_after_the_next_fault_are_not_this_ones() {
-        let history = [h(JobState::Running, 0), h(JobState::Restarting, 3000), h(JobState::Running, 3200)];
-        let failures = [FailureEvent { at_ms: 3000, attempt: 1, taskmanager: None, cause: "x".into() }];
-        let r = recovery(1000, 0, Some(2000), &history, &failures, &[]);
-        assert_eq!(r.detected_ms, None);
+    fn a_failover_is_credited_to_the_deposed_leader() {
+        let history = [h(JobState::Running, 0, 3), h(JobState::Restarting, 2100, 3), h(JobState::Running, 2600, 4)];
+        let failover = FailureEvent {
+            at_ms: 2100,
+            attempt: 3,
+            taskmanager: None,
+            jobmanager: Some("jobmanager-1".into()),
+            cause: "jobmanager failover: jobmanager-2 took over from jobmanager-1".into(),
+        };
+        let (jm1, jm2) = (nodes(&["jobmanager-1"]), nodes(&["jobmanager-2"]));
+        let r = recovery(&Applied { applied_ms: 100, nodes: &jm1, ..Applied::default() }, &history, &[failover.clone()], &[]);
+        assert_eq!((r.detected_ms, r.running_ms), (Some(2100), Some(2600)));
+        let r = recovery(&Applied { applied_ms: 100, nodes: &jm2, ..Applied::default() }, &history, &[failover], &[]);
+        assert_eq!(r.detected_ms, None, "the new leader is named too, but it is not the one that failed");
+    }
+
+    /// Issue 10, item 3: a fault after FINISHED (or before the job ran) tested nothing.
+    #[test]
+    fn a_fault_on_a_finished_or_not_yet_running_job_is_not_live() {
+        let history = [h(JobState::Created, 0, 0), h(JobState::Running, 100, 1), h(JobState::Finished, 2000, 1)];
+        assert_eq!(job_at(50, &history), JobAtFault::NotStarted);
+        assert_eq!(job_at(1000, &history), JobAtFault::Live);
+        assert_eq!(job_at(4000, &history), JobAtFault::Ended { state: JobState::Finished, at_ms: 2000 });
+        let tm = nodes(&["tm2"]);
+        let samples = [s(1900, 900, JobState::Running, 3, 12), s(2100, 1000, JobState::Finished, 4, 16), s(4100, 1000, JobState::Finished, 4, 16)];
+        let r = recovery(&Applied { applied_ms: 4000, nodes: &tm, ..Applied::default() }, &history, &[], &samples);
+        assert!(matches!(r.job_at_fault, JobAtFault::Ended { .. }));
+        assert_eq!(r.recovered_ms, None, "nothing after the fault checkpointed or committed");
     }
 
     #[test]
     fn never_running_again_means_no_recovery() {
-        let history = [h(JobState::Running, 0), h(JobState::Restarting, 1010)];
-        let samples = [s(1100, 10, JobState::Restarting), s(5000, 10, JobState::Restarting)];
-        let r = recovery(1000, 10, None, &history, &[], &samples);
+        let history = [h(JobState::Running, 0, 1), h(JobState::Restarting, 1010, 1)];
+        let samples = [s(1100, 10, JobState::Restarting, 3, 12), s(5000, 10, JobState::Restarting, 3, 12)];
+        let tm = nodes(&["tm2"]);
+        let r = recovery(&Applied { applied_ms: 1000, nodes: &tm, ..Applied::default() }, &history, &[lost(1010, 1, "tm2")], &samples);
         assert_eq!(r.detected_ms, Some(1010));
         assert_eq!(r.running_ms, None);
-        assert_eq!(r.progress_ms, None);
+        assert_eq!(r.recovered_ms, None);
     }
 }

@@ -6,7 +6,7 @@
 //! decision per tick; timings are read back from the jobmanager's own history afterwards
 //! (see [`super::recovery`]).
 
-use super::recovery::{recovery, Sample};
+use super::recovery::{recovery, Applied, JobAtFault, Sample};
 use super::schedule::{Decision, End, Observed, Schedule};
 use super::{ChaosError, RunOptions};
 use crate::client::StreamdClient;
@@ -131,8 +131,8 @@ pub async fn run_plan<R: Runtime>(
         }
         .save();
     }
-    let run_failures = driven?;
-    judge(plan, &prepared, &mut rep, run_failures)?;
+    let driven = driven?;
+    judge(plan, &prepared, &mut rep, driven)?;
     let path = prepared.run_dir.join("report.json");
     report::json::write(&rep, &path).map_err(|e| ChaosError::Other(e.to_string()))?;
     Ok(rep)
@@ -142,12 +142,12 @@ pub async fn run_plan<R: Runtime>(
 async fn drive<R: Runtime>(
     rt: &mut R,
     plan: &Plan,
-    _prepared: &Prepared,
+    prepared: &Prepared,
     rep: &mut RunReport,
     progress: &report::terminal::Progress,
     t_up: Instant,
     nf: Option<&crate::netfault::NetFaults>,
-) -> Result<Vec<(String, String)>, ChaosError> {
+) -> Result<Driven, ChaosError> {
     let injector = crate::fault::Injector::new(&*rt, nf);
     let url = rt.rest_url("jobmanager-1").await?;
     let mut client = StreamdClient::new(url).map_err(|e| ChaosError::Other(e.to_string()))?;
@@ -193,6 +193,8 @@ async fn drive<R: Runtime>(
         })
         .collect();
     let mut samples: Vec<Sample> = Vec::new();
+    // Committed output is watched on disk (the run directory is every node's /data).
+    let output_dir = prepared.run_dir.join("output").join(&job_id);
     let mut last: Option<JobDetails> = None;
     let mut max_records = 0u64;
     let mut last_ckpts = 0u64;
@@ -216,7 +218,17 @@ async fn drive<R: Runtime>(
         match client.job(&job_id).await {
             Ok(d) => {
                 max_records = max_records.max(d.records_in);
-                samples.push(Sample { at_ms: d.now_ms, records_in: d.records_in, state: d.state });
+                let committed = streamd_contract::output::count_committed(&output_dir).unwrap_or_else(|e| {
+                    tracing::debug!("counting committed output: {e}");
+                    samples.last().map_or(0, |s| s.committed)
+                });
+                samples.push(Sample {
+                    at_ms: d.now_ms,
+                    records_in: d.records_in,
+                    state: d.state,
+                    checkpoint: d.last_completed_checkpoint,
+                    committed,
+                });
                 rep.timeline.samples.push(report::Sample {
                     t_ms: d.now_ms.saturating_sub(t0),
                     records_in: d.records_in,
@@ -331,13 +343,15 @@ async fn drive<R: Runtime>(
     if d.state == JobState::Failed {
         run_failures.push(("job".into(), format!("the job FAILED: {}", d.failure_cause.clone().unwrap_or_default())));
     }
-    // Per-fault timings from the jobmanager's own history.
-    let applied: Vec<u64> = faults.iter().filter_map(|f| f.applied_ms).collect();
-    for f in faults.iter_mut() {
-        let measured = match f.measure.take() {
+    // Per-fault facts from the jobmanager's own history.
+    let mut ineffective: Vec<String> = Vec::new();
+    let mut judged = 0usize;
+    for i in 0..faults.len() {
+        let measured = match faults[i].measure.take() {
             Some(h) => tokio::time::timeout(Duration::from_secs(20), h).await.ok().and_then(|r| r.ok()).flatten(),
             None => None,
         };
+        let f = &faults[i];
         let net_ids: Vec<String> = match &f.undo_ids {
             Some(ids) => ids.clone(),
             None => vec![],
@@ -357,37 +371,72 @@ async fn drive<R: Runtime>(
             ..FaultReport::default()
         };
         if let Some(a) = f.applied_ms {
-            let next = applied.iter().copied().filter(|&t| t > a).min();
-            let r = recovery(a, f.records_before, next, &d.history, &d.failures, &samples);
+            // Later faults: on the same nodes (their failures are theirs), and of any kind.
+            let later = || faults.iter().filter_map(|g| g.applied_ms.filter(|&t| t > a).map(|t| (t, g)));
+            let facts = Applied {
+                applied_ms: a,
+                undone_ms: f.undone_ms,
+                nodes: &f.targets,
+                records_before: f.records_before,
+                next_on_same_nodes_ms: later().filter(|(_, g)| g.targets.iter().any(|n| f.targets.contains(n))).map(|(t, _)| t).min(),
+                next_ms: later().map(|(t, _)| t).min(),
+            };
+            let r = recovery(&facts, &d.history, &d.failures, &samples);
             let rel = |t: Option<u64>| t.map(|t| t.saturating_sub(t0));
             fr.applied_ms = rel(Some(a));
             fr.undone_ms = rel(f.undone_ms);
             fr.detected_ms = rel(r.detected_ms);
             fr.running_ms = rel(r.running_ms);
             fr.caught_up_ms = rel(r.caught_up_ms);
+            fr.recovery_ms = r.recovered_ms.map(|t| t.saturating_sub(a));
+            // Restoring actions (start, unpause) are not tests of their own.
             let disruptive = !matches!(f.planned.action, Action::Start | Action::Unpause);
-            // A fault that lasts (`for:`) is judged from its undo: the job can't be
-            // expected to progress on a frozen node before it.
-            let from = f.undone_ms.filter(|_| r.detected_ms.is_none()).unwrap_or(a);
-            let recovered = r.progress_ms.or(if d.state == JobState::Finished && r.detected_ms.is_none() { Some(from) } else { None });
-            fr.recovery_ms = recovered.map(|t| t.saturating_sub(a));
+            let label = format!("{} {} at {} ms", fr.action, fr.target, a.saturating_sub(t0));
             if disruptive {
+                judged += 1;
+                match r.job_at_fault {
+                    JobAtFault::Live => {}
+                    JobAtFault::NotStarted => ineffective.push(format!("{label}: the job was not running yet")),
+                    JobAtFault::Ended { state, at_ms } => ineffective.push(format!(
+                        "{label}: the job was already {} (at {} ms)",
+                        format!("{state:?}").to_uppercase(),
+                        at_ms.saturating_sub(t0)
+                    )),
+                }
+            }
+            if disruptive && r.job_at_fault == JobAtFault::Live {
+                // Judged from the undo when the fault lasted and brought nothing down.
+                let from = f.undone_ms.filter(|_| r.running_ms.is_none() && r.detected_ms.is_none()).unwrap_or(a);
                 let limit = plan.expect.recovery_within.as_millis() as u64;
-                match recovered {
+                match r.recovered_ms {
                     Some(t) if t.saturating_sub(from) <= limit => {}
                     Some(t) => run_failures.push((
                         "recovery".into(),
-                        format!("{} {}: RUNNING with progress after {} ms, more than recovery_within {} ms", fr.action, fr.target, t - from, limit),
+                        format!(
+                            "{} {}: a checkpoint completed and output was committed only {} ms after it, more than recovery_within {} ms",
+                            fr.action,
+                            fr.target,
+                            t - from,
+                            limit
+                        ),
                     )),
                     None => run_failures.push((
                         "recovery".into(),
-                        format!("{} {}: the job never made progress again", fr.action, fr.target),
+                        format!("{} {}: no checkpoint completed with committed output after it", fr.action, fr.target),
                     )),
                 }
             }
         }
         rep.faults.push(fr);
     }
+    // Faults that hit nothing make the run test nothing: a required check of its own.
+    let effective = if judged == 0 {
+        None
+    } else if ineffective.is_empty() {
+        Some(crate::verdict::Check::new(true, format!("{judged} fault(s), each hit a running job")))
+    } else {
+        Some(crate::verdict::Check::new(false, format!("nothing was tested: {}", ineffective.join("; "))))
+    };
     for h in &d.history {
         let kind = match h.state {
             JobState::Running => EventKind::Running,
@@ -411,7 +460,14 @@ async fn drive<R: Runtime>(
     rep.final_state = Some(format!("{:?}", d.state).to_uppercase());
     let end = d.history.iter().rev().find(|h| h.state == JobState::Finished).map(|h| h.at_ms).unwrap_or(d.now_ms);
     rep.duration_ms = end.saturating_sub(t0);
-    Ok(run_failures)
+    Ok(Driven { failures: run_failures, fault_effective: effective })
+}
+
+/// What a run's drive found besides the output: run-level failures (each a failed check)
+/// and, when there were faults to judge, the `fault_effective` check.
+struct Driven {
+    failures: Vec<(String, String)>,
+    fault_effective: Option<crate::verdict::Check>,
 }
 
 async fn undo<R: Runtime>(injector: &crate::fault::Injector<'_, R>, f: &mut FaultState, t0: u64, rep: &mut RunReport) {
@@ -428,8 +484,10 @@ async fn undo<R: Runtime>(injector: &crate::fault::Injector<'_, R>, f: &mut Faul
     });
 }
 
-/// The verdict: oracle, committed output, the three checks, `counts.tsv`.
-fn judge(plan: &Plan, prepared: &Prepared, rep: &mut RunReport, run_failures: Vec<(String, String)>) -> Result<(), ChaosError> {
+/// The verdict: oracle, committed output, the checks (the epoch checks with the cuts the
+/// jobmanager recorded), `counts.tsv`.
+fn judge(plan: &Plan, prepared: &Prepared, rep: &mut RunReport, driven: Driven) -> Result<(), ChaosError> {
+    let mut run_failures = driven.failures;
     let oracle = verdict::oracle(&prepared.oracle_input)
         .map_err(|e| ChaosError::Other(format!("cannot compute the oracle: {e}")))?;
     let out = prepared.run_dir.join("output").join(&plan.job.job_id);
@@ -440,7 +498,19 @@ fn judge(plan: &Plan, prepared: &Prepared, rep: &mut RunReport, run_failures: Ve
         OutputExpectation::AtLeastOnce => Expectation::AtLeastOnce,
         OutputExpectation::Any => Expectation::Any,
     };
-    let v = verdict::verdict(&oracle, &txns, expectation, run_failures);
+    let finished = rep.final_state.as_deref() == Some("FINISHED");
+    let input = prepared.oracle_input.clone();
+    let epochs = match verdict::EpochEvidence::read(&prepared.run_dir, &plan.job.job_id, input, plan.job.parallelism, finished) {
+        Ok(e) => Some(e),
+        Err(e) => {
+            run_failures.push((verdict::CONSISTENT_CUTS.into(), format!("cannot read the checkpoints' cuts: {e}")));
+            None
+        }
+    };
+    let mut v = verdict::verdict_with(&oracle, &txns, expectation, epochs.as_ref(), run_failures);
+    if let Some(c) = driven.fault_effective {
+        v.add_check(verdict::FAULT_EFFECTIVE, c);
+    }
     verdict::write_counts(&rep.counts_file, &v.finals)
         .map_err(|e| ChaosError::Other(format!("cannot write {}: {e}", rep.counts_file.display())))?;
     rep.apply_verdict(&v);

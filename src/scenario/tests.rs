@@ -258,6 +258,27 @@ fn input_file_is_resolved_against_the_scenario() {
     check(&e, 2, 8, &["input: missing input: expected `generate"]);
 }
 
+/// Issue 10, item 5: an input without words (its oracle is empty and would pass any
+/// engine) and a line too long for a data frame are refused before anything starts.
+#[test]
+fn an_empty_input_file_and_an_overlong_line_are_refused_with_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("s.yaml");
+    let text = "job: { parallelism: 2 }\ninput:\n  file: words.txt\n";
+    for blank in ["", "\n\n", "  \t \n\u{a0}\n"] {
+        std::fs::write(dir.path().join("words.txt"), blank).unwrap();
+        let e = parse_str(text, &file, None).unwrap_err();
+        check(&e, 3, 9, &["input.file: `words.txt` has no words", "an empty input tests nothing"]);
+    }
+    let long = "x".repeat(super::validate::MAX_LINE_BYTES + 1);
+    std::fs::write(dir.path().join("words.txt"), format!("a b\n#end c\n{long}\nd\n")).unwrap();
+    let e = parse_str(text, &file, None).unwrap_err();
+    check(&e, 3, 9, &["input.file: `words.txt`:3: a line of 8388609 bytes"]);
+    // `#end` and long (but not over-long) tokens are fine.
+    std::fs::write(dir.path().join("words.txt"), format!("#end a\n{}\n", "y".repeat(100_000))).unwrap();
+    assert!(parse_str(text, &file, None).is_ok());
+}
+
 #[test]
 fn seeds_drive_picks_reproducibly() {
     let text = BASE.replace("target: taskmanager-2", "target: { role: taskmanager, pick: one }\n    repeat: { every: 2s, count: 2 }")

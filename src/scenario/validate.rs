@@ -245,11 +245,44 @@ fn input(raw: RawInput, seed: u64, cx: &Ctx<'_>) -> Result<(InputSpec, Option<Pa
             let Some(basename) = abs.file_name().and_then(|b| b.to_str()).map(str::to_string) else {
                 return Err(cx.at_value(&p, format!("`{f}`: expected a file name in UTF-8")));
             };
+            check_input_file(&abs).map_err(|msg| cx.at_value(&p, format!("`{f}`{msg}")))?;
             let file = FileSpec { path: format!("input/{basename}"), follow: false };
             Ok((InputSpec { generate: None, file: Some(file), rate }, Some(abs)))
         }
     }
 }
+
+/// What an input file must be for a run to test something: at least one word (an empty
+/// input has an empty oracle, which would pass whatever the engine did), and no line
+/// longer than [`MAX_LINE_BYTES`]. The error names the file's line (`:L: ...`).
+fn check_input_file(path: &Path) -> Result<(), String> {
+    let mut words = 0u64;
+    let mut index = 0u64;
+    let mut too_long = None;
+    streamd_contract::input::for_each_file_line(path, |line| {
+        index += 1;
+        if line.len() > MAX_LINE_BYTES && too_long.is_none() {
+            too_long = Some((index, line.len()));
+        }
+        streamd_contract::tokenizer::for_each_token(line, |_| words += 1);
+    })
+    .map_err(|e| format!(": cannot read it: {e}"))?;
+    if let Some((line, len)) = too_long {
+        return Err(format!(
+            ":{line}: a line of {len} bytes: expected lines of at most {MAX_LINE_BYTES} bytes (a source sends a chunk of lines as one data frame)"
+        ));
+    }
+    if words == 0 {
+        return Err(format!(" has no words ({index} lines, all blank): expected some text; an empty input tests nothing"));
+    }
+    Ok(())
+}
+
+/// The longest input line a scenario may have. A source pre-aggregates a chunk of lines
+/// into one data frame of at most `streamd::wire::MAX_FRAME` (64 MiB): a line of 8 MiB of
+/// one-letter distinct tokens encodes to under 40 MiB. Tokens of any length below it
+/// round-trip whole.
+pub const MAX_LINE_BYTES: usize = 8 << 20;
 
 fn expect(raw: Option<RawExpect>, cx: &Ctx<'_>) -> Result<Expectations, ScenarioError> {
     let raw = raw.unwrap_or(RawExpect { output: None, recovery_within: None, timeout: None });

@@ -53,6 +53,9 @@ pub struct FailureEvent {
     pub attempt: u64,
     /// The taskmanager it concerns, when there is one.
     pub taskmanager: Option<String>,
+    /// The jobmanager it concerns, when there is one (a failover: the deposed leader).
+    #[serde(default)]
+    pub jobmanager: Option<String>,
     pub cause: String,
 }
 

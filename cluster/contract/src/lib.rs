@@ -6,11 +6,14 @@
 //! - [`tokenizer`]: the one tokenizer, used by the engine and by the oracle.
 //! - [`input`]: generated and file input, partitioned by line index.
 //! - [`output`]: the committed output format, written by the sink and read back by the verdict.
+//! - [`cuts`]: the source positions of every completed checkpoint, written by the
+//!   jobmanager and read back by the verdict's consistent-cut check.
 //! - [`api`]: REST response types (JSON).
 //!
 //! The engine re-exports these modules under the same names (`streamd::spec`, ...).
 
 pub mod api;
+pub mod cuts;
 pub mod duration;
 pub mod input;
 pub mod output;

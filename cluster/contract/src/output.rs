@@ -2,14 +2,18 @@
 //! `/data/output/<job>/<subtask>/committed-<epoch>.tsv` (and, for the eager commits of
 //! `delivery: at-least-once`, `committed-<epoch>-<part>.tsv`), each `word<TAB>count` lines
 //! with the new cumulative count of every word that changed, closed by a trailer line
-//! `#end<TAB><records>` so a torn or truncated transaction is detectable.
-//! Staged (pre-committed) transactions are `staged-<epoch>.tsv` in the same directory.
+//! `<TAB>#end<TAB><records>` so a torn or truncated transaction is detectable. The trailer
+//! starts with a TAB, an empty word, which no token can be (tokens are non-empty and hold
+//! no whitespace): a word `#end` is an ordinary record.
+//! Staged (pre-committed) transactions are `staged-<epoch>-<attempt>.tsv` in the same
+//! directory: the name says which execution attempt owns it, so a restore aborts only what
+//! older attempts left (never a newer attempt's, see the sink).
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 
-/// The trailer key that closes every transaction file.
+/// The trailer key that closes every transaction file (after an empty word: see above).
 pub const TRAILER: &str = "#end";
 
 /// One committed transaction read back from disk.
@@ -24,9 +28,9 @@ pub struct Transaction {
     pub well_formed: Result<(), String>,
 }
 
-/// Name of a staged transaction file.
-pub fn staged_name(epoch: u64) -> String {
-    format!("staged-{epoch}.tsv")
+/// Name of epoch `epoch`'s staged transaction file, written by execution attempt `attempt`.
+pub fn staged_name(epoch: u64, attempt: u64) -> String {
+    format!("staged-{epoch}-{attempt}.tsv")
 }
 
 /// Name of a committed transaction file (`part` 0 is the plain name).
@@ -38,26 +42,41 @@ pub fn committed_name(epoch: u64, part: u32) -> String {
     }
 }
 
-/// Parses `committed-<epoch>[-<part>].tsv` / `staged-<epoch>.tsv`.
-pub fn parse_name(name: &str) -> Option<(&'static str, u64, u32)> {
-    let (kind, rest) = if let Some(r) = name.strip_prefix("committed-") {
-        ("committed", r)
-    } else if let Some(r) = name.strip_prefix("staged-") {
-        ("staged", r)
-    } else {
-        return None;
-    };
-    let rest = rest.strip_suffix(".tsv")?;
-    let (e, p) = match rest.split_once('-') {
-        Some((e, p)) => (e, p.parse().ok()?),
-        None => (rest, 0),
-    };
-    Some((kind, e.parse().ok()?, p))
+/// What a transaction file's name says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxnFile {
+    /// `committed-<epoch>[-<part>].tsv`.
+    Committed { epoch: u64, part: u32 },
+    /// `staged-<epoch>-<attempt>.tsv`.
+    Staged { epoch: u64, attempt: u64 },
+}
+
+/// Parses `committed-<epoch>[-<part>].tsv` / `staged-<epoch>-<attempt>.tsv`.
+pub fn parse_name(name: &str) -> Option<TxnFile> {
+    if let Some(rest) = name.strip_prefix("committed-").and_then(|r| r.strip_suffix(".tsv")) {
+        let (e, p) = match rest.split_once('-') {
+            Some((e, p)) => (e, p.parse().ok()?),
+            None => (rest, 0),
+        };
+        return Some(TxnFile::Committed { epoch: e.parse().ok()?, part: p });
+    }
+    let (e, a) = name.strip_prefix("staged-")?.strip_suffix(".tsv")?.split_once('-')?;
+    Some(TxnFile::Staged { epoch: e.parse().ok()?, attempt: a.parse().ok()? })
+}
+
+/// The file a transaction is written to before its atomic rename (see [`write_transaction`]).
+pub fn in_progress_path(path: &Path) -> PathBuf {
+    path.with_extension("tmp")
+}
+
+/// Parses the name of an in-progress file (`<transaction stem>.tmp`).
+pub fn parse_in_progress_name(name: &str) -> Option<TxnFile> {
+    parse_name(&format!("{}.tsv", name.strip_suffix(".tmp")?))
 }
 
 /// Writes a transaction file atomically: temp file, fsync, rename, fsync of the directory.
 pub fn write_transaction<'a>(path: &Path, records: impl IntoIterator<Item = (&'a str, u64)>) -> io::Result<()> {
-    let tmp = path.with_extension("tmp");
+    let tmp = in_progress_path(path);
     {
         let mut w = io::BufWriter::with_capacity(64 * 1024, File::create(&tmp)?);
         let mut n = 0u64;
@@ -65,7 +84,7 @@ pub fn write_transaction<'a>(path: &Path, records: impl IntoIterator<Item = (&'a
             writeln!(w, "{word}\t{count}")?;
             n += 1;
         }
-        writeln!(w, "{TRAILER}\t{n}")?;
+        writeln!(w, "\t{TRAILER}\t{n}")?;
         w.flush()?;
         w.get_ref().sync_all()?;
     }
@@ -76,6 +95,34 @@ pub fn write_transaction<'a>(path: &Path, records: impl IntoIterator<Item = (&'a
 /// fsyncs a directory so a rename in it is durable.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
+}
+
+/// `create_dir_all`, durably: every directory it creates is fsynced into its parent (a
+/// new directory's entry is not on disk until its parent is synced, and a file renamed
+/// into a directory that vanished in a crash is gone with it). Returns the directories it
+/// created, outermost first.
+pub fn create_dir_all_durable(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut missing = Vec::new();
+    let mut d = dir;
+    while !d.as_os_str().is_empty() && !d.exists() {
+        missing.push(d.to_path_buf());
+        match d.parent() {
+            Some(p) => d = p,
+            None => break,
+        }
+    }
+    missing.reverse();
+    for m in &missing {
+        match std::fs::create_dir(m) {
+            Ok(()) => {}
+            // Someone else (another task, another taskmanager) created it meanwhile.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+        let parent = m.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        sync_dir(parent)?;
+    }
+    Ok(missing)
 }
 
 /// Reads and checks one transaction file.
@@ -94,10 +141,18 @@ pub fn read_transaction(path: &Path) -> io::Result<(Vec<(String, u64)>, Result<(
         let Some((w, c)) = line.split_once('\t') else {
             return Ok((records, Err(format!("line {}: expected word<TAB>count, got {line:?}", i + 1))));
         };
+        // An empty word opens the trailer; every other line is a record, `#end` included.
+        let (trailer_line, c) = match w {
+            "" => match c.split_once('\t') {
+                Some((TRAILER, n)) => (true, n),
+                _ => return Ok((records, Err(format!("line {}: malformed trailer {line:?}", i + 1)))),
+            },
+            _ => (false, c),
+        };
         let Ok(c) = c.parse::<u64>() else {
             return Ok((records, Err(format!("line {}: count {c:?} is not a number", i + 1))));
         };
-        if w == TRAILER {
+        if trailer_line {
             trailer = Some(c);
         } else {
             records.push((w.to_string(), c));
@@ -127,7 +182,7 @@ pub fn read_committed(job_output_dir: &Path) -> io::Result<Vec<Transaction>> {
         for f in std::fs::read_dir(sub.path())? {
             let f = f?;
             let name = f.file_name();
-            let Some(("committed", epoch, part)) = name.to_str().and_then(parse_name) else { continue };
+            let Some(TxnFile::Committed { epoch, part }) = name.to_str().and_then(parse_name) else { continue };
             let (records, well_formed) = read_transaction(&f.path())?;
             out.push(Transaction { subtask, epoch, part, path: f.path(), records, well_formed });
         }
@@ -136,16 +191,70 @@ pub fn read_committed(job_output_dir: &Path) -> io::Result<Vec<Transaction>> {
     Ok(out)
 }
 
+/// How many committed transaction files are under `<output>/<job>/` (cheap: names only),
+/// to see committed output advance while a job runs.
+pub fn count_committed(job_output_dir: &Path) -> io::Result<u64> {
+    let mut n = 0;
+    let entries = match std::fs::read_dir(job_output_dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    for sub in entries {
+        let sub = sub?;
+        if !sub.file_type()?.is_dir() {
+            continue;
+        }
+        for f in std::fs::read_dir(sub.path())? {
+            let name = f?.file_name();
+            if matches!(name.to_str().and_then(parse_name), Some(TxnFile::Committed { .. })) {
+                n += 1;
+            }
+        }
+    }
+    Ok(n)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn names_round_trip() {
-        assert_eq!(parse_name(&committed_name(12, 0)), Some(("committed", 12, 0)));
-        assert_eq!(parse_name(&committed_name(12, 3)), Some(("committed", 12, 3)));
-        assert_eq!(parse_name(&staged_name(4)), Some(("staged", 4, 0)));
+        assert_eq!(parse_name(&committed_name(12, 0)), Some(TxnFile::Committed { epoch: 12, part: 0 }));
+        assert_eq!(parse_name(&committed_name(12, 3)), Some(TxnFile::Committed { epoch: 12, part: 3 }));
+        assert_eq!(parse_name(&staged_name(4, 9)), Some(TxnFile::Staged { epoch: 4, attempt: 9 }));
         assert_eq!(parse_name("committed-x.tsv"), None);
+        assert_eq!(parse_name("staged-4.tsv"), None, "a staged file names its attempt");
+        let tmp = in_progress_path(Path::new(&staged_name(4, 9)));
+        assert_eq!(parse_in_progress_name(tmp.to_str().unwrap()), Some(TxnFile::Staged { epoch: 4, attempt: 9 }));
+    }
+
+    /// Every token round-trips, `#end` (a Velocity directive) and look-alikes of the
+    /// trailer included: the trailer is the only line with an empty word.
+    #[test]
+    fn a_word_that_looks_like_the_trailer_is_a_record() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join(committed_name(1, 0));
+        let recs = [("#end", 1), ("a", 2), ("#end\u{a0}", 3), ("#", 4)];
+        write_transaction(&p, recs).unwrap();
+        let (got, ok) = read_transaction(&p).unwrap();
+        assert_eq!(ok, Ok(()));
+        assert_eq!(got, recs.iter().map(|(w, c)| (w.to_string(), *c)).collect::<Vec<_>>());
+        // A file that ends in a `#end` record is still truncated, whatever its count.
+        std::fs::write(&p, "a\t2\n#end\t1\n").unwrap();
+        assert!(read_transaction(&p).unwrap().1.is_err());
+        std::fs::write(&p, "a\t2\n\tnope\t1\n").unwrap();
+        assert!(read_transaction(&p).unwrap().1.is_err());
+    }
+
+    #[test]
+    fn durable_dir_creation_creates_every_missing_level_once() {
+        let d = tempfile::tempdir().unwrap();
+        let deep = d.path().join("a/b/c");
+        assert_eq!(create_dir_all_durable(&deep).unwrap(), vec![d.path().join("a"), d.path().join("a/b"), deep.clone()]);
+        assert!(deep.is_dir());
+        assert!(create_dir_all_durable(&deep).unwrap().is_empty());
     }
 
     #[test]
@@ -157,6 +266,7 @@ mod tests {
         std::fs::write(sub.join(committed_name(4, 0)), "a\t3\n").unwrap();
         let t = read_committed(d.path()).unwrap();
         assert_eq!(t.len(), 2);
+        assert_eq!(count_committed(d.path()).unwrap(), 2);
         assert_eq!(t[0].records, vec![("a".to_string(), 2), ("b".to_string(), 5)]);
         assert!(t[0].well_formed.is_ok());
         assert!(t[1].well_formed.is_err());

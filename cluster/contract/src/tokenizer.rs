@@ -48,6 +48,23 @@ mod tests {
         assert_eq!(tokens("x\u{0b}y\u{0c}z\rw"), vec!["x", "y", "z", "w"]);
     }
 
+    proptest::proptest! {
+        /// Both paths (ASCII fast path, Unicode path) agree with `str::split_whitespace`
+        /// on any text: random Unicode, and ASCII-heavy text mixed with every kind of
+        /// whitespace, where the fast path runs.
+        #[test]
+        fn tokens_agree_with_split_whitespace(
+            s in proptest::prop_oneof![
+                ".*",
+                proptest::string::string_regex("[ -~\t\n\x0b\x0c\r\x1c-\x1f\u{85}\u{a0}\u{1680}\u{2000}-\u{200b}\u{2028}\u{2029}\u{3000}\u{feff}a-zż]{0,64}").unwrap(),
+                proptest::string::string_regex("[\x00-\x7f]{0,64}").unwrap(),
+            ]
+        ) {
+            let want: Vec<&str> = s.split_whitespace().collect();
+            proptest::prop_assert_eq!(tokens(&s), want);
+        }
+    }
+
     #[test]
     fn ascii_fast_path_agrees_with_split_whitespace() {
         let s = "a  b\t\tc\r\nd \u{0b}e\x1ff";

@@ -16,7 +16,8 @@ pub struct Pending {
     pub started: Instant,
     pub trigger_ms: u64,
     pub acks: BTreeMap<TaskId, SnapshotHandle>,
-    pub source_lines: u64,
+    /// The cut: lines consumed per source subtask at its barrier.
+    pub positions: BTreeMap<u32, u64>,
     /// Triggered after every source ended: completing it finishes the job.
     pub is_final: bool,
 }
@@ -63,7 +64,7 @@ impl Coordinator {
             started: Instant::now(),
             trigger_ms: crate::api::now_ms(),
             acks: BTreeMap::new(),
-            source_lines: 0,
+            positions: BTreeMap::new(),
             is_final,
         });
         self.last_trigger = Some(Instant::now());
@@ -92,8 +93,8 @@ impl Coordinator {
         expected: usize,
     ) -> Option<(Metadata, bool)> {
         let p = self.pending.as_mut().filter(|p| p.id == id && p.attempt == attempt)?;
-        if let TaskId::Source(_) = task {
-            p.source_lines += lines;
+        if let TaskId::Source(i) = task {
+            p.positions.insert(i, lines);
         }
         p.acks.insert(task, handle);
         if p.acks.len() < expected {
@@ -106,7 +107,8 @@ impl Coordinator {
             attempt: p.attempt,
             trigger_ms: p.trigger_ms,
             complete_ms: crate::api::now_ms(),
-            records_in: p.source_lines,
+            records_in: p.positions.values().sum(),
+            cut: p.positions.into_values().collect(),
             tasks: p.acks.into_iter().collect(),
         };
         if let Err(e) = snapshot::write_metadata(data, &m) {

@@ -13,6 +13,7 @@
 //! through a leadership-guarded etcd transaction first, and only then does the
 //! `JobMaster` act ([`JobMaster::op_done`]). Without HA the ops complete at once.
 
+pub mod attempts;
 pub mod checkpoints;
 pub mod rest;
 
@@ -178,6 +179,11 @@ impl JobMaster {
             view,
             cfg,
         };
+        if jm.cfg.ha.is_none() {
+            // A restarted jobmanager continues the attempts of the one before it (HA keeps
+            // them in etcd instead): attempt numbers name output parts and fence tasks.
+            jm.attempt = attempts::recorded(&jm.cfg.data_dir, &jm.cfg.job.job_id);
+        }
         jm.set_state(JobState::Created, "job submitted");
         jm.check_input();
         jm.refresh_view();
@@ -225,7 +231,13 @@ impl JobMaster {
             self.leader_epoch,
             pointer.map(|p| p.to_string()).unwrap_or_else(|| "none (replay from the start)".into())
         );
-        self.failures.push(FailureEvent { at_ms: api::now_ms(), attempt: self.attempt, taskmanager: None, cause: cause.clone() });
+        self.failures.push(FailureEvent {
+            at_ms: api::now_ms(),
+            attempt: self.attempt,
+            taskmanager: None,
+            jobmanager: Some(st.leader.clone()),
+            cause: cause.clone(),
+        });
         self.failure_cause = Some(cause.clone());
         self.restarts += 1;
         self.set_state(JobState::Restarting, &cause);
@@ -314,6 +326,13 @@ impl JobMaster {
                     return;
                 }
                 tracing::info!(checkpoint = id, records_in = metadata.records_in, "checkpoint complete");
+                // The verdict's evidence: the cut of every checkpoint that counts as
+                // complete (past its commit point), kept when checkpoints are pruned. A
+                // failed append loses a check, never the job.
+                let cut = crate::cuts::Cut { checkpoint: id, positions: metadata.cut.clone() };
+                if let Err(e) = crate::cuts::append(&crate::cuts::path(&self.cfg.data_dir, &self.cfg.job.job_id), &cut) {
+                    tracing::warn!(checkpoint = id, "cannot record the checkpoint's cut: {e}");
+                }
                 self.restore_ceiling = self.restore_ceiling.map(|c| c.max(id));
                 self.broadcast(JmToTm::Complete { attempt, checkpoint: id, leader_epoch: self.leader_epoch });
                 snapshot::prune(&self.cfg.data_dir, &self.cfg.job.job_id, self.cfg.job.checkpoints_retained);
@@ -332,7 +351,12 @@ impl JobMaster {
         for (_, tm) in std::mem::take(&mut self.tms) {
             tm.reader.abort();
         }
-        self.ops.clear();
+        // Nothing queued was made durable: give every op up as refused, which discards the
+        // `_metadata` of completions whose pointer was never published (a deposed leader
+        // must not leave a checkpoint that looks complete on disk).
+        while let Some(op) = self.ops.pop_front() {
+            self.op_done(op, Err(HaError::NotLeader(why.to_string())));
+        }
         self.placement.clear();
     }
 
@@ -492,6 +516,7 @@ impl JobMaster {
             at_ms: api::now_ms(),
             attempt: self.attempt,
             taskmanager: Some(tm.id.clone()),
+            jobmanager: None,
             cause: format!("taskmanager {} lost: {cause}", tm.id),
         });
         self.status_dirty = true;
@@ -506,7 +531,7 @@ impl JobMaster {
             return;
         }
         if tm.is_some() {
-            self.failures.push(FailureEvent { at_ms: api::now_ms(), attempt: self.attempt, taskmanager: tm, cause: cause.clone() });
+            self.failures.push(FailureEvent { at_ms: api::now_ms(), attempt: self.attempt, taskmanager: tm, jobmanager: None, cause: cause.clone() });
         }
         if self.state == JobState::Restarting && self.placement.is_empty() {
             // This attempt already failed and is cancelled: more of its tasks reporting
@@ -551,6 +576,8 @@ impl JobMaster {
         if total < self.p() {
             return; // wait for taskmanagers to (re)register
         }
+        // Only a job's very first deployment waits for the whole cluster; a restarted
+        // jobmanager (attempts recorded) must not stall on a taskmanager that is dead.
         if self.attempt == 0 && (self.tms.len() as u32) < self.cfg.job.wait_for_taskmanagers {
             return;
         }
@@ -566,6 +593,14 @@ impl JobMaster {
             placement.push(Assignment { subtask, taskmanager: slot.0.clone(), data_address: slot.1.clone() });
         }
         let restore = self.restore_point();
+        if self.cfg.ha.is_none() {
+            // Recorded before it is deployed, as HA records it in etcd first.
+            if let Err(e) = attempts::record(&self.cfg.data_dir, &self.cfg.job.job_id, self.attempt + 1) {
+                tracing::warn!("cannot record attempt {}: {e}; retrying", self.attempt + 1);
+                self.restart_at = Some(Instant::now() + Duration::from_millis(500));
+                return;
+            }
+        }
         self.attempt += 1;
         self.restart_at = None;
         self.source_lines.clear();
@@ -829,16 +864,23 @@ async fn lead<F: Future<Output = ()>>(
             let result = match &ha {
                 None => Ok(()),
                 Some((store, l)) => {
-                    if !l.is_valid() {
-                        return End::Lost("the leader lease lapsed".into());
+                    if l.is_valid() {
+                        store.guarded_put(l.epoch(), &op.records).await
+                    } else {
+                        Err(HaError::NotLeader("the leader lease lapsed".into()))
                     }
-                    store.guarded_put(l.epoch(), &op.records).await
                 }
             };
-            if let Err(HaError::NotLeader(why)) = &result {
-                return End::Lost(why.clone());
-            }
+            // Even when leadership is gone the op is settled first: an unpublished
+            // completion's `_metadata` is discarded, not left behind.
+            let lost = match &result {
+                Err(HaError::NotLeader(why)) => Some(why.clone()),
+                _ => None,
+            };
             jm.op_done(op, result);
+            if let Some(why) = lost {
+                return End::Lost(why);
+            }
         }
     }
 }
@@ -1146,6 +1188,68 @@ mod tests {
         assert!(sent.iter().any(|m| matches!(m, JmToTm::Complete { checkpoint: 2, leader_epoch: 7, .. })), "{sent:?}");
         assert_eq!(jm.restore_point().map(|m| m.checkpoint), None, "snapshots are fake: nothing restorable");
         assert_eq!(jm.restore_ceiling, Some(2));
+        // Only the published checkpoint's cut is recorded for the verdict.
+        let cuts = crate::cuts::read(&crate::cuts::path(dir.path(), "j")).unwrap();
+        assert_eq!(cuts, vec![crate::cuts::Cut { checkpoint: 2, positions: vec![10] }]);
+    }
+
+    /// Issue 10, item 7: a leader deposed while a completion waits for its pointer must
+    /// not leave that checkpoint's `_metadata` behind.
+    #[tokio::test]
+    async fn a_deposed_leader_discards_its_unpublished_metadata() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut jm, mut rx) = master(dir.path());
+        settle(&mut jm, true);
+        jm.handle_event(Event::Message { conn: 1, msg: TmToJm::Deployed { attempt: 1 } });
+        settle(&mut jm, true);
+        drain(&mut rx);
+        checkpoint(&mut jm, &mut rx, 1);
+        let meta = snapshot::metadata_path(dir.path(), "j", 1);
+        assert!(meta.exists());
+        // The publish op is queued; leadership is lost before it is written.
+        jm.step_down("lease lost");
+        assert!(!meta.exists(), "an unpublished checkpoint survived its leader");
+        assert!(crate::cuts::read(&crate::cuts::path(dir.path(), "j")).unwrap().is_empty());
+    }
+
+    /// A master without HA on `data`, one registered taskmanager with one slot; the job
+    /// wants `wait_for` taskmanagers at first.
+    fn master_without_ha(data: &std::path::Path, wait_for: u32) -> (JobMaster, mpsc::UnboundedReceiver<JmToTm>) {
+        let yaml = format!("job_id: j\nparallelism: 1\nwait_for_taskmanagers: {wait_for}\ninput: {{ generate: {{ lines: 1000 }} }}");
+        let cfg = JmConfig {
+            id: "jobmanager-1".into(),
+            job: serde_yaml::from_str(&yaml).unwrap(),
+            data_dir: data.to_path_buf(),
+            rpc_bind: "127.0.0.1:0".into(),
+            rest_bind: "127.0.0.1:0".into(),
+            rpc_advertise: "127.0.0.1:1".into(),
+            rest_url: "http://127.0.0.1:2".into(),
+            ha: None,
+        };
+        let mut jm = JobMaster::new(cfg, 1);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let reader = tokio::spawn(std::future::pending::<()>()).abort_handle();
+        jm.handle_event(Event::Registered { conn: 1, id: "taskmanager-1".into(), data_address: "x".into(), slots: 1, tx, reader });
+        (jm, rx)
+    }
+
+    fn deployed_attempts(jm: &mut JobMaster, rx: &mut mpsc::UnboundedReceiver<JmToTm>) -> Vec<u64> {
+        settle(jm, true);
+        drain(rx).into_iter().filter_map(|m| if let JmToTm::Deploy(d) = m { Some(d.attempt) } else { None }).collect()
+    }
+
+    /// Issue 10, item 6: a jobmanager restarted without HA continues the attempt numbers
+    /// (at-least-once part names would repeat otherwise) and does not wait for every
+    /// taskmanager of the cluster again (one may be dead).
+    #[tokio::test]
+    async fn a_restarted_jobmanager_without_ha_continues_attempts_and_does_not_wait_for_the_whole_cluster() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut first, mut rx) = master_without_ha(dir.path(), 1);
+        assert_eq!(deployed_attempts(&mut first, &mut rx), vec![1]);
+        drop(first);
+        // The cluster has three taskmanagers; only one is alive when the jobmanager restarts.
+        let (mut second, mut rx2) = master_without_ha(dir.path(), 3);
+        assert_eq!(deployed_attempts(&mut second, &mut rx2), vec![2]);
     }
 
     #[tokio::test]

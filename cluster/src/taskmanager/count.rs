@@ -3,6 +3,7 @@
 //! commits output through the two-phase-commit [`FileSink`].
 
 use super::alignment::Aligner;
+use super::sabotage::Sabotage;
 use super::sink::FileSink;
 use super::TaskCtx;
 use crate::snapshot;
@@ -28,6 +29,10 @@ pub enum CountCmd {
 pub struct CountState {
     pub counts: Vec<(String, u64)>,
     pub pending: Vec<u64>,
+    /// The attempt that took the snapshot, which staged the pending epochs (their files
+    /// carry its number).
+    #[serde(default)]
+    pub attempt: u64,
 }
 
 /// What the input readers hand to the task.
@@ -58,10 +63,16 @@ pub async fn run(
     let exactly_once = job.delivery == Delivery::ExactlyOnce;
     let out_dir = ctx.data_dir.join("output").join(&job.job_id).join(subtask.to_string());
     let mut sink = FileSink::open(out_dir, ctx.attempt).map_err(|e| format!("opening the sink: {e}"))?;
+    let sabotage = Sabotage::from_env();
+    if let Some(Sabotage::SkipCommit { subtask: s, epoch }) = sabotage {
+        if s == subtask {
+            sink.forget_at_commit(epoch);
+        }
+    }
 
     let mut counts: AHashMap<Box<str>, Entry> = AHashMap::new();
     let (restored_checkpoint, restored) = restore.unwrap_or_default();
-    sink.restore(&restored.pending).map_err(|e| format!("restoring the sink: {e}"))?;
+    sink.restore(&restored.pending, restored.attempt).map_err(|e| format!("restoring the sink: {e}"))?;
     for (w, c) in restored.counts {
         counts.insert(w.into_boxed_str(), Entry { count: c, gen: 0 });
     }
@@ -121,13 +132,17 @@ pub async fn run(
                             // needs (the epoch's updates, the counts), release the inputs at
                             // once, and let the writer make it durable and acknowledge: the
                             // data path never waits for an fsync (Flink's asynchronous phase).
-                            let records: Vec<(Box<str>, u64)> = std::mem::take(&mut dirty)
+                            let mut records: Vec<(Box<str>, u64)> = std::mem::take(&mut dirty)
                                 .into_iter()
                                 .map(|w| {
                                     let c = counts.get(&w).map(|e| e.count).unwrap_or(0);
                                     (w, c)
                                 })
                                 .collect();
+                            if Sabotage::drops(sabotage, subtask, n) {
+                                tracing::warn!(epoch = n, "sabotage: staging the epoch without its updates");
+                                records.clear();
+                            }
                             let staged = if exactly_once {
                                 sink.will_stage(n);
                                 Staged::Stage(sink.staged_path(n))
@@ -137,6 +152,7 @@ pub async fn run(
                             let state = CountState {
                                 counts: counts.iter().map(|(w, e)| (w.to_string(), e.count)).collect(),
                                 pending: sink.pending(),
+                                attempt: ctx.attempt,
                             };
                             gen += 1;
                             last_barrier = n;
@@ -189,6 +205,11 @@ struct WriteJob {
 /// The checkpoint writer: one job at a time, in checkpoint order (so when checkpoint `m`
 /// is acknowledged every earlier staged epoch is on disk too, and a commit of `<= m` finds
 /// them), each acknowledged only once durable.
+///
+/// A write that fails declines the checkpoint *and fails the task*, and the writer stops:
+/// the epoch is already pending in the sink and listed in later snapshots, so carrying on
+/// would commit a later epoch over a hole. The restart restores the latest completed
+/// checkpoint and aborts what this attempt staged.
 fn spawn_writer(ctx: TaskCtx, id: TaskId) -> mpsc::UnboundedSender<WriteJob> {
     let (tx, mut rx) = mpsc::unbounded_channel::<WriteJob>();
     tokio::spawn(async move {
@@ -206,11 +227,17 @@ fn spawn_writer(ctx: TaskCtx, id: TaskId) -> mpsc::UnboundedSender<WriteJob> {
             })
             .await
             .unwrap_or_else(|e| Err(format!("checkpoint writer: {e}")));
-            let msg = match result {
-                Ok(handle) => TmToJm::Ack { attempt: ctx.attempt, checkpoint: n, task: id, handle, lines: 0 },
-                Err(reason) => TmToJm::Decline { attempt: ctx.attempt, checkpoint: n, task: id, reason },
-            };
-            let _ = ctx.outbox.send(msg);
+            match result {
+                Ok(handle) => {
+                    let _ = ctx.outbox.send(TmToJm::Ack { attempt: ctx.attempt, checkpoint: n, task: id, handle, lines: 0 });
+                }
+                Err(reason) => {
+                    tracing::warn!(checkpoint = n, "checkpoint write failed: {reason}");
+                    let _ = ctx.outbox.send(TmToJm::Decline { attempt: ctx.attempt, checkpoint: n, task: id, reason: reason.clone() });
+                    let _ = ctx.outbox.send(TmToJm::TaskFailed { attempt: ctx.attempt, task: id, cause: reason });
+                    return;
+                }
+            }
         }
     });
     tx
@@ -244,5 +271,34 @@ async fn read_input(from: u32, stream: TcpStream, tx: mpsc::Sender<Input>, mut r
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::JobSpec;
+    use std::sync::Arc;
+
+    /// Issue 10, item 1: a staging write that fails must fail the task, not only decline
+    /// the checkpoint (the epoch stays pending and a later commit would skip it).
+    #[tokio::test]
+    async fn a_failed_staging_write_declines_and_fails_the_task_and_stops_the_writer() {
+        let d = tempfile::tempdir().unwrap();
+        let job: JobSpec = serde_yaml::from_str("parallelism: 1\ninput: { generate: { lines: 10 } }").unwrap();
+        let (outbox, mut out_rx) = mpsc::unbounded_channel();
+        let ctx = TaskCtx { attempt: 4, job: Arc::new(job), data_dir: d.path().to_path_buf(), outbox, counters: Arc::default() };
+        let writer = spawn_writer(ctx, TaskId::Count(0));
+        // A staged path whose directory does not exist: the write fails.
+        let bad = d.path().join("missing-dir").join("staged-3-4.tsv");
+        let job = |n: u64, p: std::path::PathBuf| WriteJob { checkpoint: n, staged: Staged::Stage(p), records: vec![], state: CountState::default() };
+        writer.send(job(3, bad)).unwrap();
+        let first = out_rx.recv().await.unwrap();
+        assert!(matches!(first, TmToJm::Decline { attempt: 4, checkpoint: 3, .. }), "{first:?}");
+        let second = out_rx.recv().await.unwrap();
+        assert!(matches!(second, TmToJm::TaskFailed { attempt: 4, task: TaskId::Count(0), .. }), "{second:?}");
+        // The writer is gone: a later epoch is never written over the hole.
+        assert!(out_rx.recv().await.is_none(), "the writer must stop after a failed write");
+        assert!(writer.send(job(4, d.path().join("staged-4-4.tsv"))).is_err());
     }
 }

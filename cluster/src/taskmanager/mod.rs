@@ -13,6 +13,7 @@
 
 pub mod alignment;
 pub mod count;
+pub mod sabotage;
 pub mod sink;
 pub mod source;
 

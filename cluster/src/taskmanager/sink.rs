@@ -1,20 +1,47 @@
 //! The exactly-once file sink: two-phase commit with Flink's subsuming contract.
 //!
 //! At barrier `n` the sink *pre-commits* the epoch's updates (the new cumulative count of
-//! every word that changed) as `staged-<n>.tsv` and remembers `n` as pending; the pending
-//! list is part of the task snapshot. When the jobmanager says checkpoint `m` completed,
-//! every pending epoch `<= m` is committed by an atomic rename to `committed-<n>.tsv`
-//! (notices can be lost, so a later one subsumes earlier ones). On restore the pending
-//! epochs of the restored snapshot are committed (idempotently: they belong to a completed
-//! checkpoint) and every other staged file is aborted (deleted).
+//! every word that changed) as `staged-<n>-<attempt>.tsv` and remembers `n` as pending; the
+//! pending list is part of the task snapshot. When the jobmanager says checkpoint `m`
+//! completed, every pending epoch `<= m` is committed by an atomic rename to
+//! `committed-<n>.tsv` (notices can be lost, so a later one subsumes earlier ones). On
+//! restore the pending epochs of the restored snapshot are committed (idempotently: they
+//! belong to a completed checkpoint) and every staged file of an *older* attempt is
+//! aborted (deleted). A newer attempt's files are never touched: a stale deployment (a
+//! taskmanager that was frozen with a deployment in its socket buffer) may restore after
+//! a newer attempt runs elsewhere, and its restore cannot be cancelled (it runs before the
+//! task's first await).
+//!
+//! A pending epoch whose staged file is gone at commit time (and not already committed) is
+//! an error, never a warning: its updates would be lost while the job goes on.
 //!
 //! `delivery: at-least-once` commits eagerly instead: `committed-<epoch>-<part>.tsv`
 //! straight away, where `part` orders the writes of successive attempts.
 
-use crate::output::{committed_name, parse_name, staged_name, sync_dir, write_transaction};
+use crate::output::{
+    committed_name, create_dir_all_durable, parse_in_progress_name, parse_name, staged_name, sync_dir, write_transaction,
+    TxnFile,
+};
 use std::collections::BTreeSet;
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+/// A sink operation that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("i/o on {path}: {source}")]
+    Io { path: String, source: io::Error },
+    #[error("epoch {epoch} (staged by attempt {attempt}) has neither a staged nor a committed file: its output is lost")]
+    Lost { epoch: u64, attempt: u64 },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SinkError + '_ {
+    move |source| SinkError::Io { path: path.display().to_string(), source }
+}
+
+/// Parts of eager (at-least-once) commits: `attempt * PART_ATTEMPT + sequence`, so the
+/// parts of a later attempt sort after an earlier one's.
+const PART_ATTEMPT: u32 = 100_000;
 
 /// One sink subtask's transactions.
 pub struct FileSink {
@@ -22,13 +49,20 @@ pub struct FileSink {
     pending: BTreeSet<u64>,
     attempt: u64,
     eager_seq: u32,
+    /// A deliberate bug (see `sabotage`): forget this epoch at commit time.
+    forget: Option<u64>,
 }
 
 impl FileSink {
     /// The sink of `<data>/output/<job>/<subtask>/`, for execution attempt `attempt`.
-    pub fn open(dir: PathBuf, attempt: u64) -> io::Result<Self> {
-        std::fs::create_dir_all(&dir)?;
-        Ok(FileSink { dir, pending: BTreeSet::new(), attempt, eager_seq: 0 })
+    pub fn open(dir: PathBuf, attempt: u64) -> Result<Self, SinkError> {
+        create_dir_all_durable(&dir).map_err(io_err(&dir))?;
+        Ok(FileSink { dir, pending: BTreeSet::new(), attempt, eager_seq: 0, forget: None })
+    }
+
+    /// Sabotage (tests of the verdict only): drop `epoch` at commit instead of committing it.
+    pub fn forget_at_commit(&mut self, epoch: u64) {
+        self.forget = Some(epoch);
     }
 
     /// Epochs staged and not yet known to be committed (goes into the snapshot).
@@ -36,38 +70,48 @@ impl FileSink {
         self.pending.iter().copied().collect()
     }
 
-    /// Restore: commit the restored snapshot's pending epochs, abort every other staged one.
-    pub fn restore(&mut self, pending: &[u64]) -> io::Result<()> {
+    /// Restore: commit the restored snapshot's `pending` epochs (staged by attempt
+    /// `staged_by`, the one that took the snapshot), abort every staged file of an attempt
+    /// older than this one.
+    pub fn restore(&mut self, pending: &[u64], staged_by: u64) -> Result<(), SinkError> {
         for &e in pending {
-            self.commit_one(e)?;
+            self.commit_one(e, staged_by)?;
         }
-        for entry in std::fs::read_dir(&self.dir)? {
-            let entry = entry?;
+        for entry in std::fs::read_dir(&self.dir).map_err(io_err(&self.dir))? {
+            let entry = entry.map_err(io_err(&self.dir))?;
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
-            let abort = matches!(parse_name(name), Some(("staged", _, _))) || name.ends_with(".tmp");
-            if abort {
-                tracing::debug!(file = name, "aborting uncovered staged transaction");
-                std::fs::remove_file(entry.path())?;
+            let owner = match parse_name(name).or_else(|| parse_in_progress_name(name)) {
+                Some(TxnFile::Staged { attempt, .. }) => attempt,
+                // An eager commit caught before its rename: its part says whose it is.
+                Some(TxnFile::Committed { part, .. }) if name.ends_with(".tmp") => (part / PART_ATTEMPT) as u64,
+                _ => continue,
+            };
+            if owner < self.attempt {
+                tracing::debug!(file = name, "aborting a staged transaction of an older attempt");
+                std::fs::remove_file(entry.path()).map_err(io_err(&entry.path()))?;
             }
         }
-        sync_dir(&self.dir)
+        sync_dir(&self.dir).map_err(io_err(&self.dir))
     }
 
     /// Phase one: stage epoch `epoch`'s updates durably.
-    pub fn pre_commit<'a>(&mut self, epoch: u64, records: impl IntoIterator<Item = (&'a str, u64)>) -> io::Result<()> {
-        write_transaction(&self.dir.join(staged_name(epoch)), records)?;
+    pub fn pre_commit<'a>(&mut self, epoch: u64, records: impl IntoIterator<Item = (&'a str, u64)>) -> Result<(), SinkError> {
+        let path = self.staged_path(epoch);
+        write_transaction(&path, records).map_err(io_err(&path))?;
         self.pending.insert(epoch);
         Ok(())
     }
 
     /// Phase one, split for asynchronous checkpoints: where epoch `epoch` is staged...
     pub fn staged_path(&self, epoch: u64) -> PathBuf {
-        self.dir.join(staged_name(epoch))
+        self.dir.join(staged_name(epoch, self.attempt))
     }
 
     /// ...and marking it pending now (so the snapshot taken at this barrier lists it),
     /// while the file is written off the data path before the checkpoint is acknowledged.
+    /// If that write fails the task must fail (the checkpoint writer sees to it): the epoch
+    /// is pending and would otherwise be found missing at the next commit.
     pub fn will_stage(&mut self, epoch: u64) {
         self.pending.insert(epoch);
     }
@@ -75,42 +119,46 @@ impl FileSink {
     /// at-least-once: the file of the next eager commit of `epoch`.
     pub fn eager_path(&mut self, epoch: u64) -> PathBuf {
         self.eager_seq += 1;
-        let part = (self.attempt.min(40_000) as u32) * 100_000 + self.eager_seq;
+        let part = (self.attempt.min(40_000) as u32) * PART_ATTEMPT + self.eager_seq;
         self.dir.join(committed_name(epoch, part))
     }
 
     /// Phase two: commit every pending epoch `<= upto`. Returns the epochs committed.
-    pub fn commit_up_to(&mut self, upto: u64) -> io::Result<Vec<u64>> {
+    pub fn commit_up_to(&mut self, upto: u64) -> Result<Vec<u64>, SinkError> {
         let done: Vec<u64> = self.pending.range(..=upto).copied().collect();
         for &e in &done {
-            self.commit_one(e)?;
+            self.commit_one(e, self.attempt)?;
         }
         if !done.is_empty() {
-            sync_dir(&self.dir)?;
+            sync_dir(&self.dir).map_err(io_err(&self.dir))?;
         }
         Ok(done)
     }
 
-    fn commit_one(&mut self, epoch: u64) -> io::Result<()> {
-        let staged = self.dir.join(staged_name(epoch));
+    fn commit_one(&mut self, epoch: u64, staged_by: u64) -> Result<(), SinkError> {
+        let staged = self.dir.join(staged_name(epoch, staged_by));
         let committed = self.dir.join(committed_name(epoch, 0));
+        if self.forget == Some(epoch) {
+            tracing::warn!(epoch, "sabotage: forgetting a staged epoch instead of committing it");
+            let _ = std::fs::remove_file(&staged);
+            self.pending.remove(&epoch);
+            return Ok(());
+        }
         match std::fs::rename(&staged, &committed) {
             Ok(()) => {}
             // Already committed (a repeated notice, or a restore after the commit): fine.
             Err(e) if e.kind() == io::ErrorKind::NotFound && committed.exists() => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                tracing::warn!(epoch, "staged transaction missing at commit; nothing to commit");
-            }
-            Err(e) => return Err(e),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(SinkError::Lost { epoch, attempt: staged_by }),
+            Err(e) => return Err(io_err(&staged)(e)),
         }
         self.pending.remove(&epoch);
         Ok(())
     }
 
     /// at-least-once: commit `records` at once as a new part of `epoch`.
-    pub fn commit_eager<'a>(&mut self, epoch: u64, records: impl IntoIterator<Item = (&'a str, u64)>) -> io::Result<()> {
+    pub fn commit_eager<'a>(&mut self, epoch: u64, records: impl IntoIterator<Item = (&'a str, u64)>) -> Result<(), SinkError> {
         let path = self.eager_path(epoch);
-        write_transaction(&path, records)
+        write_transaction(&path, records).map_err(io_err(&path))
     }
 }
 
@@ -136,7 +184,7 @@ mod tests {
         s.pre_commit(5, [("b", 1)]).unwrap();
         // The notice for 3 was lost; 4's commits 3 and 4, not 5.
         assert_eq!(s.commit_up_to(4).unwrap(), vec![3, 4]);
-        assert_eq!(names(&dir), vec!["committed-3.tsv", "committed-4.tsv", "staged-5.tsv"]);
+        assert_eq!(names(&dir), vec!["committed-3.tsv", "committed-4.tsv", "staged-5-1.tsv"]);
         assert_eq!(s.commit_up_to(4).unwrap(), Vec::<u64>::new());
         assert_eq!(s.pending(), vec![5]);
     }
@@ -150,13 +198,51 @@ mod tests {
         s.pre_commit(7, [("a", 2)]).unwrap();
         // Crash: checkpoint 6 completed (its snapshot says pending [6]), 7 did not.
         let mut r = FileSink::open(dir.clone(), 2).unwrap();
-        r.restore(&[6]).unwrap();
+        r.restore(&[6], 1).unwrap();
         assert_eq!(names(&dir), vec!["committed-6.tsv"]);
         // Restoring again (a second crash) is harmless.
-        FileSink::open(dir.clone(), 3).unwrap().restore(&[6]).unwrap();
+        FileSink::open(dir.clone(), 3).unwrap().restore(&[6], 1).unwrap();
         let t = read_committed(d.path()).unwrap();
         assert_eq!(t.len(), 1);
         assert_eq!(t[0].records, vec![("a".to_string(), 1)]);
+    }
+
+    /// Issue 10, item 1: an epoch marked pending whose staged file was never written (the
+    /// write failed) must not be dropped with a warning at the next commit.
+    #[test]
+    fn a_pending_epoch_without_its_staged_file_fails_the_commit() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("0");
+        let mut s = FileSink::open(dir.clone(), 1).unwrap();
+        s.pre_commit(3, [("a", 1)]).unwrap();
+        s.will_stage(4); // the staging write of epoch 4 failed: no file
+        s.pre_commit(5, [("a", 3)]).unwrap();
+        let err = s.commit_up_to(5).unwrap_err();
+        assert!(matches!(err, SinkError::Lost { epoch: 4, attempt: 1 }), "{err}");
+        // The same on restore: a completed checkpoint's pending epoch must exist somewhere.
+        let mut r = FileSink::open(dir.clone(), 2).unwrap();
+        assert!(matches!(r.restore(&[4], 1), Err(SinkError::Lost { epoch: 4, .. })));
+    }
+
+    /// Issue 10, item 2: a stale deployment (attempt 1) restoring after a newer attempt
+    /// (2) staged an epoch in the same directory must not delete the newer one's file.
+    #[test]
+    fn a_stale_restore_leaves_a_newer_attempts_staged_files_alone() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("0");
+        let mut old = FileSink::open(dir.clone(), 1).unwrap();
+        old.pre_commit(2, [("a", 1)]).unwrap(); // attempt 1's, never completed
+        let mut newer = FileSink::open(dir.clone(), 2).unwrap();
+        newer.restore(&[], 0).unwrap();
+        assert_eq!(names(&dir), Vec::<String>::new(), "the newer attempt aborts the older one's staged epoch");
+        newer.pre_commit(5, [("a", 4)]).unwrap();
+        std::fs::write(dir.join("staged-6-2.tmp"), "a\t5\n").unwrap(); // mid-write
+        // The stale attempt's deployment arrives late and restores (nothing pending).
+        let mut stale = FileSink::open(dir.clone(), 1).unwrap();
+        stale.restore(&[], 0).unwrap();
+        assert_eq!(names(&dir), vec!["staged-5-2.tsv", "staged-6-2.tmp"]);
+        assert_eq!(newer.commit_up_to(5).unwrap(), vec![5]);
+        assert_eq!(read_committed(d.path()).unwrap()[0].records, vec![("a".to_string(), 4)]);
     }
 
     #[test]
@@ -168,5 +254,17 @@ mod tests {
         let t = read_committed(d.path()).unwrap();
         assert_eq!(t.len(), 2);
         assert!(t[0].part < t[1].part);
+    }
+
+    #[test]
+    fn a_restore_aborts_an_older_attempts_half_written_eager_commit_only() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("0");
+        let old_tmp = crate::output::in_progress_path(&FileSink::open(dir.clone(), 1).unwrap().eager_path(3));
+        let new_tmp = crate::output::in_progress_path(&FileSink::open(dir.clone(), 3).unwrap().eager_path(3));
+        std::fs::write(&old_tmp, "a\t1\n").unwrap();
+        std::fs::write(&new_tmp, "a\t1\n").unwrap();
+        FileSink::open(dir.clone(), 2).unwrap().restore(&[], 0).unwrap();
+        assert!(!old_tmp.exists() && new_tmp.exists());
     }
 }
