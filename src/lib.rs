@@ -17,6 +17,7 @@ pub mod cli;
 pub mod client;
 pub mod current;
 pub mod executor;
+pub mod flink;
 pub mod images;
 pub mod netfault;
 pub mod report;
