@@ -248,6 +248,10 @@ impl FlinkSettings {
             ("taskmanager.memory.jvm-metaspace.size".into(), format!("{meta}m")),
             ("taskmanager.memory.jvm-overhead.min".into(), format!("{over}m")),
             ("taskmanager.memory.jvm-overhead.max".into(), format!("{over}m")),
+            // Flink's scripts pass these to the TaskManagerRunner (which refuses to start
+            // without them); one CPU per slot, as their default says.
+            ("taskmanager.cpu.cores".into(), format!("{}.0", self.slots)),
+            ("external-resources".into(), "none".into()),
             ("io.tmp.dirs".into(), "/tmp".into()),
         ];
         kv.extend(self.restart.config());

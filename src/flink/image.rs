@@ -86,7 +86,13 @@ pub fn library_closure(elfs: &[PathBuf], own: &Path) -> Result<BTreeSet<PathBuf>
         let out = run_tool("ldd", Command::new("ldd").arg(elf))?;
         for line in String::from_utf8_lossy(&out.stdout).lines() {
             let line = line.trim();
-            if line.contains("=> not found") {
+            // The JRE's own libraries (libjvm.so for libawt.so, ...) are loaded by the JVM
+            // itself before their dependants, so ldd cannot see them: they are copied.
+            let own_lib = line
+                .split_whitespace()
+                .next()
+                .is_some_and(|name| walk_has(own, name));
+            if line.contains("=> not found") && !own_lib {
                 return Err(FlinkError::Tool {
                     tool: "ldd".into(),
                     message: format!("{}: {line}", elf.display()),
@@ -107,6 +113,11 @@ pub fn library_closure(elfs: &[PathBuf], own: &Path) -> Result<BTreeSet<PathBuf>
         }
     }
     Ok(libs)
+}
+
+/// Whether a file named `name` exists anywhere under `dir`.
+fn walk_has(dir: &Path, name: &str) -> bool {
+    walk(dir).is_ok_and(|files| files.iter().any(|(p, _)| p.file_name().is_some_and(|n| n == name)))
 }
 
 /// Every regular file under `dir` (symlinks followed), as (relative path, mode).
