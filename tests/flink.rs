@@ -107,7 +107,9 @@ async fn run(tag: &str, delivery: Delivery, spec: GenerateSpec, rate: u64, kill_
         id: cluster_id(tag),
         run_dir: run_dir.path().to_path_buf(),
         image,
-        taskmanagers: 3,
+        // taskmanager-1 and -2 take the job's 2 slots; taskmanager-3 joins once the job
+        // runs, as the spare a restart can use.
+        taskmanagers: 2,
         settings,
     };
     let id = def.id.clone();
@@ -146,6 +148,20 @@ async fn drive(
 ) -> Result<Run, String> {
     let e = |e: chaos::flink::FlinkError| e.to_string();
     let rest = cluster.rest().await.map_err(e)?;
+    // The spare joins once taskmanager-1 and -2 have handed their slots to the job.
+    let t0 = Instant::now();
+    loop {
+        let tms = rest.taskmanagers().await.unwrap_or_default();
+        if tms.len() >= 2 && tms.iter().all(|t| t.free_slots == 0) {
+            break;
+        }
+        if t0.elapsed() > Duration::from_secs(120) {
+            return Err(format!("the job did not take the slots of 2 taskmanagers within 120 s: {tms:?}"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    cluster.add_taskmanager(3).await.map_err(e)?;
+    let t_spare = Instant::now();
     let (job, t_running) =
         wait_job(&rest, Duration::from_secs(120), "the job RUNNING", |j| j.streamd_state() == JobState::Running)
             .await
@@ -154,6 +170,13 @@ async fn drive(
     r.start_to_running_secs = t_running.duration_since(t_up).as_secs_f64();
     eprintln!("[{tag}] job {} RUNNING {:.1}s after the containers were created", job.jid, r.start_to_running_secs);
     let id = &cluster.def().id;
+    while rest.taskmanagers().await.map_or(0, |t| t.len()) < 3 {
+        if t_spare.elapsed() > Duration::from_secs(60) {
+            return Err("taskmanager-3 did not register within 60 s".into());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!("[{tag}] spare taskmanager-3 registered {:.1}s after it was started", t_spare.elapsed().as_secs_f64());
     // Idle figures: the jobmanager, and a taskmanager whose slot the job does not use.
     let tms = rest.taskmanagers().await.map_err(|e| e.to_string())?;
     r.idle_rss_mib.push((JOBMANAGER.into(), rss_mib(docker, &format!("{id}-{JOBMANAGER}")).await.unwrap_or(-1.0)));
@@ -164,9 +187,9 @@ async fn drive(
     }
 
     if let Some(after) = kill_after {
-        tokio::time::sleep(after).await;
-        // taskmanager-2 unless the scheduler left it idle (then killing it tests nothing):
-        // the busy taskmanager with the lowest number instead.
+        tokio::time::sleep((t_running + after).saturating_duration_since(Instant::now())).await;
+        // taskmanager-2 runs tasks (the spare joined later); should a scheduler ever leave
+        // it idle, killing it would test nothing: the busy one with the lowest number then.
         let tms = rest.taskmanagers().await.map_err(|e| e.to_string())?;
         let busy: Vec<&str> = tms.iter().filter(|t| t.free_slots < t.slots).map(|t| t.id.as_str()).collect();
         let mut sorted = busy.clone();
@@ -234,9 +257,9 @@ async fn drive(
     Ok(r)
 }
 
-/// ~30,000 lines of 8 words at 2,000 lines/s: 15 s of input.
+/// 40,000 lines of 8 words at 2,000 lines/s: 20 s of input.
 fn kill_spec() -> GenerateSpec {
-    GenerateSpec { lines: 30_000, words_per_line: 8, vocabulary: 2_000, seed: 7 }
+    GenerateSpec { lines: 40_000, words_per_line: 8, vocabulary: 2_000, seed: 7 }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

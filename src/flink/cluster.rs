@@ -134,6 +134,13 @@ impl FlinkCluster {
         Ok(FlinkCluster { def, runtime })
     }
 
+    /// Starts one more taskmanager, `taskmanager-<i>` (e.g. a spare that joins after the
+    /// job has taken the first taskmanagers' slots, so which ones run tasks is known).
+    pub async fn add_taskmanager(&self, i: u32) -> Result<()> {
+        let run_dir = std::fs::canonicalize(&self.def.run_dir).map_err(io_err(&self.def.run_dir))?;
+        start_node(self.runtime.docker(), &self.def, &run_dir, &taskmanager_name(i), Role::Taskmanager).await
+    }
+
     /// The definition it was started from.
     pub fn def(&self) -> &FlinkClusterDef {
         &self.def
