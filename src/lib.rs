@@ -14,6 +14,9 @@
 //! - [`nodes`], [`signal`]: node names and aliases (and the leader lookup); signals. One
 //!   rule each, for scenarios and command line alike.
 //! - [`error`]: [`error::ChaosError`] and the exit code of each failure.
+//! - [`flink`]: Apache Flink as a second engine, the parts proven so far (distribution
+//!   from PyPI, the job, the image, a standalone cluster, REST, output check); not yet
+//!   reachable from a scenario.
 //! - [`netfault`]: network faults (netem or its iptables/NFQUEUE fallback, partitions)
 //!   through sidecars, with an undo journal.
 //! - [`host`]: what a scenario needs from this machine, checked before a run and by
@@ -29,6 +32,7 @@ pub mod current;
 pub mod error;
 pub mod executor;
 pub mod fault;
+pub mod flink;
 pub mod host;
 pub mod images;
 pub mod live;
