@@ -10,7 +10,8 @@
 //! - [`netfault`]: network faults (netem or its iptables/NFQUEUE fallback, partitions)
 //!   through sidecars, with an undo journal.
 //! - [`client`]: the streamd REST client; [`current`]: which cluster is live.
-//! - [`verdict`]: the oracle and the three checks on the committed output.
+//! - [`verdict`]: the oracle and the checks on the committed output (final counts, well-formed,
+//!   monotonic; per epoch: consistent cuts, epochs complete).
 //! - [`report`]: terminal summary and progress, JSON, JUnit, HTML.
 //! - [`cli`]: the command line (`src/main.rs` only parses and exits).
 pub mod cli;
