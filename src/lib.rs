@@ -22,7 +22,8 @@
 //! - [`host`]: what a scenario needs from this machine, checked before a run and by
 //!   `chaos doctor`.
 //! - [`client`]: the streamd REST client; [`current`]: which cluster is live.
-//! - [`verdict`]: the oracle and the three checks on the committed output.
+//! - [`verdict`]: the oracle and the checks on the committed output (final counts, well-formed,
+//!   monotonic; per epoch: consistent cuts, epochs complete).
 //! - [`report`]: terminal summary and progress, JSON, JUnit, HTML.
 //!
 //! The command line itself (`src/main.rs`, `src/cli.rs`, `src/cli/`) is part of the binary,

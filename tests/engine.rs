@@ -196,3 +196,47 @@ async fn a_missing_input_file_fails_the_job_with_the_reason_in_rest() {
     let cause = d.failure_cause.unwrap_or_default();
     assert!(cause.contains("nowhere.txt") && cause.contains("does not exist"), "{cause}");
 }
+
+/// Issue 10, item 3: a fault that lands after the job FINISHED tested nothing; it used to
+/// count as recovered with delay 0.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fault_after_the_job_finished_fails_fault_effective() {
+    let y = scenario("engine-late-fault", "exactly-once", "  - { at: 4s, action: kill, target: taskmanager-2 }\n")
+        .replace("lines: 120000", "lines: 2000")
+        .replace("rate: 20000", "rate: 0");
+    let r = run(&y).await;
+    assert_eq!(r.final_state.as_deref(), Some("FINISHED"));
+    let fe = r.checks.get("fault_effective").expect("a fault_effective check");
+    assert!(!fe.ok && fe.required, "{fe:?}");
+    assert!(fe.details.contains("nothing was tested") && fe.details.contains("already FINISHED"), "{}", fe.details);
+    assert_eq!(r.verdict, Outcome::Fail);
+    assert_eq!(r.faults[0].recovery_ms, None, "a fault on a finished job has no recovery");
+    // The output itself is right: only the run tested nothing.
+    for rule in ["final_counts", "consistent_cuts", "epochs_complete"] {
+        assert!(r.checks[rule].ok, "{rule}: {:?}", r.checks[rule]);
+    }
+}
+
+/// Issue 10, item 5: `#end` (the old trailer's key) and a token over 64 KiB go through the
+/// engine and come back exactly.
+#[tokio::test(flavor = "multi_thread")]
+async fn trailer_lookalikes_and_long_tokens_round_trip_through_the_engine() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("velocity.txt");
+    let long = "ł".repeat(40_000); // 80 KB: its length does not fit 16 bits
+    let mut text = String::new();
+    for i in 0..3000 {
+        text.push_str(&format!("#if $x #end word{} #end\t#end#end\n", i % 7));
+    }
+    text.push_str(&format!("{long} tail\n{long}\n"));
+    std::fs::write(&input, &text).unwrap();
+    let y = scenario("engine-trailer", "exactly-once", "")
+        .replace("faults:\n", "faults: []\n")
+        .replace("generate: { lines: 120000, words_per_line: 8, vocabulary: 1500 }, rate: 20000", &format!("file: {}, rate: 3000", input.display()));
+    let r = run(&y).await;
+    assert_eq!(r.verdict, Outcome::Pass, "failed checks: {:?}", r.failed_checks());
+    assert!(r.lost.is_empty() && r.unexpected.is_empty());
+    let counts = std::fs::read_to_string(&r.counts_file).unwrap();
+    assert!(counts.lines().any(|l| l == "#end\t6000"), "#end must be counted as a word");
+    assert!(counts.lines().any(|l| l == format!("{long}\t2")), "the long token must come back whole");
+}

@@ -137,12 +137,16 @@ impl Cluster {
         }
     }
 
-    /// The committed output against the oracle, exactly once.
+    /// The committed output against the oracle, exactly once, epoch by epoch (the cuts
+    /// recorded by whichever jobmanager led at each checkpoint).
     fn assert_exactly_once(&self) {
         let gen = self.job.input.generate.clone().expect("generated input");
-        let oracle = verdict::oracle(&OracleInput::Generate(gen)).unwrap();
+        let input = OracleInput::Generate(gen);
+        let oracle = verdict::oracle(&input).unwrap();
         let txns = streamd_contract::output::read_committed(&self.run_dir.join("output").join(JOB)).unwrap();
-        let v = verdict::verdict(&oracle, &txns, Expectation::ExactlyOnce, vec![]);
+        let epochs = verdict::EpochEvidence::read(&self.run_dir, JOB, input, self.job.parallelism, true).unwrap();
+        let v = verdict::verdict_with(&oracle, &txns, Expectation::ExactlyOnce, Some(&epochs), vec![]);
+        assert!(v.checks.contains_key(verdict::CONSISTENT_CUTS) && v.checks.contains_key(verdict::EPOCHS_COMPLETE));
         let failed: Vec<_> = v.checks.iter().filter(|(_, c)| !c.ok).collect();
         assert!(v.pass, "exactly-once violated: {failed:?}; duplicates {:?}", v.duplicates);
         assert_eq!(v.oracle_words, v.finals.values().sum::<u64>());

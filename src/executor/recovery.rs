@@ -33,8 +33,6 @@ pub struct Sample {
 #[derive(Debug, Clone, Default)]
 pub struct Applied<'a> {
     pub applied_ms: u64,
-    /// When a fault that lasts (`for:`) was undone.
-    pub undone_ms: Option<u64>,
     /// The nodes it hit.
     pub nodes: &'a [String],
     /// The highest input position seen before it.
@@ -127,14 +125,10 @@ pub fn recovery(fault: &Applied, history: &[StateChange], failures: &[FailureEve
             return r; // never RUNNING again
         }
     }
-    // A fault that lasts and brought nothing down is judged from its undo: the job can't
-    // be expected to commit through a frozen node before it.
-    let base = match (r.running_ms, detection) {
-        (Some(t), _) => t,
-        (None, None) => fault.undone_ms.unwrap_or(applied),
-        (None, Some(_)) => applied,
-    }
-    .max(applied);
+    // From RUNNING again if the job went down, else from the fault itself (a job that
+    // commits through a network delay has recovered; the executor judges a lasting fault's
+    // delay from its undo).
+    let base = r.running_ms.unwrap_or(applied).max(applied);
     let at_base = samples.iter().filter(|s| s.at_ms <= base).last();
     let (ckpt_before, committed_before) = at_base.map_or((None, 0), |s| (s.checkpoint, s.committed));
     let live = |s: &&Sample| s.at_ms >= base && matches!(s.state, JobState::Running | JobState::Finished);

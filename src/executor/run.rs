@@ -375,7 +375,6 @@ async fn drive<R: Runtime>(
             let later = || faults.iter().filter_map(|g| g.applied_ms.filter(|&t| t > a).map(|t| (t, g)));
             let facts = Applied {
                 applied_ms: a,
-                undone_ms: f.undone_ms,
                 nodes: &f.targets,
                 records_before: f.records_before,
                 next_on_same_nodes_ms: later().filter(|(_, g)| g.targets.iter().any(|n| f.targets.contains(n))).map(|(t, _)| t).min(),
@@ -514,7 +513,13 @@ fn judge(plan: &Plan, prepared: &Prepared, rep: &mut RunReport, driven: Driven) 
     verdict::write_counts(&rep.counts_file, &v.finals)
         .map_err(|e| ChaosError::Other(format!("cannot write {}: {e}", rep.counts_file.display())))?;
     rep.apply_verdict(&v);
+    // `recovery_ms` is what the executor measured (none: not recovered); `fill_derived`
+    // would put RUNNING-again in the place of a missing one.
+    let measured: Vec<Option<u64>> = rep.faults.iter().map(|f| f.recovery_ms).collect();
     rep.fill_derived();
+    for (f, m) in rep.faults.iter_mut().zip(measured) {
+        f.recovery_ms = m;
+    }
     if rep.duration_ms > 0 {
         rep.words_per_s = v.oracle_words as f64 * 1000.0 / rep.duration_ms as f64;
     }
