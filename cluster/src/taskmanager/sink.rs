@@ -241,6 +241,9 @@ mod tests {
         let mut stale = FileSink::open(dir.clone(), 1).unwrap();
         stale.restore(&[], 0).unwrap();
         assert_eq!(names(&dir), vec!["staged-5-2.tsv", "staged-6-2.tmp"]);
+        // Nor does a restore of the same attempt: only older attempts' files are stale.
+        FileSink::open(dir.clone(), 2).unwrap().restore(&[], 0).unwrap();
+        assert_eq!(names(&dir), vec!["staged-5-2.tsv", "staged-6-2.tmp"]);
         assert_eq!(newer.commit_up_to(5).unwrap(), vec![5]);
         assert_eq!(read_committed(d.path()).unwrap()[0].records, vec![("a".to_string(), 4)]);
     }
@@ -249,11 +252,41 @@ mod tests {
     fn eager_parts_of_later_attempts_sort_after_earlier_ones() {
         let d = tempfile::tempdir().unwrap();
         let dir = d.path().join("0");
-        FileSink::open(dir.clone(), 1).unwrap().commit_eager(6, [("a", 5)]).unwrap();
+        // Three commits in attempt 1 (each a new file, in order), then one in attempt 2.
+        let mut first = FileSink::open(dir.clone(), 1).unwrap();
+        for c in [5, 6, 7] {
+            first.commit_eager(6, [("a", c)]).unwrap();
+        }
         FileSink::open(dir.clone(), 2).unwrap().commit_eager(6, [("a", 5)]).unwrap();
         let t = read_committed(d.path()).unwrap();
-        assert_eq!(t.len(), 2);
-        assert!(t[0].part < t[1].part);
+        let values: Vec<u64> = t.iter().map(|t| t.records[0].1).collect();
+        assert_eq!(values, vec![5, 6, 7, 5], "parts sort by attempt, then by write");
+    }
+
+    #[test]
+    fn the_forget_sabotage_commits_nothing_for_its_epoch() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("0");
+        let mut s = FileSink::open(dir.clone(), 1).unwrap();
+        s.forget_at_commit(4);
+        s.pre_commit(3, [("a", 1)]).unwrap();
+        s.pre_commit(4, [("a", 2)]).unwrap();
+        assert_eq!(s.commit_up_to(4).unwrap(), vec![3, 4]);
+        assert_eq!(names(&dir), vec!["committed-3.tsv"]);
+        assert!(s.pending().is_empty());
+    }
+
+    /// Only a *missing* staged file next to a committed one means "already committed";
+    /// any other failure to rename is an error.
+    #[test]
+    fn a_rename_that_fails_otherwise_is_an_error_even_if_committed_exists() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("0");
+        let mut s = FileSink::open(dir.clone(), 1).unwrap();
+        s.will_stage(5);
+        std::fs::create_dir(dir.join(staged_name(5, 1))).unwrap(); // not a file
+        std::fs::write(dir.join(committed_name(5, 0)), "\t#end\t0\n").unwrap();
+        assert!(matches!(s.commit_up_to(5), Err(SinkError::Io { .. })));
     }
 
     #[test]
