@@ -138,6 +138,10 @@ pub struct RunArgs {
     /// Leave the cluster running after the run.
     #[arg(long)]
     pub keep: bool,
+    /// Run each scenario on these engines instead of its `cluster.engine`, one after the
+    /// other, and print one comparison table (e.g. `--engine streamd,flink`).
+    #[arg(long = "engine", value_enum, value_delimiter = ',', action = ArgAction::Append)]
+    pub engines: Vec<chaos::engine::Engine>,
 }
 
 /// `chaos up`.
@@ -251,6 +255,7 @@ pub async fn run(cli: Cli) -> Result<u8, ChaosError> {
                 reports: dedup(a.reports),
                 out: a.out,
                 keep: a.keep,
+                engines: dedup(a.engines),
             })
             .await
         }
@@ -285,7 +290,7 @@ pub async fn run(cli: Cli) -> Result<u8, ChaosError> {
 }
 
 /// `--report json,json --report html` asks for two reports, not three.
-fn dedup(kinds: Vec<ReportKind>) -> Vec<ReportKind> {
+fn dedup<T: PartialEq>(kinds: Vec<T>) -> Vec<T> {
     let mut out = Vec::new();
     for k in kinds {
         if !out.contains(&k) {

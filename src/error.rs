@@ -37,6 +37,10 @@ pub enum ChaosError {
     /// A network fault that could not be applied or undone (its kind decides).
     #[error(transparent)]
     Netfault(#[from] NetfaultError),
+    /// Preparing or running Flink failed: a missing host tool, a download, the image, a
+    /// start (exit 3: scenario settings were checked before, so this is the machine's).
+    #[error("flink: {0}")]
+    Flink(#[from] crate::flink::FlinkError),
     /// A file of the run directory could not be read or written (exit 3).
     #[error("{context}")]
     Io {
@@ -67,6 +71,7 @@ impl ChaosError {
             ChaosError::Runtime(_) => exit::INFRA,
             ChaosError::Netfault(e) if e.is_usage() => exit::USAGE,
             ChaosError::Netfault(_) => exit::INFRA,
+            ChaosError::Flink(_) => exit::INFRA,
             ChaosError::Io { .. } | ChaosError::Infrastructure(_) | ChaosError::Other(_) => exit::INFRA,
             ChaosError::Interrupted => exit::INTERRUPTED,
         }

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 
 use bollard::Docker;
 
+use crate::engine::Engine;
 use crate::error::ChaosError;
 use crate::runtime::RuntimeKind;
 use crate::netfault::{self, Mechanism};
@@ -34,11 +35,18 @@ pub enum Need {
     NetKernel,
     /// cgroup cpu and memory controllers (`cluster.resources` limits).
     CgroupLimits,
+    /// A JDK 17 (`javac`, `jar`, `jlink`): the Flink job is compiled and the Flink image's
+    /// JRE is linked from it (`cluster.engine: flink`).
+    Jdk,
+    /// Flink's jars: already in the cache, or `python3 -m pip` to download the
+    /// `apache-flink-libraries` wheel from PyPI (`cluster.engine: flink`).
+    FlinkDist,
 }
 
 impl Need {
     /// Every need, in the order `chaos doctor` prints them.
-    pub const ALL: [Need; 5] = [Need::Docker, Need::CgroupLimits, Need::Etcd, Need::NetTools, Need::NetKernel];
+    pub const ALL: [Need; 7] =
+        [Need::Docker, Need::CgroupLimits, Need::Etcd, Need::NetTools, Need::NetKernel, Need::Jdk, Need::FlinkDist];
 
     /// What it is, for a line of `chaos doctor`.
     pub fn title(self) -> &'static str {
@@ -48,6 +56,8 @@ impl Need {
             Need::NetTools => "iptables, tc, ip",
             Need::NetKernel => "network-fault kernel support",
             Need::CgroupLimits => "cgroup cpu, memory",
+            Need::Jdk => "JDK 17",
+            Need::FlinkDist => "Flink 2.3.0 jars",
         }
     }
 
@@ -59,6 +69,7 @@ impl Need {
             Need::NetTools => "network faults (netem, partition): the sidecar image is built from them",
             Need::NetKernel => "network faults (netem, partition)",
             Need::CgroupLimits => "per-node limits (cluster.resources)",
+            Need::Jdk | Need::FlinkDist => "the Flink engine (cluster.engine: flink, --engine flink)",
         }
     }
 }
@@ -95,8 +106,16 @@ pub fn needs(plan: &Plan, runtime: RuntimeKind) -> BTreeSet<Need> {
             out.insert(Need::NetKernel);
         }
     }
-    if plan.cluster.ha() {
-        out.insert(Need::Etcd);
+    match plan.cluster.engine {
+        Engine::Streamd if plan.cluster.ha() => {
+            out.insert(Need::Etcd);
+        }
+        Engine::Streamd => {}
+        // Flink's HA coordinator (ZooKeeper) runs from the Flink image: no extra need.
+        Engine::Flink => {
+            out.insert(Need::Jdk);
+            out.insert(Need::FlinkDist);
+        }
     }
     out
 }
@@ -167,6 +186,14 @@ pub async fn check(need: Need, docker: Option<&Docker>) -> Finding {
             }
         }
         Need::CgroupLimits => cgroup_limits(Path::new("/sys/fs/cgroup"), need),
+        Need::Jdk => match crate::flink::job::ensure_jdk() {
+            Ok(()) => found(crate::flink::job::jdk_tool("javac").display().to_string()),
+            Err(e) => missing(e.to_string(), format!("apt-get install {}", crate::flink::job::JDK_PACKAGE)),
+        },
+        Need::FlinkDist => match crate::flink::dist::available(&crate::flink::cache_dir()) {
+            Ok(how) => found(how),
+            Err(why) => missing(why, "apt-get install python3-pip (PyPI must be reachable), or set CHAOS_FLINK_DIST to an unpacked Flink 2.3.0 distribution".into()),
+        },
     }
 }
 
@@ -224,9 +251,15 @@ pub fn describe_mechanism(m: &Mechanism) -> String {
 /// are also held against the kernel's mechanisms (a parameter no mechanism can carry out
 /// is a usage error, exit 2, naming the fault's line).
 pub async fn preflight(plans: &[Plan], runtime: RuntimeKind, docker: Option<&Docker>) -> Result<(), ChaosError> {
-    // The process runtime cannot do network faults: say so with the fault's line.
+    // The process runtime cannot do network faults, nor run Flink: say so with the line.
     if runtime == RuntimeKind::Process {
         for plan in plans {
+            if plan.cluster.engine == Engine::Flink {
+                return Err(ChaosError::Usage(format!(
+                    "{}: the flink engine runs on the docker runtime only: expected --runtime docker",
+                    plan.file.display()
+                )));
+            }
             if let Some(f) = plan.faults.iter().find(|f| is_network_fault(&f.action)) {
                 return Err(ChaosError::Usage(format!(
                     "{}:{}: {}",

@@ -14,22 +14,25 @@
 //! - [`nodes`], [`signal`]: node names and aliases (and the leader lookup); signals. One
 //!   rule each, for scenarios and command line alike.
 //! - [`error`]: [`error::ChaosError`] and the exit code of each failure.
-//! - [`flink`]: Apache Flink as a second engine, the parts proven so far (distribution
-//!   from PyPI, the job, the image, a standalone cluster, REST, output check); not yet
-//!   reachable from a scenario.
+//! - [`engine`]: the engine seam: `streamd` or `flink`, and the one view of a running
+//!   job the executor uses for both.
+//! - [`flink`]: Apache Flink as a second engine (distribution from PyPI, the job, the
+//!   offline image, a standalone cluster, REST mapped onto streamd's answers, output).
 //! - [`netfault`]: network faults (netem or its iptables/NFQUEUE fallback, partitions)
 //!   through sidecars, with an undo journal.
 //! - [`host`]: what a scenario needs from this machine, checked before a run and by
 //!   `chaos doctor`.
 //! - [`client`]: the streamd REST client; [`current`]: which cluster is live.
 //! - [`verdict`]: the oracle and the checks on the committed output (final counts, well-formed,
-//!   monotonic; per epoch: consistent cuts, epochs complete).
+//!   monotonic; per epoch: consistent cuts, epochs complete; on Flink, every update
+//!   committed once).
 //! - [`report`]: terminal summary and progress, JSON, JUnit, HTML.
 //!
 //! The command line itself (`src/main.rs`, `src/cli.rs`, `src/cli/`) is part of the binary,
 //! not of this library: it parses and prints, and calls the modules above.
 pub mod client;
 pub mod current;
+pub mod engine;
 pub mod error;
 pub mod executor;
 pub mod fault;

@@ -34,6 +34,9 @@ pub const MONOTONIC: &str = "monotonic";
 pub const FAULT_EFFECTIVE: &str = "fault_effective";
 /// No word below its oracle count, no word the oracle doesn't know (overcount allowed).
 pub const AT_LEAST_ONCE: &str = "at_least_once";
+/// Per word, the committed updates are exactly 1..N, each once (engines whose output has
+/// no order to check, such as Flink's FileSink; see [`verdict_updates`]).
+pub const COMPLETE_HISTORY: &str = "complete_history";
 
 /// How many duplicated-commit examples a verdict lists (all are counted).
 pub const MAX_EXAMPLES: usize = 20;
@@ -319,40 +322,12 @@ pub fn verdict_with(
     }
     v.finals = latest.into_iter().map(|(w, k)| (w.to_string(), k.3)).collect();
 
-    for (word, &expected) in oracle {
-        let got = v.finals.get(word).copied().unwrap_or(0);
-        if got < expected {
-            v.lost.insert(word.clone(), WordDiff { expected, got });
-        } else if got > expected {
-            v.overcounted.insert(word.clone(), WordDiff { expected, got });
-        }
-    }
-    for (word, &got) in &v.finals {
-        if !oracle.contains_key(word) {
-            v.unexpected.insert(word.clone(), WordDiff { expected: 0, got });
-        }
-    }
-
-    let required = |rule: &str| match expectation {
-        Expectation::ExactlyOnce => rule != AT_LEAST_ONCE,
-        Expectation::AtLeastOnce => rule == WELL_FORMED || rule == AT_LEAST_ONCE,
-        Expectation::Any => rule == WELL_FORMED,
-    };
+    compare_finals(&mut v, oracle);
     let mut checks: IndexMap<String, Check> = IndexMap::new();
     let mut add = |rule: &str, ok: bool, details: String| {
-        checks.insert(rule.to_string(), Check { ok, required: required(rule), details });
+        checks.insert(rule.to_string(), Check { ok, required: required(expectation, rule), details });
     };
-
-    // An input without a word tests nothing: an empty oracle never passes.
-    let counts_ok = !oracle.is_empty() && v.lost.is_empty() && v.overcounted.is_empty() && v.unexpected.is_empty();
-    let details = if oracle.is_empty() {
-        "the input has no words: nothing was tested".to_string()
-    } else if counts_ok {
-        format!("{} words, {} occurrences: all equal the oracle", oracle.len(), v.oracle_words)
-    } else {
-        count_details(&v)
-    };
-    add(FINAL_COUNTS, counts_ok, details);
+    add_final_counts(&v, oracle, &mut add);
 
     let details = if v.malformed.is_empty() {
         format!("{} committed transactions, all complete", v.transactions)
@@ -390,22 +365,7 @@ pub fn verdict_with(
     };
     add(MONOTONIC, v.duplicates_total == 0, details);
 
-    if expectation == Expectation::AtLeastOnce {
-        let ok = !oracle.is_empty() && v.lost.is_empty() && v.unexpected.is_empty();
-        let details = if oracle.is_empty() {
-            "the input has no words: nothing was tested".to_string()
-        } else if ok {
-            format!("no word lost ({} over-counted, allowed at-least-once)", v.overcounted.len())
-        } else {
-            format!(
-                "{} lost, {} unexpected{}",
-                v.lost.len(),
-                v.unexpected.len(),
-                examples(&v.lost).or_else(|| examples(&v.unexpected)).unwrap_or_default()
-            )
-        };
-        add(AT_LEAST_ONCE, ok, details);
-    }
+    add_at_least_once(&v, oracle, expectation, &mut add);
 
     if let Some(ev) = epochs {
         for (rule, c) in epochs::checks(ev, transactions) {
@@ -414,6 +374,73 @@ pub fn verdict_with(
     }
 
     v.checks = checks;
+    finish(&mut v, run_failures);
+    v
+}
+
+/// Whether `rule` must hold under `expectation`; the others are reported only.
+fn required(expectation: Expectation, rule: &str) -> bool {
+    match expectation {
+        Expectation::ExactlyOnce => rule != AT_LEAST_ONCE,
+        Expectation::AtLeastOnce => rule == WELL_FORMED || rule == AT_LEAST_ONCE,
+        Expectation::Any => rule == WELL_FORMED,
+    }
+}
+
+/// Fills `lost`, `overcounted` and `unexpected` from `v.finals` against the oracle.
+fn compare_finals(v: &mut Verdict, oracle: &HashMap<String, u64>) {
+    for (word, &expected) in oracle {
+        let got = v.finals.get(word).copied().unwrap_or(0);
+        if got < expected {
+            v.lost.insert(word.clone(), WordDiff { expected, got });
+        } else if got > expected {
+            v.overcounted.insert(word.clone(), WordDiff { expected, got });
+        }
+    }
+    for (word, &got) in &v.finals {
+        if !oracle.contains_key(word) {
+            v.unexpected.insert(word.clone(), WordDiff { expected: 0, got });
+        }
+    }
+}
+
+/// The `final_counts` check. An input without a word tests nothing: an empty oracle
+/// never passes.
+fn add_final_counts(v: &Verdict, oracle: &HashMap<String, u64>, add: &mut impl FnMut(&str, bool, String)) {
+    let counts_ok = !oracle.is_empty() && v.lost.is_empty() && v.overcounted.is_empty() && v.unexpected.is_empty();
+    let details = if oracle.is_empty() {
+        "the input has no words: nothing was tested".to_string()
+    } else if counts_ok {
+        format!("{} words, {} occurrences: all equal the oracle", oracle.len(), v.oracle_words)
+    } else {
+        count_details(v)
+    };
+    add(FINAL_COUNTS, counts_ok, details);
+}
+
+/// The `at_least_once` check, made only when the expectation is at-least-once.
+fn add_at_least_once(v: &Verdict, oracle: &HashMap<String, u64>, expectation: Expectation, add: &mut impl FnMut(&str, bool, String)) {
+    if expectation != Expectation::AtLeastOnce {
+        return;
+    }
+    let ok = !oracle.is_empty() && v.lost.is_empty() && v.unexpected.is_empty();
+    let details = if oracle.is_empty() {
+        "the input has no words: nothing was tested".to_string()
+    } else if ok {
+        format!("no word lost ({} over-counted, allowed at-least-once)", v.overcounted.len())
+    } else {
+        format!(
+            "{} lost, {} unexpected{}",
+            v.lost.len(),
+            v.unexpected.len(),
+            examples(&v.lost).or_else(|| examples(&v.unexpected)).unwrap_or_default()
+        )
+    };
+    add(AT_LEAST_ONCE, ok, details);
+}
+
+/// Adds the executor's run-level failures as failed, required checks and sets `pass`.
+fn finish(v: &mut Verdict, run_failures: Vec<(String, String)>) {
     for (rule, details) in run_failures {
         // Two failures of one kind (two faults that did not recover) share a row.
         match v.checks.get_mut(&rule) {
@@ -424,8 +451,90 @@ pub fn verdict_with(
             }
         }
     }
-
     v.pass = v.checks.values().all(|c| c.ok || !c.required);
+}
+
+/// The verdict on an engine whose sink commits every count update as its own record in
+/// no checkable order (Flink's FileSink: part files named by a random id): per word, the
+/// set of committed values. Exactly once means that set is exactly 1, 2, ..., N, each
+/// value once, N the oracle's count: a complete history, no loss, no duplicate.
+/// `final_counts` takes each word's highest value; `monotonic` is replaced by
+/// [`COMPLETE_HISTORY`]; `well_formed` is about lines (`malformed`).
+pub fn verdict_updates(
+    oracle: &HashMap<String, u64>,
+    updates: &BTreeMap<String, Vec<u64>>,
+    malformed: &[String],
+    files: usize,
+    expectation: Expectation,
+    run_failures: Vec<(String, String)>,
+) -> Verdict {
+    let mut v = Verdict { expectation, transactions: files, oracle_words: oracle.values().sum(), ..Verdict::default() };
+    v.finals = updates.iter().map(|(w, vals)| (w.clone(), vals.iter().copied().max().unwrap_or(0))).collect();
+    compare_finals(&mut v, oracle);
+    let mut checks: IndexMap<String, Check> = IndexMap::new();
+    let mut add = |rule: &str, ok: bool, details: String| {
+        checks.insert(rule.to_string(), Check { ok, required: required(expectation, rule), details });
+    };
+    add_final_counts(&v, oracle, &mut add);
+    let details = match malformed.first() {
+        None => format!("{files} committed files, every line `word<TAB>count`"),
+        Some(first) => format!("{} malformed line(s) in {files} committed files; first: {first}", malformed.len()),
+    };
+    add(WELL_FORMED, malformed.is_empty(), details);
+
+    // Per word: values committed twice, and values of 1..=N never committed.
+    let mut duplicated = 0u64;
+    let mut gaps = 0u64;
+    let mut gap_words = 0usize;
+    let mut examples_dup: Vec<String> = Vec::new();
+    let mut examples_gap: Vec<String> = Vec::new();
+    for (word, values) in updates {
+        let n = oracle.get(word).copied().unwrap_or(0);
+        let mut sorted = values.clone();
+        sorted.sort_unstable();
+        for pair in sorted.windows(2).filter(|p| p[0] == p[1]) {
+            duplicated += 1;
+            v.duplicates_total += 1;
+            if examples_dup.len() < 3 {
+                examples_dup.push(format!("{word:?} {} twice", pair[0]));
+            }
+        }
+        sorted.dedup();
+        let present = sorted.iter().filter(|&&x| (1..=n).contains(&x)).count() as u64;
+        if present < n {
+            gaps += n - present;
+            gap_words += 1;
+            if examples_gap.len() < 3 {
+                let missing = (1..=n).find(|x| sorted.binary_search(x).is_err()).unwrap_or(0);
+                examples_gap.push(format!("{word:?} lacks {missing} of 1..{n}"));
+            }
+        }
+    }
+    for (word, &n) in oracle {
+        if !updates.contains_key(word) {
+            gaps += n;
+            gap_words += 1;
+        }
+    }
+    let ok = !oracle.is_empty() && duplicated == 0 && gaps == 0;
+    let details = if oracle.is_empty() {
+        "the input has no words: nothing was tested".to_string()
+    } else if ok {
+        format!("{} words: every update 1..N committed exactly once", oracle.len())
+    } else {
+        let mut parts = Vec::new();
+        if duplicated > 0 {
+            parts.push(format!("{duplicated} update(s) committed twice ({})", examples_dup.join(", ")));
+        }
+        if gaps > 0 {
+            parts.push(format!("{gaps} update(s) of {gap_words} word(s) never committed ({})", examples_gap.join(", ")));
+        }
+        parts.join("; ")
+    };
+    add(COMPLETE_HISTORY, ok, details);
+    add_at_least_once(&v, oracle, expectation, &mut add);
+    v.checks = checks;
+    finish(&mut v, run_failures);
     v
 }
 

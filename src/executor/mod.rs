@@ -12,6 +12,7 @@ pub mod schedule;
 #[path = "run.rs"]
 pub mod run_one;
 
+use crate::engine::Engine;
 use crate::error::{exit, ChaosError};
 use crate::report::{self, RunReport};
 use crate::runtime::docker::DockerRuntime;
@@ -36,6 +37,8 @@ pub struct RunOptions {
     pub reports: Vec<ReportKind>,
     pub out: Option<PathBuf>,
     pub keep: bool,
+    /// Run every scenario on each of these engines instead of its own (`--engine`).
+    pub engines: Vec<crate::engine::Engine>,
 }
 
 
@@ -43,9 +46,20 @@ pub struct RunOptions {
 /// runs them one after another. Exit code 0 when all passed, 1 when a verdict failed.
 pub async fn run(opts: RunOptions) -> Result<u8, ChaosError> {
     let mut plans = Vec::new();
+    let engines: Vec<Option<Engine>> = match opts.engines.is_empty() {
+        true => vec![None],
+        false => opts.engines.iter().copied().map(Some).collect(),
+    };
     for path in &opts.scenarios {
-        let plan = crate::scenario::load(path, opts.seed).map_err(|e| ChaosError::Usage(e.to_string()))?;
-        plans.push(plan);
+        for engine in &engines {
+            let mut plan = crate::scenario::load_on(path, opts.seed, *engine).map_err(|e| ChaosError::Usage(e.to_string()))?;
+            // One scenario on several engines: each run (its directory, its reports, its
+            // JUnit case) is named after both.
+            if let (Some(e), true) = (engine, engines.len() > 1) {
+                plan.name = format!("{}.{e}", plan.name);
+            }
+            plans.push(plan);
+        }
     }
     // Everything the scenarios need from this machine, before anything starts.
     let docker = match opts.runtime {
@@ -60,15 +74,28 @@ pub async fn run(opts: RunOptions) -> Result<u8, ChaosError> {
             let bin = streamd_binary().await?;
             for plan in &plans {
                 let mut rt = ProcessRuntime::new(bin.clone());
-                reports.push(run_one::run_plan(&mut rt, plan, &opts, &progress, None).await?);
+                reports.push(run_one::run_plan(&mut rt, plan, &opts, &progress, None, None).await?);
                 print_summary(reports.last());
             }
         }
         RuntimeKind::Docker => {
             let docker = crate::runtime::docker::connect_docker().await?;
-            let bin = streamd_binary().await?;
-            progress.set_phase("building the streamd image");
-            let image = crate::images::ensure_streamd_image(&docker, &bin).await?;
+            let on = |e: Engine| plans.iter().any(|p| p.cluster.engine == e);
+            let image = match on(Engine::Streamd) {
+                true => {
+                    let bin = streamd_binary().await?;
+                    progress.set_phase("building the streamd image");
+                    Some(crate::images::ensure_streamd_image(&docker, &bin).await?)
+                }
+                false => None,
+            };
+            let flink_image = match on(Engine::Flink) {
+                true => {
+                    progress.set_phase("building the Flink image (the first time, Flink is downloaded from PyPI)");
+                    Some(crate::flink::image::ensure_flink_image(&docker, &crate::flink::cache_dir()).await?)
+                }
+                false => None,
+            };
             // Rules a crashed earlier run left behind are undone first.
             if let Err(e) = crate::netfault::undo_all_runs(&docker, &crate::current::runs_dir()).await {
                 tracing::warn!("undoing earlier runs' network rules: {e}");
@@ -81,13 +108,19 @@ pub async fn run(opts: RunOptions) -> Result<u8, ChaosError> {
                 None
             };
             for plan in &plans {
-                let mut rt = DockerRuntime::with_docker(docker.clone(), None).with_image(image.clone());
-                reports.push(run_one::run_plan(&mut rt, plan, &opts, &progress, net.as_ref()).await?);
+                let mut rt = DockerRuntime::with_docker(docker.clone(), None);
+                if let Some(image) = &image {
+                    rt = rt.with_image(image.clone());
+                }
+                reports.push(run_one::run_plan(&mut rt, plan, &opts, &progress, net.as_ref(), flink_image.as_deref()).await?);
                 print_summary(reports.last());
             }
         }
     }
     progress.finish();
+    if opts.engines.len() > 1 {
+        println!("{}", report::terminal::comparison(&reports));
+    }
     if let Some(out) = &opts.out {
         run_one::write_reports(&reports, &opts.reports, out)?;
     } else if !opts.reports.is_empty() {

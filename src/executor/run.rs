@@ -10,6 +10,8 @@ use super::recovery::{recovery, Applied, JobAtFault, Sample};
 use super::schedule::{Decision, End, Observed, Schedule};
 use super::{ChaosError, RunOptions};
 use crate::client::StreamdClient;
+use crate::engine::{Engine, JobView};
+use crate::flink::watch::FlinkWatch;
 use crate::report::{self, EventKind, FaultReport, Outcome, RunReport, TimelineEvent};
 use crate::runtime::Runtime;
 use crate::scenario::{Action, OutputExpectation, Plan, PlannedFault};
@@ -86,8 +88,10 @@ pub async fn run_plan<R: Runtime>(
     opts: &RunOptions,
     progress: &report::terminal::Progress,
     net: Option<&crate::fault::net::NetContext>,
+    flink_image: Option<&str>,
 ) -> Result<RunReport, ChaosError> {
     let prepared = prepare(plan)?;
+    let engine = plan.cluster.engine;
     let def = {
         let mut d = plan.cluster_def(&prepared.cluster_id, prepared.run_dir.clone());
         d.env.push(("RUST_LOG".into(), std::env::var("STREAMD_LOG").unwrap_or_else(|_| "info".into())));
@@ -99,17 +103,35 @@ pub async fn run_plan<R: Runtime>(
         scenario_file: Some(plan.file.clone()),
         description: plan.description.clone(),
         runtime: rt.name().to_string(),
+        engine: engine.to_string(),
         run_dir: prepared.run_dir.clone(),
         counts_file: prepared.run_dir.join("counts.tsv"),
         plan: plan.timeline().lines().map(str::to_string).collect(),
         ..RunReport::default()
     };
-    progress.set_phase(&format!("{}: starting {} nodes", plan.name, def.nodes.len()));
+    progress.set_phase(&format!("{}: starting {} nodes on {engine}", plan.name, plan.cluster.node_names().len()));
     let t_up = Instant::now();
-    rt.up(&def).await?;
+    // The one place the engines start differently: streamd's nodes through the runtime,
+    // Flink's through its own cluster code (on Docker), bound to the same labels.
+    let flink = match engine {
+        Engine::Streamd => {
+            rt.up(&def).await?;
+            None
+        }
+        Engine::Flink => {
+            let (Some(docker_rt), Some(image)) = (rt.as_docker(), flink_image) else {
+                return Err(ChaosError::Usage("the flink engine runs on the docker runtime only: expected --runtime docker".into()));
+            };
+            let started =
+                crate::flink::plan::start(docker_rt.docker().clone(), plan, &prepared.cluster_id, &prepared.run_dir, image).await;
+            // Bound even when the start failed half-way, so teardown finds what started.
+            docker_rt.bind(&prepared.cluster_id);
+            Some(started?)
+        }
+    };
     // Network faults act through sidecars in the nodes' namespaces (docker only).
     let nf = net.map(|n| n.for_cluster(&prepared.cluster_id, &prepared.run_dir));
-    let driven = drive(rt, plan, &prepared, &mut rep, progress, t_up, nf.as_ref()).await;
+    let driven = drive(rt, plan, &prepared, &mut rep, progress, t_up, nf.as_ref(), flink.as_ref()).await;
     if let Some(nf) = &nf {
         // Whatever drive left (an error path), take every rule back before teardown.
         if let Err(e) = nf.heal().await {
@@ -139,6 +161,7 @@ pub async fn run_plan<R: Runtime>(
 }
 
 /// Starts the job and the timeline; fills the report's run facts.
+#[allow(clippy::too_many_arguments)]
 async fn drive<R: Runtime>(
     rt: &mut R,
     plan: &Plan,
@@ -147,24 +170,39 @@ async fn drive<R: Runtime>(
     progress: &report::terminal::Progress,
     t_up: Instant,
     nf: Option<&crate::netfault::NetFaults>,
+    flink: Option<&crate::flink::plan::Started>,
 ) -> Result<Driven, ChaosError> {
     let injector = crate::fault::Injector::new(&*rt, nf);
+    let engine = plan.cluster.engine;
     let url = rt.rest_url("jobmanager-1").await?;
-    let mut client = StreamdClient::new(url).map_err(|e| ChaosError::Other(e.to_string()))?;
+    let rest_err = |e: crate::client::ClientError| ChaosError::Other(e.to_string());
+    let (mut client, ready) = match engine {
+        Engine::Streamd => (
+            JobView::Streamd { client: StreamdClient::new(url).map_err(rest_err)?, job_id: plan.job.job_id.clone() },
+            plan.cluster.taskmanagers,
+        ),
+        Engine::Flink => {
+            let rest = crate::flink::rest::FlinkRest::new(url).map_err(rest_err)?;
+            let lines = plan.job.input.generate.as_ref().map(|g| g.lines);
+            (JobView::Flink(FlinkWatch::new(rest, plan.job.parallelism, lines)), crate::flink::plan::busy_taskmanagers(plan))
+        }
+    };
+    // Flink's JVMs take longer to come up than streamd's static binaries.
+    let ready_within = Duration::from_secs(if engine == Engine::Flink { 120 } else { 60 });
     client
-        .wait_ready(plan.cluster.taskmanagers as usize, Duration::from_secs(60))
+        .wait_ready(ready as usize, ready_within)
         .await
         .map_err(|e| ChaosError::Infrastructure(format!("the cluster did not become ready: {e}")))?;
     rep.cluster_start_ms = Some(t_up.elapsed().as_millis() as u64);
     progress.set_phase(&format!("{}: waiting for the job", plan.name));
     let job_id = plan.job.job_id.clone();
     // RUNNING for the first time: t0 of every fault time.
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + ready_within;
     let t0 = loop {
         if Instant::now() > deadline {
-            return Err(ChaosError::Other("the job did not reach RUNNING within 60 s".into()));
+            return Err(ChaosError::Other(format!("the job did not reach RUNNING within {} s", ready_within.as_secs())));
         }
-        if let Ok(d) = client.job(&job_id).await {
+        if let Ok(d) = client.job().await {
             if let Some(h) = d.history.iter().find(|h| h.state == JobState::Running) {
                 break h.at_ms;
             }
@@ -174,6 +212,10 @@ async fn drive<R: Runtime>(
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     };
+    // Spare taskmanagers join once the job's tasks are placed (see flink::plan).
+    if let Some(f) = flink {
+        f.add_spares().await?;
+    }
     let start = Instant::now() - Duration::from_millis(now_ms().saturating_sub(t0));
     let mut schedule = Schedule::new(&plan.faults, start, plan.expect.timeout);
     let mut faults: Vec<FaultState> = plan
@@ -194,7 +236,7 @@ async fn drive<R: Runtime>(
         .collect();
     let mut samples: Vec<Sample> = Vec::new();
     // Committed output is watched on disk (the run directory is every node's /data).
-    let output_dir = prepared.run_dir.join("output").join(&job_id);
+    let output_dir = prepared.run_dir.join(engine.output_dir(&job_id));
     let mut last: Option<JobDetails> = None;
     let mut max_records = 0u64;
     let mut last_ckpts = 0u64;
@@ -215,10 +257,10 @@ async fn drive<R: Runtime>(
             break;
         }
         // Sample.
-        match client.job(&job_id).await {
+        match client.job().await {
             Ok(d) => {
                 max_records = max_records.max(d.records_in);
-                let committed = streamd_contract::output::count_committed(&output_dir).unwrap_or_else(|e| {
+                let committed = crate::engine::committed_units(engine, &output_dir).unwrap_or_else(|e| {
                     tracing::debug!("counting committed output: {e}");
                     samples.last().map_or(0, |s| s.committed)
                 });
@@ -254,9 +296,7 @@ async fn drive<R: Runtime>(
                 // HA: the jobmanager asked may be gone or frozen (a killed or paused
                 // leader): follow the one that leads now.
                 if e.is_unreachable() && plan.cluster.ha() {
-                    if let Some(c) = crate::nodes::leader_client(rt).await {
-                        client = c;
-                    }
+                    client.follow_leader(rt).await;
                 }
             }
         }
@@ -332,11 +372,9 @@ async fn drive<R: Runtime>(
         return Err(ChaosError::Interrupted);
     }
     if plan.cluster.ha() {
-        if let Some(c) = crate::nodes::leader_client(rt).await {
-            client = c;
-        }
+        client.follow_leader(rt).await;
     }
-    let d = match client.job(&job_id).await {
+    let d = match client.job().await {
         Ok(d) => d,
         Err(_) => last.clone().ok_or_else(|| ChaosError::Other("no answer from the jobmanager".into()))?,
     };
@@ -444,7 +482,7 @@ async fn drive<R: Runtime>(
         };
         rep.timeline.events.push(TimelineEvent { t_ms: h.at_ms.saturating_sub(t0), kind, label: h.reason.clone() });
     }
-    if let Ok(c) = client.checkpoints(&job_id).await {
+    if let Ok(c) = client.checkpoints().await {
         for s in c.completed {
             rep.timeline.events.push(TimelineEvent {
                 t_ms: s.complete_ms.saturating_sub(t0),
@@ -489,24 +527,30 @@ fn judge(plan: &Plan, prepared: &Prepared, rep: &mut RunReport, driven: Driven) 
     let mut run_failures = driven.failures;
     let oracle = verdict::oracle(&prepared.oracle_input)
         .map_err(|e| ChaosError::Other(format!("cannot compute the oracle: {e}")))?;
-    let out = prepared.run_dir.join("output").join(&plan.job.job_id);
-    let txns = streamd_contract::output::read_committed(&out)
-        .map_err(|e| ChaosError::Other(format!("cannot read committed output in {}: {e}", out.display())))?;
+    let out = prepared.run_dir.join(plan.cluster.engine.output_dir(&plan.job.job_id));
     let expectation = match plan.expect.output {
         OutputExpectation::ExactlyOnce => Expectation::ExactlyOnce,
         OutputExpectation::AtLeastOnce => Expectation::AtLeastOnce,
         OutputExpectation::Any => Expectation::Any,
     };
-    let finished = rep.final_state.as_deref() == Some("FINISHED");
-    let input = prepared.oracle_input.clone();
-    let epochs = match verdict::EpochEvidence::read(&prepared.run_dir, &plan.job.job_id, input, plan.job.parallelism, finished) {
-        Ok(e) => Some(e),
-        Err(e) => {
-            run_failures.push((verdict::CONSISTENT_CUTS.into(), format!("cannot read the checkpoints' cuts: {e}")));
-            None
+    // The other place the engines differ: what their committed output can show.
+    let mut v = match plan.cluster.engine {
+        Engine::Streamd => {
+            let txns = streamd_contract::output::read_committed(&out)
+                .map_err(|e| ChaosError::Other(format!("cannot read committed output in {}: {e}", out.display())))?;
+            let finished = rep.final_state.as_deref() == Some("FINISHED");
+            let input = prepared.oracle_input.clone();
+            let epochs = match verdict::EpochEvidence::read(&prepared.run_dir, &plan.job.job_id, input, plan.job.parallelism, finished) {
+                Ok(e) => Some(e),
+                Err(e) => {
+                    run_failures.push((verdict::CONSISTENT_CUTS.into(), format!("cannot read the checkpoints' cuts: {e}")));
+                    None
+                }
+            };
+            verdict::verdict_with(&oracle, &txns, expectation, epochs.as_ref(), run_failures)
         }
+        Engine::Flink => crate::flink::plan::judge(&oracle, &out, expectation, run_failures)?,
     };
-    let mut v = verdict::verdict_with(&oracle, &txns, expectation, epochs.as_ref(), run_failures);
     if let Some(c) = driven.fault_effective {
         v.add_check(verdict::FAULT_EFFECTIVE, c);
     }

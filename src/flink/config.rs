@@ -167,6 +167,9 @@ pub struct FlinkSettings {
     pub restart: RestartStrategy,
     pub heartbeat_interval: Duration,
     pub heartbeat_timeout: Duration,
+    /// Any other Flink option (the scenario's `flink.config`), written last: a key given
+    /// here replaces the one chaos would write.
+    pub extra: Vec<(String, String)>,
 }
 
 impl Default for FlinkSettings {
@@ -185,6 +188,7 @@ impl Default for FlinkSettings {
             },
             heartbeat_interval: Duration::from_secs(1),
             heartbeat_timeout: Duration::from_secs(5),
+            extra: Vec::new(),
         }
     }
 }
@@ -253,8 +257,17 @@ impl FlinkSettings {
             ("taskmanager.cpu.cores".into(), format!("{}.0", self.slots)),
             ("external-resources".into(), "none".into()),
             ("io.tmp.dirs".into(), "/tmp".into()),
+            // The REST API's metrics (the source's input position) refresh this often
+            // (Flink's default is 10 s: too coarse to time a recovery).
+            ("metrics.fetcher.update-interval".into(), "500 ms".into()),
+            // Every checkpoint of a run in the REST history, for the report's timeline.
+            ("web.checkpoints.history".into(), "1000".into()),
         ];
         kv.extend(self.restart.config());
+        for (k, v) in &self.extra {
+            kv.retain(|(key, _)| key != k);
+            kv.push((k.clone(), v.clone()));
+        }
         let mut out = String::from("# Written by chaos (src/flink/config.rs); one file for every node.\n");
         for (k, v) in kv {
             out.push_str(&format!("{k}: {}\n", yaml_scalar(&v)));

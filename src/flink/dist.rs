@@ -72,6 +72,27 @@ impl FlinkDist {
     }
 }
 
+/// Whether [`ensure_dist`] can work without surprises, for `chaos doctor` and the checks
+/// before a run: where the jars are, or that pip can fetch them; otherwise why not.
+pub fn available(cache: &Path) -> std::result::Result<String, String> {
+    if let Some(dir) = std::env::var_os(DIST_ENV) {
+        let dist = FlinkDist { lib: PathBuf::from(dir).join("lib") };
+        return dist.runtime_jars().map(|_| format!("{DIST_ENV}: {}", dist.lib.display())).map_err(|e| e.to_string());
+    }
+    let dist = FlinkDist { lib: cache.join(format!("dist-{FLINK_VERSION}")).join("lib") };
+    if dist.runtime_jars().is_ok() {
+        return Ok(format!("cached in {}", dist.lib.display()));
+    }
+    let pip = Command::new("python3").args(["-m", "pip", "--version"]).output();
+    match pip {
+        Ok(o) if o.status.success() => Ok(format!(
+            "not cached yet: pip downloads {WHEEL_PACKAGE} {FLINK_VERSION} (~330 MB) on first use ({})",
+            String::from_utf8_lossy(&o.stdout).split(" from ").next().unwrap_or("pip").trim()
+        )),
+        _ => Err(format!("not cached in {}, and `python3 -m pip` is not available to download it", cache.display())),
+    }
+}
+
 /// The distribution: `$CHAOS_FLINK_DIST/lib` when set, else the cached one, downloaded
 /// (~330 MB, once) and unpacked on first use. Blocking.
 pub fn ensure_dist(cache: &Path) -> Result<FlinkDist> {

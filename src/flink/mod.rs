@@ -1,6 +1,6 @@
 //! Apache Flink as a second engine: everything needed to run the same word count on a
-//! real Flink cluster in Docker and to read its committed output back. Not yet wired into
-//! the scenario executor; `tests/flink.rs` drives it end to end.
+//! real Flink cluster in Docker and to read its committed output back. A scenario with
+//! `cluster.engine: flink` runs here; [`crate::engine`] is the seam the executor uses.
 //!
 //! # Layout (lower layers first)
 //! - [`dist`]: the Flink distribution's jars, from PyPI's `apache-flink-libraries` wheel
@@ -16,6 +16,9 @@
 //! - [`rest`]: a typed client of Flink's REST API, with Flink's job states mapped to
 //!   streamd's.
 //! - [`output`]: the committed part files read back and checked against the oracle.
+//! - [`plan`]: a scenario plan on Flink: settings, input, start with spares, verdict.
+//! - [`watch`]: the job as the scenario executor sees every engine's job (streamd's REST
+//!   answers, built from Flink's).
 //!
 //! Everything downloaded or built is cached under [`cache_dir`] (never committed).
 
@@ -25,7 +28,9 @@ pub mod dist;
 pub mod image;
 pub mod job;
 pub mod output;
+pub mod plan;
 pub mod rest;
+pub mod watch;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

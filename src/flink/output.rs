@@ -24,25 +24,34 @@ pub struct Committed {
     pub hidden: usize,
 }
 
-/// Reads the committed files of `dir` (a missing directory reads as no output).
-pub fn read_committed(dir: &Path) -> Result<Committed> {
-    let mut out = Committed::default();
+/// The committed (visible) files of `dir`, sorted, and how many hidden (in-progress or
+/// pending) ones it holds. A missing directory holds none.
+pub fn committed_files(dir: &Path) -> std::io::Result<(Vec<PathBuf>, usize)> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-        Err(e) => return Err(io_err(dir)(e)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), 0)),
+        Err(e) => return Err(e),
     };
     let mut files = Vec::new();
+    let mut hidden = 0;
     for entry in entries {
-        let entry = entry.map_err(io_err(dir))?;
+        let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
         if name.starts_with('.') {
-            out.hidden += 1;
-        } else if entry.file_type().map_err(io_err(dir))?.is_file() {
+            hidden += 1;
+        } else if entry.file_type()?.is_file() {
             files.push(entry.path());
         }
     }
     files.sort();
+    Ok((files, hidden))
+}
+
+/// Reads the committed files of `dir` (a missing directory reads as no output).
+pub fn read_committed(dir: &Path) -> Result<Committed> {
+    let mut out = Committed::default();
+    let (files, hidden) = committed_files(dir).map_err(io_err(dir))?;
+    out.hidden = hidden;
     for file in &files {
         let bytes = std::fs::read(file).map_err(io_err(file))?;
         for line in String::from_utf8_lossy(&bytes).split_terminator('\n') {

@@ -1,5 +1,7 @@
-//! A typed client of Flink's REST API (port 8081 of the jobmanager): the four endpoints
-//! chaos needs, and Flink's job states mapped onto streamd's [`JobState`].
+//! A typed client of Flink's REST API (port 8081 of the jobmanager): the endpoints chaos
+//! needs (jobs, checkpoints with their history, the exception history, taskmanagers, a
+//! vertex's aggregated subtask metrics), and Flink's job states mapped onto streamd's
+//! [`JobState`].
 //!
 //! Errors are [`crate::client::ClientError`], the streamd client's, so callers tell "not
 //! up (yet)" from "up but wrong" the same way for both engines.
@@ -148,12 +150,72 @@ pub struct LatestCheckpoints {
     pub restored: Option<RestoredCheckpoint>,
 }
 
+/// One entry of a job's checkpoint `history` (newest first; `web.checkpoints.history`
+/// entries are kept).
+#[derive(Debug, Clone, Deserialize)]
+pub struct CheckpointEntry {
+    pub id: u64,
+    /// `IN_PROGRESS`, `COMPLETED` or `FAILED`.
+    pub status: String,
+    #[serde(default)]
+    pub is_savepoint: bool,
+    pub trigger_timestamp: i64,
+    #[serde(default)]
+    pub latest_ack_timestamp: i64,
+    /// Milliseconds from trigger to the last acknowledgement.
+    #[serde(default)]
+    pub end_to_end_duration: i64,
+    #[serde(default)]
+    pub checkpointed_size: u64,
+}
+
 /// `GET /jobs/<id>/checkpoints` (the parts chaos uses).
 #[derive(Debug, Clone, Deserialize)]
 pub struct Checkpoints {
     pub counts: CheckpointCounts,
     #[serde(default)]
     pub latest: LatestCheckpoints,
+    #[serde(default)]
+    pub history: Vec<CheckpointEntry>,
+}
+
+/// One failure of `GET /jobs/<id>/exceptions` (Flink's exception history: every global
+/// or task failure that led to a restart, with where it happened).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExceptionEntry {
+    pub exception_name: String,
+    /// When the failure was handled, ms since the epoch.
+    pub timestamp: i64,
+    #[serde(default)]
+    pub task_name: Option<String>,
+    /// The resource id of the taskmanager the failed task ran on (chaos sets it to the
+    /// node name, so this is `taskmanager-2`); absent for global failures.
+    #[serde(default)]
+    pub task_manager_id: Option<String>,
+    #[serde(default)]
+    pub stacktrace: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub(crate) struct ExceptionHistory {
+    #[serde(default)]
+    pub(crate) entries: Vec<ExceptionEntry>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Exceptions {
+    #[serde(default)]
+    pub(crate) exception_history: ExceptionHistory,
+}
+
+/// One metric of a vertex's aggregated subtask metrics.
+#[derive(Debug, Clone, Deserialize)]
+pub struct AggregatedMetric {
+    pub id: String,
+    #[serde(default)]
+    pub sum: Option<f64>,
 }
 
 /// One taskmanager of `GET /taskmanagers`.
@@ -222,6 +284,28 @@ impl FlinkRest {
     /// `GET /jobs/<id>/checkpoints`.
     pub async fn checkpoints(&self, id: &str) -> Result<Checkpoints, RestError> {
         self.get_json(&format!("/jobs/{id}/checkpoints")).await
+    }
+
+    /// `GET /jobs/<id>/exceptions`: the failures that caused restarts, oldest first.
+    pub async fn exceptions(&self, id: &str) -> Result<Vec<ExceptionEntry>, RestError> {
+        let e: Exceptions = self.get_json(&format!("/jobs/{id}/exceptions?maxExceptions=1000")).await?;
+        let mut entries = e.exception_history.entries;
+        entries.sort_by_key(|e| e.timestamp);
+        Ok(entries)
+    }
+
+    /// The metric names a vertex's subtasks report (`GET .../subtasks/metrics`).
+    pub async fn vertex_metric_names(&self, id: &str, vertex: &str) -> Result<Vec<String>, RestError> {
+        let all: Vec<AggregatedMetric> = self.get_json(&format!("/jobs/{id}/vertices/{vertex}/subtasks/metrics")).await?;
+        Ok(all.into_iter().map(|m| m.id).collect())
+    }
+
+    /// The sum of `metric` over a vertex's subtasks; `None` while no subtask reports it
+    /// (tasks being deployed, or the metric fetcher not updated yet).
+    pub async fn vertex_metric_sum(&self, id: &str, vertex: &str, metric: &str) -> Result<Option<f64>, RestError> {
+        let got: Vec<AggregatedMetric> =
+            self.get_json(&format!("/jobs/{id}/vertices/{vertex}/subtasks/metrics?get={metric}&agg=sum")).await?;
+        Ok(got.into_iter().find(|m| m.id == metric).and_then(|m| m.sum))
     }
 
     /// `GET /taskmanagers`.

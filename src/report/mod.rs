@@ -94,6 +94,9 @@ pub struct RunReport {
     /// `docker` or `process`.
     #[serde(default)]
     pub runtime: String,
+    /// `streamd` or `flink`.
+    #[serde(default)]
+    pub engine: String,
     /// `expect.output`.
     #[serde(default)]
     pub expectation: Expectation,

@@ -13,6 +13,55 @@ use std::time::Duration;
 /// How many lost / over-counted words the summary names.
 const TOP: usize = 5;
 
+/// One table comparing runs of the same scenarios on several engines (`--engine
+/// streamd,flink`): per run, the verdict and, for its first disruptive fault, how long the
+/// API call took (injection), and when after it the failure was detected, the job was
+/// RUNNING again and the input had caught up; then the throughput. `-` where a fact is
+/// absent (nothing detected, the job never went down).
+pub fn comparison(runs: &[RunReport]) -> String {
+    let mut rows = vec![[
+        "scenario".to_string(),
+        "engine".into(),
+        "verdict".into(),
+        "injection".into(),
+        "detection".into(),
+        "RUNNING again".into(),
+        "caught up".into(),
+        "words/s".into(),
+    ]];
+    for r in runs {
+        let f = r.faults.iter().find(|f| f.applied_ms.is_some() && f.action != "start" && f.action != "unpause");
+        let after = |t: Option<u64>| match (f.and_then(|f| f.applied_ms), t) {
+            (Some(a), Some(t)) => format!("{:.2} s", t.saturating_sub(a) as f64 / 1000.0),
+            _ => "-".into(),
+        };
+        let scenario = r.scenario.strip_suffix(&format!(".{}", r.engine)).unwrap_or(&r.scenario);
+        rows.push([
+            scenario.to_string(),
+            r.engine.clone(),
+            match r.verdict {
+                Outcome::Pass => "PASS".into(),
+                Outcome::Fail => "FAIL".into(),
+            },
+            f.and_then(|f| f.inject_latency_ms).map_or("-".into(), |ms| format!("{ms} ms")),
+            after(f.and_then(|f| f.detected_ms)),
+            after(f.and_then(|f| f.running_ms)),
+            after(f.and_then(|f| f.caught_up_ms)),
+            format!("{:.0}", r.words_per_s),
+        ]);
+    }
+    let widths: Vec<usize> = (0..8).map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
+    let mut out = String::new();
+    for (n, row) in rows.iter().enumerate() {
+        let cells: Vec<String> = row.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        let _ = writeln!(out, "{}", cells.join("  ").trim_end());
+        if n == 0 {
+            let _ = writeln!(out, "{}", widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>().join("  "));
+        }
+    }
+    out
+}
+
 /// The human summary of a run: plain text (it also goes into JUnit's system-out, so no
 /// colour codes), about 15-25 lines.
 pub fn summary(r: &RunReport) -> String {
@@ -24,6 +73,9 @@ pub fn summary(r: &RunReport) -> String {
     let mut how = vec![format!("seed {}", r.seed)];
     if !r.runtime.is_empty() {
         how.push(r.runtime.clone());
+    }
+    if !r.engine.is_empty() {
+        how.push(r.engine.clone());
     }
     how.push(r.expectation.to_string());
     let _ = writeln!(s, "{verdict}  {}  ({})", r.scenario, how.join(", "));

@@ -116,6 +116,13 @@ impl DockerRuntime {
         &self.docker
     }
 
+    /// Binds this runtime to cluster `id` (started by someone else, e.g. a Flink cluster):
+    /// every later operation finds that cluster's nodes by label.
+    pub fn bind(&mut self, id: &str) {
+        self.cluster = Some(id.to_string());
+        self.containers.get_mut().map(|c| c.clear()).ok();
+    }
+
     /// The cluster this runtime is bound to, if any.
     pub fn cluster_id(&self) -> Option<&str> {
         self.cluster.as_deref()
@@ -307,6 +314,10 @@ impl DockerRuntime {
 impl Runtime for DockerRuntime {
     fn name(&self) -> &'static str {
         "docker"
+    }
+
+    fn as_docker(&mut self) -> Option<&mut DockerRuntime> {
+        Some(self)
     }
 
     async fn up(&mut self, def: &ClusterDef) -> Result<()> {

@@ -124,6 +124,12 @@ pub trait Runtime {
     /// `docker` or `process`.
     fn name(&self) -> &'static str;
 
+    /// The Docker runtime behind this one, if it is one: engines whose clusters are
+    /// started by their own code (Flink) need the Docker connection.
+    fn as_docker(&mut self) -> Option<&mut docker::DockerRuntime> {
+        None
+    }
+
     /// Starts every node of `def` (build images first where needed). Returns once every
     /// node has been started; readiness is the caller's business (REST polling).
     async fn up(&mut self, def: &ClusterDef) -> Result<()>;

@@ -85,7 +85,11 @@ pub(super) fn unknown_node(given: &str, cluster: &ClusterPlan, extra: &str) -> S
             cluster.jobmanagers,
             if cluster.jobmanagers == 1 { "" } else { "s" }
         ),
-        Some(c) => format!(" (`{c}`): etcd-1 exists only with jobmanagers > 1"),
+        Some(c) if c == "etcd-1" || c == "zookeeper-1" => format!(
+            " (`{c}`): {c} exists only with jobmanagers > 1 on {}",
+            if c == "etcd-1" { "streamd" } else { "flink" }
+        ),
+        Some(c) => format!(" (`{c}`): no such node"),
         None => String::new(),
     };
     format!("unknown node `{given}`{why}: expected one of {}, or an alias (tm1, jm1){extra}", cluster.describe_nodes())

@@ -99,17 +99,33 @@ pub struct ScenarioError {
 
 /// Reads and validates a scenario file. `seed_override` (`--seed`) replaces `seed:`.
 pub fn load(path: &Path, seed_override: Option<u64>) -> Result<Plan, ScenarioError> {
+    load_on(path, seed_override, None)
+}
+
+/// [`load`], on `engine` instead of the file's `cluster.engine` (`--engine`). On streamd
+/// a `flink` section is ignored, so one file can run on both engines.
+pub fn load_on(path: &Path, seed_override: Option<u64>, engine: Option<crate::engine::Engine>) -> Result<Plan, ScenarioError> {
     let text = std::fs::read_to_string(path).map_err(|e| ScenarioError {
         file: path.to_path_buf(),
         line: 1,
         column: 1,
         message: format!("cannot read the scenario: {e}: expected a readable YAML file"),
     })?;
-    parse_str(&text, path, seed_override)
+    parse_str_on(&text, path, seed_override, engine)
 }
 
 /// Validates scenario text; `file` names it in errors and anchors a relative `input.file`.
 pub fn parse_str(text: &str, file: &Path, seed_override: Option<u64>) -> Result<Plan, ScenarioError> {
+    parse_str_on(text, file, seed_override, None)
+}
+
+/// [`parse_str`] with an engine override (see [`load_on`]).
+pub fn parse_str_on(
+    text: &str,
+    file: &Path,
+    seed_override: Option<u64>,
+    engine: Option<crate::engine::Engine>,
+) -> Result<Plan, ScenarioError> {
     let parsed = pos::PosIndex::parse(text);
     if text.trim().is_empty() {
         return Err(ScenarioError {
@@ -119,7 +135,7 @@ pub fn parse_str(text: &str, file: &Path, seed_override: Option<u64>) -> Result<
             message: "empty scenario: expected a mapping with at least `job` and `input`".into(),
         });
     }
-    let raw: raw::RawScenario = match serde_yaml::from_str(text) {
+    let mut raw: raw::RawScenario = match serde_yaml::from_str(text) {
         Ok(raw) => raw,
         // When the text is not YAML at all, saphyr's syntax error is the one to show:
         // serde_yaml streams, so it may trip over a type error the broken syntax caused.
@@ -138,6 +154,19 @@ pub fn parse_str(text: &str, file: &Path, seed_override: Option<u64>) -> Result<
     // serde_yaml accepted it, so a saphyr failure here is a disagreement between parsers
     // on some corner of YAML: carry on with positions at the file start rather than fail.
     let idx = parsed.unwrap_or_default();
+    if let Some(engine) = engine {
+        let cluster = raw.cluster.get_or_insert(raw::RawCluster {
+            engine: None,
+            jobmanagers: None,
+            taskmanagers: None,
+            slots: None,
+            resources: None,
+        });
+        cluster.engine = Some(engine);
+        if engine != crate::engine::Engine::Flink {
+            raw.flink = None;
+        }
+    }
     validate::plan(raw, &locate::Ctx { file, idx }, seed_override)
 }
 

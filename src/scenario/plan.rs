@@ -29,14 +29,28 @@ pub struct Plan {
     /// Faults in file order; a `repeat` expands in place into one fault per occurrence.
     pub faults: Vec<PlannedFault>,
     pub expect: Expectations,
+    /// Flink only (`cluster.engine: flink`): what configures Flink beyond the job.
+    pub flink: Option<FlinkPlan>,
     /// Things that are legal but probably not meant (e.g. too few slots after a kill),
     /// for `chaos lint` to show.
     pub warnings: Vec<String>,
 }
 
+/// What a Flink run is configured with beyond the job spec.
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+pub struct FlinkPlan {
+    /// `job.heartbeat` when the scenario gives it; otherwise Flink keeps its own defaults
+    /// (10 s / 50 s), which is what a Flink user runs with.
+    pub heartbeat: Option<streamd_contract::spec::HeartbeatSpec>,
+    /// `flink.config`, in file order.
+    pub config: Vec<(String, String)>,
+}
+
 /// The shape of the cluster.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ClusterPlan {
+    /// The engine the job runs on.
+    pub engine: crate::engine::Engine,
     pub jobmanagers: u32,
     pub taskmanagers: u32,
     /// Slots per taskmanager.
@@ -46,16 +60,23 @@ pub struct ClusterPlan {
 }
 
 impl ClusterPlan {
-    /// `jobmanagers > 1`: leader election through etcd, and `etcd-1` is a node.
+    /// `jobmanagers > 1`: leader election through a coordinator node (`etcd-1` for
+    /// streamd, `zookeeper-1` for Flink).
     pub fn ha(&self) -> bool {
         self.jobmanagers > 1
     }
 
-    /// Every node's canonical name: `etcd-1` (HA only), `jobmanager-1..`, `taskmanager-1..`.
+    /// The coordinator node with HA, else none.
+    pub fn coordinator(&self) -> Option<&'static str> {
+        self.ha().then(|| self.engine.coordinator())
+    }
+
+    /// Every node's canonical name: the coordinator (HA only), `jobmanager-1..`,
+    /// `taskmanager-1..`.
     pub fn node_names(&self) -> Vec<String> {
         let mut names = Vec::new();
-        if self.ha() {
-            names.push("etcd-1".to_string());
+        if let Some(c) = self.coordinator() {
+            names.push(c.to_string());
         }
         names.extend((1..=self.jobmanagers).map(|i| format!("jobmanager-{i}")));
         names.extend((1..=self.taskmanagers).map(|i| format!("taskmanager-{i}")));
@@ -71,7 +92,7 @@ impl ClusterPlan {
         if let Some(n) = num("jobmanager-") {
             return (1..=self.jobmanagers).contains(&n);
         }
-        canonical == "etcd-1" && self.ha()
+        self.coordinator() == Some(canonical)
     }
 
     /// Slots of all taskmanagers.
@@ -79,12 +100,12 @@ impl ClusterPlan {
         self.taskmanagers.saturating_mul(self.slots)
     }
 
-    /// "jobmanager-1, taskmanager-1..3" (and etcd-1 with HA), for messages.
+    /// "jobmanager-1, taskmanager-1..3" (and the coordinator with HA), for messages.
     pub fn describe_nodes(&self) -> String {
         let range = |role: &str, n: u32| if n == 1 { format!("{role}-1") } else { format!("{role}-1..{n}") };
         let mut parts = vec![range("jobmanager", self.jobmanagers), range("taskmanager", self.taskmanagers)];
-        if self.ha() {
-            parts.push("etcd-1".into());
+        if let Some(c) = self.coordinator() {
+            parts.push(c.into());
         }
         parts.join(", ")
     }

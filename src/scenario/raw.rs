@@ -12,7 +12,7 @@ use std::time::Duration;
 use streamd_contract::spec::Delivery;
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a scenario: a mapping with name, description, seed, cluster, job, input, faults, expect")]
+#[serde(deny_unknown_fields, expecting = "a scenario: a mapping with name, description, seed, cluster, job, input, faults, expect, flink")]
 pub struct RawScenario {
     pub name: Option<String>,
     pub description: Option<String>,
@@ -22,11 +22,52 @@ pub struct RawScenario {
     pub input: RawInput,
     pub faults: Option<Vec<RawFault>>,
     pub expect: Option<RawExpect>,
+    /// Flink only: options passed through to Flink's configuration.
+    pub flink: Option<RawFlink>,
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a mapping with jobmanagers, taskmanagers, slots, resources")]
+#[serde(deny_unknown_fields, expecting = "a mapping like `{ config: { taskmanager.network.memory.buffer-debloat.enabled: true } }`")]
+pub struct RawFlink {
+    pub config: Option<OrderedMap<ConfigValue>>,
+}
+
+/// A Flink option's value: any YAML scalar, kept as the text Flink will parse.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigValue(pub String);
+
+impl<'de> Deserialize<'de> for ConfigValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ConfigValue;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a Flink option value: a string, number or boolean")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<ConfigValue, E> {
+                Ok(ConfigValue(s.to_string()))
+            }
+            fn visit_bool<E: de::Error>(self, b: bool) -> Result<ConfigValue, E> {
+                Ok(ConfigValue(b.to_string()))
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<ConfigValue, E> {
+                Ok(ConfigValue(n.to_string()))
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<ConfigValue, E> {
+                Ok(ConfigValue(n.to_string()))
+            }
+            fn visit_f64<E: de::Error>(self, x: f64) -> Result<ConfigValue, E> {
+                Ok(ConfigValue(x.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping with engine, jobmanagers, taskmanagers, slots, resources")]
 pub struct RawCluster {
+    pub engine: Option<crate::engine::Engine>,
     pub jobmanagers: Option<u32>,
     pub taskmanagers: Option<u32>,
     pub slots: Option<u32>,

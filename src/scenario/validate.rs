@@ -4,9 +4,10 @@
 
 use super::faults;
 use super::locate::{fmt_d, keypath, unknown_node, Ctx};
-use super::plan::{ClusterPlan, Expectations, OutputExpectation, Plan};
+use super::plan::{ClusterPlan, Expectations, FlinkPlan, OutputExpectation, Plan};
 use super::pos::Seg;
-use super::raw::{RawCluster, RawExpect, RawInput, RawJob, RawOutput, RawRestart, RawScenario, StrategyName};
+use super::raw::{RawCluster, RawExpect, RawFlink, RawInput, RawJob, RawOutput, RawRestart, RawScenario, StrategyName};
+use crate::engine::Engine;
 use super::ScenarioError;
 use crate::nodes::canonical as canonical_name;
 use crate::runtime::Resources;
@@ -35,7 +36,9 @@ pub(super) fn plan(raw: RawScenario, cx: &Ctx<'_>, seed_override: Option<u64>) -
     let cluster = cluster(raw.cluster, cx)?;
     let expect = expect(raw.expect, cx)?;
     let (input, input_source) = input(raw.input, seed, cx)?;
+    let heartbeat_given = raw.job.heartbeat.is_some();
     let job = job(raw.job, input, &cluster, cx)?;
+    let flink = flink(raw.flink, &cluster, heartbeat_given.then(|| job.heartbeat.clone()), cx)?;
     let (faults, warnings) = faults::plan(raw.faults.unwrap_or_default(), &cluster, &job, &expect, seed, cx)?;
     Ok(Plan {
         name,
@@ -47,8 +50,33 @@ pub(super) fn plan(raw: RawScenario, cx: &Ctx<'_>, seed_override: Option<u64>) -
         input_source,
         faults,
         expect,
+        flink,
         warnings,
     })
+}
+
+/// The Flink section: only with `cluster.engine: flink` (elsewhere it would be silently
+/// ignored), option names non-empty.
+fn flink(
+    raw: Option<RawFlink>,
+    cluster: &ClusterPlan,
+    heartbeat: Option<HeartbeatSpec>,
+    cx: &Ctx<'_>,
+) -> Result<Option<FlinkPlan>, ScenarioError> {
+    if cluster.engine != Engine::Flink {
+        return match raw {
+            Some(_) => Err(cx.at_key(&keypath!["flink"], "`flink` applies only with `cluster.engine: flink`: expected no `flink` section, or that engine")),
+            None => Ok(None),
+        };
+    }
+    let mut config = Vec::new();
+    for (key, value) in raw.and_then(|r| r.config).map(|m| m.0).unwrap_or_default() {
+        if key.trim().is_empty() || key.contains(char::is_whitespace) {
+            return Err(cx.at_key(&keypath!["flink", "config", key.as_str()], format!("`{key}` is not a Flink option name: expected a dotted key like `heartbeat.interval`")));
+        }
+        config.push((key, value.0));
+    }
+    Ok(Some(FlinkPlan { heartbeat, config }))
 }
 
 fn in_range(cx: &Ctx<'_>, path: &[Seg], v: u32, lo: u32, hi: u32) -> Result<u32, ScenarioError> {
@@ -60,8 +88,9 @@ fn in_range(cx: &Ctx<'_>, path: &[Seg], v: u32, lo: u32, hi: u32) -> Result<u32,
 }
 
 fn cluster(raw: Option<RawCluster>, cx: &Ctx<'_>) -> Result<ClusterPlan, ScenarioError> {
-    let raw = raw.unwrap_or(RawCluster { jobmanagers: None, taskmanagers: None, slots: None, resources: None });
+    let raw = raw.unwrap_or(RawCluster { engine: None, jobmanagers: None, taskmanagers: None, slots: None, resources: None });
     let mut plan = ClusterPlan {
+        engine: raw.engine.unwrap_or_default(),
         jobmanagers: in_range(cx, &keypath!["cluster", "jobmanagers"], raw.jobmanagers.unwrap_or(1), 1, 9)?,
         taskmanagers: in_range(cx, &keypath!["cluster", "taskmanagers"], raw.taskmanagers.unwrap_or(3), 1, 64)?,
         slots: in_range(cx, &keypath!["cluster", "slots"], raw.slots.unwrap_or(2), 1, 64)?,

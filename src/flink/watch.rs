@@ -1,0 +1,281 @@
+//! Flink's job as the scenario executor sees every engine's job: streamd's REST answers
+//! ([`JobDetails`], [`CheckpointsInfo`]) built from Flink's REST API, so the run loop, the
+//! recovery timings and the reports are the same code for both engines.
+//!
+//! What Flink does not keep is kept here, from polling (the executor polls every 100 ms):
+//! - **State history.** Flink reports only when the job last entered each state, and a
+//!   region failover restarts tasks without leaving RUNNING. Each change of the mapped
+//!   state ([`JobOverview::streamd_state`]: RUNNING means every task runs) is recorded
+//!   when first seen, so transitions are known to within one poll.
+//! - **Attempts.** Every RUNNING -> RESTARTING change starts a new attempt.
+//! - **Input position.** The job's source reports a gauge `linesRead` (the lines before
+//!   its absolute position, so a restore moves it back); its sum over the subtasks is
+//!   `records_in`. Flink's metric fetcher refreshes it every
+//!   `metrics.fetcher.update-interval` (set to 500 ms by [`super::config`]).
+//!
+//! Failures come from Flink's exception history: each names the taskmanager whose task
+//! failed (its resource id, which chaos sets to the node name).
+
+use std::time::Duration;
+
+use streamd_contract::api::{now_ms, CheckpointStats, CheckpointsInfo, FailureEvent, JobDetails, JobState, StateChange};
+
+use super::rest::{FlinkRest, RestError};
+
+/// The source's gauge (see the job's `LineSource`).
+pub const LINES_READ: &str = "linesRead";
+
+/// A polling view of the one job of a Flink application cluster.
+#[derive(Debug)]
+pub struct FlinkWatch {
+    rest: FlinkRest,
+    parallelism: u32,
+    input_lines: Option<u64>,
+    jid: Option<String>,
+    /// The source vertex and the full name of its `linesRead` metric, once found.
+    source_metric: Option<(String, String)>,
+    history: Vec<StateChange>,
+    attempt: u64,
+    restarts: u64,
+    records_in: u64,
+    records_out: u64,
+    start_ms: u64,
+}
+
+impl FlinkWatch {
+    pub fn new(rest: FlinkRest, parallelism: u32, input_lines: Option<u64>) -> Self {
+        FlinkWatch {
+            rest,
+            parallelism,
+            input_lines,
+            jid: None,
+            source_metric: None,
+            history: Vec::new(),
+            attempt: 1,
+            restarts: 0,
+            records_in: 0,
+            records_out: 0,
+            start_ms: 0,
+        }
+    }
+
+    /// Talks to another jobmanager from now on (the leader after a failover).
+    pub fn set_rest(&mut self, rest: FlinkRest) {
+        self.rest = rest;
+    }
+
+    /// The REST client in use.
+    pub fn rest(&self) -> &FlinkRest {
+        &self.rest
+    }
+
+    /// Waits until `taskmanagers` taskmanagers have registered.
+    pub async fn wait_ready(&self, taskmanagers: usize, timeout: Duration) -> Result<(), String> {
+        let start = std::time::Instant::now();
+        let mut last = String::from("no answer yet");
+        while start.elapsed() < timeout {
+            match self.rest.taskmanagers().await {
+                Ok(tms) if tms.len() >= taskmanagers => return Ok(()),
+                Ok(tms) => last = format!("{} of {taskmanagers} taskmanagers registered", tms.len()),
+                Err(e) => last = e.to_string(),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(format!("not ready within {timeout:?}: {last}"))
+    }
+
+    /// The job now, as streamd would report it. "No job yet" is a 404-like error.
+    pub async fn job(&mut self) -> Result<JobDetails, RestError> {
+        let Some(job) = self.rest.job().await? else {
+            return Err(RestError::Status { url: format!("{}/jobs/overview", self.rest.base_url()), status: 404, body: "no job yet".into() });
+        };
+        let now = now_ms();
+        let state = job.streamd_state();
+        if self.jid.as_deref() != Some(job.jid.as_str()) {
+            self.jid = Some(job.jid.clone());
+            self.start_ms = job.start_time.max(0) as u64;
+        }
+        let reason = format!("flink {:?}, tasks {}", job.state, tasks_line(&job.tasks)).to_uppercase();
+        self.observe(state, now, reason);
+        let jid = job.jid.clone();
+        let checkpoints = self.rest.checkpoints(&jid).await.ok();
+        let failures = self.failures(&jid).await;
+        self.sample_metrics(&jid).await;
+        let last_completed = checkpoints.as_ref().and_then(|c| c.latest.completed.as_ref().map(|c| c.id));
+        Ok(JobDetails {
+            id: jid,
+            state,
+            attempt: self.attempt,
+            restarts: self.restarts,
+            parallelism: self.parallelism,
+            records_in: self.records_in,
+            records_out: self.records_out,
+            input_lines: self.input_lines,
+            last_completed_checkpoint: last_completed,
+            checkpoints_completed: checkpoints.as_ref().map_or(0, |c| c.counts.completed),
+            failure_cause: failures.last().filter(|_| state == JobState::Failed).map(|f| f.cause.clone()),
+            start_ms: self.start_ms,
+            history: self.history.clone(),
+            failures,
+            now_ms: now,
+        })
+    }
+
+    /// Records a state change of the mapped state (and counts attempts).
+    fn observe(&mut self, state: JobState, now: u64, reason: String) {
+        let last = self.history.last().map(|h| h.state);
+        if last == Some(state) {
+            return;
+        }
+        if state == JobState::Restarting && last == Some(JobState::Running) {
+            self.attempt += 1;
+            self.restarts += 1;
+        }
+        self.history.push(StateChange { state, at_ms: now, attempt: self.attempt, reason });
+    }
+
+    /// Flink's exception history as failure events.
+    async fn failures(&self, jid: &str) -> Vec<FailureEvent> {
+        let entries = match self.rest.exceptions(jid).await {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::debug!("flink exceptions: {e}");
+                return Vec::new();
+            }
+        };
+        let mut attempt = 1;
+        entries
+            .into_iter()
+            .map(|e| {
+                let at_ms = e.timestamp.max(0) as u64;
+                // The attempt the failure ended: the last one that had started by then.
+                if let Some(h) = self.history.iter().filter(|h| h.at_ms <= at_ms).last() {
+                    attempt = h.attempt;
+                }
+                let first = e.stacktrace.lines().next().unwrap_or(&e.exception_name).to_string();
+                FailureEvent {
+                    at_ms,
+                    attempt,
+                    taskmanager: e.task_manager_id.filter(|t| t.starts_with("taskmanager-")),
+                    jobmanager: None,
+                    cause: match e.task_name {
+                        Some(t) => format!("{t}: {first}"),
+                        None => first,
+                    },
+                }
+            })
+            .collect()
+    }
+
+    /// Input position (the source's `linesRead`) and words out of the source vertex.
+    async fn sample_metrics(&mut self, jid: &str) {
+        if self.source_metric.is_none() {
+            let Ok(details) = self.rest.job_details(jid).await else { return };
+            let Some(source) = details.vertices.first() else { return };
+            if let Ok(names) = self.rest.vertex_metric_names(jid, &source.id).await {
+                if let Some(name) = names.into_iter().find(|n| n.ends_with(&format!(".{LINES_READ}"))) {
+                    self.source_metric = Some((source.id.clone(), name));
+                }
+            }
+        }
+        if let Some((vertex, metric)) = &self.source_metric {
+            match self.rest.vertex_metric_sum(jid, vertex, metric).await {
+                Ok(Some(v)) => self.records_in = v as u64,
+                Ok(None) => {}
+                Err(e) => tracing::debug!("flink metric {metric}: {e}"),
+            }
+        }
+        if let Ok(details) = self.rest.job_details(jid).await {
+            if let Some(out) = details.vertices.first().and_then(|v| v.metrics.get("write-records")) {
+                self.records_out = *out;
+            }
+        }
+    }
+
+    /// Completed checkpoints, as streamd reports them.
+    pub async fn checkpoints(&self) -> Result<CheckpointsInfo, RestError> {
+        let Some(jid) = &self.jid else {
+            return Ok(CheckpointsInfo { completed: vec![], completed_total: 0, failed_total: 0, in_progress: None, latest: None, restored: None });
+        };
+        let c = self.rest.checkpoints(jid).await?;
+        let mut completed: Vec<CheckpointStats> = c
+            .history
+            .iter()
+            .filter(|h| h.status == "COMPLETED" && !h.is_savepoint)
+            .map(|h| CheckpointStats {
+                id: h.id,
+                attempt: self.history.iter().filter(|s| s.at_ms as i64 <= h.trigger_timestamp).last().map_or(1, |s| s.attempt),
+                trigger_ms: h.trigger_timestamp.max(0) as u64,
+                complete_ms: h.latest_ack_timestamp.max(0) as u64,
+                duration_ms: h.end_to_end_duration.max(0) as u64,
+                size_bytes: h.checkpointed_size,
+                records_in: 0,
+            })
+            .collect();
+        completed.sort_by_key(|s| s.id);
+        Ok(CheckpointsInfo {
+            latest: completed.last().cloned(),
+            completed,
+            completed_total: c.counts.completed,
+            failed_total: c.counts.failed,
+            in_progress: (c.counts.in_progress > 0).then_some(c.counts.in_progress),
+            restored: c.latest.restored.map(|r| r.id),
+        })
+    }
+}
+
+/// "running 2/3, deploying 1" from Flink's task counts.
+fn tasks_line(tasks: &std::collections::BTreeMap<String, u32>) -> String {
+    let total = tasks.get("total").copied().unwrap_or(0);
+    let mut parts: Vec<String> = tasks
+        .iter()
+        .filter(|(k, v)| k.as_str() != "total" && **v > 0)
+        .map(|(k, v)| format!("{k} {v}/{total}"))
+        .collect();
+    if parts.is_empty() {
+        parts.push(format!("none of {total}"));
+    }
+    parts.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_changes_are_recorded_once_and_count_attempts() {
+        let mut w = FlinkWatch::new(FlinkRest::new("http://127.0.0.1:1").unwrap(), 2, None);
+        w.observe(JobState::Created, 1, "a".into());
+        w.observe(JobState::Running, 2, "b".into());
+        w.observe(JobState::Running, 3, "b".into());
+        w.observe(JobState::Restarting, 4, "c".into());
+        w.observe(JobState::Running, 5, "d".into());
+        w.observe(JobState::Finished, 6, "e".into());
+        let got: Vec<(JobState, u64, u64)> = w.history.iter().map(|h| (h.state, h.at_ms, h.attempt)).collect();
+        assert_eq!(
+            got,
+            vec![
+                (JobState::Created, 1, 1),
+                (JobState::Running, 2, 1),
+                (JobState::Restarting, 4, 2),
+                (JobState::Running, 5, 2),
+                (JobState::Finished, 6, 2)
+            ]
+        );
+        assert_eq!(w.restarts, 1);
+    }
+
+    #[test]
+    fn exception_history_parses() {
+        let e: crate::flink::rest::Exceptions = serde_json::from_str(
+            r#"{"exceptionHistory":{"entries":[{"exceptionName":"java.util.concurrent.TimeoutException",
+            "stacktrace":"java.util.concurrent.TimeoutException: Heartbeat of TaskManager with id taskmanager-2 timed out.\n\tat x",
+            "timestamp":1700000000123,"taskName":"count (1/2)","endpoint":"172.18.0.4:6121",
+            "taskManagerId":"taskmanager-2","failureLabels":{},"concurrentExceptions":[]}],"truncated":false}}"#,
+        )
+        .unwrap();
+        let entry = &e.exception_history.entries[0];
+        assert_eq!(entry.task_manager_id.as_deref(), Some("taskmanager-2"));
+        assert_eq!(entry.timestamp, 1_700_000_000_123);
+    }
+}
