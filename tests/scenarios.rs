@@ -96,6 +96,38 @@ scenario!(pause_jm_leader, "pause-jm-leader.yaml");
 scenario!(kill_leader_and_tm, "kill-leader-and-tm.yaml");
 scenario!(restart_etcd, "restart-etcd.yaml");
 
+// Apache Flink 2.3.0 under the same faults and verdict (cluster.engine: flink).
+scenario!(flink_kill_tm2_default_heartbeats, "flink-kill-tm2-default-heartbeats.yaml");
+scenario!(flink_pause_tm, "flink-pause-tm.yaml");
+scenario!(flink_netem_delay_tm, "flink-netem-delay-tm.yaml");
+
+/// On Flink, a kill is detected (Flink's exception history names the lost taskmanager),
+/// the job is RUNNING again, and the report's timings are filled from Flink's REST API.
+#[test]
+fn flink_kill_is_timed_from_flinks_rest_api() {
+    let Some(o) = run("flink-kill-tm2.yaml") else { return };
+    assert_eq!(o.code, 0, "{}", o.stdout);
+    let f = &o.report["faults"][0];
+    let applied = f["applied_ms"].as_u64().expect("applied");
+    for key in ["detected_ms", "running_ms", "caught_up_ms"] {
+        let t = f[key].as_u64().unwrap_or_else(|| panic!("{key} measured: {f}"));
+        assert!(t >= applied, "{key} after the fault: {f}");
+    }
+    assert_eq!(o.report["engine"], "flink");
+    assert!(o.report["restarts"].as_u64() >= Some(1), "Flink restarted the job");
+}
+
+/// The checker catches Flink too: AT_LEAST_ONCE checkpoints and a sink without two-phase
+/// commit, judged exactly-once, exit 1 with the updates committed twice named.
+#[test]
+fn flink_at_least_once_caught() {
+    let Some(o) = run("flink-at-least-once-caught.yaml") else { return };
+    assert_eq!(o.code, 1, "chaos must exit 1 on flink-at-least-once-caught:\n{}", o.stdout);
+    assert_eq!(o.report["verdict"], "fail");
+    assert_eq!(o.report["checks"]["complete_history"]["ok"], false, "{}", o.report["checks"]);
+    assert!(o.stdout.contains("committed twice"), "the summary says why:\n{}", o.stdout);
+}
+
 /// The checker can fail: at-least-once under a kill, judged as exactly-once, exits 1 and
 /// names duplicated commits or over-counted words.
 #[test]

@@ -7,11 +7,15 @@
 //!   region failover restarts tasks without leaving RUNNING. Each change of the mapped
 //!   state ([`JobOverview::streamd_state`]: RUNNING means every task runs) is recorded
 //!   when first seen, so transitions are known to within one poll.
-//! - **Attempts.** Every RUNNING -> RESTARTING change starts a new attempt.
+//! - **Attempts.** As in streamd's history, a RESTARTING entry carries the attempt that
+//!   failed, and RUNNING after RESTARTING starts the next one. Tasks being deployed before
+//!   the job first ran are CREATED, not RESTARTING.
 //! - **Input position.** The job's source reports a gauge `linesRead` (the lines before
 //!   its absolute position, so a restore moves it back); its sum over the subtasks is
 //!   `records_in`. Flink's metric fetcher refreshes it every
-//!   `metrics.fetcher.update-interval` (set to 500 ms by [`super::config`]).
+//!   `metrics.fetcher.update-interval` (set to 500 ms by [`super::config`]) and keeps
+//!   serving the failed attempt's last values until the new tasks report: after a
+//!   restart the position counts as 0 (not caught up) until the value changes.
 //!
 //! Failures come from Flink's exception history: each names the taskmanager whose task
 //! failed (its resource id, which chaos sets to the node name).
@@ -38,6 +42,9 @@ pub struct FlinkWatch {
     attempt: u64,
     restarts: u64,
     records_in: u64,
+    /// After a restart: the failed attempt's last position, which the metric fetcher may
+    /// still serve; `records_in` is 0 until the gauge reports something else.
+    stale_position: Option<u64>,
     records_out: u64,
     start_ms: u64,
 }
@@ -54,6 +61,7 @@ impl FlinkWatch {
             attempt: 1,
             restarts: 0,
             records_in: 0,
+            stale_position: None,
             records_out: 0,
             start_ms: 0,
         }
@@ -123,13 +131,19 @@ impl FlinkWatch {
 
     /// Records a state change of the mapped state (and counts attempts).
     fn observe(&mut self, state: JobState, now: u64, reason: String) {
+        let ran = self.history.iter().any(|h| h.state == JobState::Running);
+        let state = if state == JobState::Restarting && !ran { JobState::Created } else { state };
         let last = self.history.last().map(|h| h.state);
         if last == Some(state) {
             return;
         }
-        if state == JobState::Restarting && last == Some(JobState::Running) {
-            self.attempt += 1;
+        if state == JobState::Restarting {
             self.restarts += 1;
+            self.stale_position = Some(self.records_in);
+            self.records_in = 0;
+        }
+        if state == JobState::Running && last == Some(JobState::Restarting) {
+            self.attempt += 1;
         }
         self.history.push(StateChange { state, at_ms: now, attempt: self.attempt, reason });
     }
@@ -153,10 +167,14 @@ impl FlinkWatch {
                     attempt = h.attempt;
                 }
                 let first = e.stacktrace.lines().next().unwrap_or(&e.exception_name).to_string();
+                // The node the failure is about: the one its message names (a broken
+                // connection to taskmanager-2, reported by a task on taskmanager-1, is
+                // Flink detecting taskmanager-2's loss), else where the task ran.
+                let named = named_taskmanager(&first);
                 FailureEvent {
                     at_ms,
                     attempt,
-                    taskmanager: e.task_manager_id.filter(|t| t.starts_with("taskmanager-")),
+                    taskmanager: named.or(e.task_manager_id.filter(|t| t.starts_with("taskmanager-"))),
                     jobmanager: None,
                     cause: match e.task_name {
                         Some(t) => format!("{t}: {first}"),
@@ -180,7 +198,11 @@ impl FlinkWatch {
         }
         if let Some((vertex, metric)) = &self.source_metric {
             match self.rest.vertex_metric_sum(jid, vertex, metric).await {
-                Ok(Some(v)) => self.records_in = v as u64,
+                Ok(Some(v)) if self.stale_position == Some(v as u64) => {}
+                Ok(Some(v)) => {
+                    self.stale_position = None;
+                    self.records_in = v as u64;
+                }
                 Ok(None) => {}
                 Err(e) => tracing::debug!("flink metric {metric}: {e}"),
             }
@@ -224,6 +246,15 @@ impl FlinkWatch {
     }
 }
 
+/// The first `taskmanager-<n>` a Flink message names ("Connection unexpectedly closed by
+/// remote task manager 'taskmanager-2/172.18.0.5:6121'", "Heartbeat of TaskManager with
+/// id taskmanager-2 timed out").
+fn named_taskmanager(message: &str) -> Option<String> {
+    let at = message.find("taskmanager-")?;
+    let digits: String = message[at + "taskmanager-".len()..].chars().take_while(char::is_ascii_digit).collect();
+    (!digits.is_empty()).then(|| format!("taskmanager-{digits}"))
+}
+
 /// "running 2/3, deploying 1" from Flink's task counts.
 fn tasks_line(tasks: &std::collections::BTreeMap<String, u32>) -> String {
     let total = tasks.get("total").copied().unwrap_or(0);
@@ -246,6 +277,7 @@ mod tests {
     fn state_changes_are_recorded_once_and_count_attempts() {
         let mut w = FlinkWatch::new(FlinkRest::new("http://127.0.0.1:1").unwrap(), 2, None);
         w.observe(JobState::Created, 1, "a".into());
+        w.observe(JobState::Restarting, 1, "deploying".into());
         w.observe(JobState::Running, 2, "b".into());
         w.observe(JobState::Running, 3, "b".into());
         w.observe(JobState::Restarting, 4, "c".into());
@@ -257,12 +289,21 @@ mod tests {
             vec![
                 (JobState::Created, 1, 1),
                 (JobState::Running, 2, 1),
-                (JobState::Restarting, 4, 2),
+                (JobState::Restarting, 4, 1),
                 (JobState::Running, 5, 2),
                 (JobState::Finished, 6, 2)
             ]
         );
         assert_eq!(w.restarts, 1);
+    }
+
+    #[test]
+    fn the_node_a_failure_names_is_the_one_it_concerns() {
+        let m = "org.apache.flink.runtime.io.network.netty.exception.RemoteTransportException: Connection unexpectedly closed by remote task manager 'taskmanager-2/172.18.0.5:6121'.";
+        assert_eq!(named_taskmanager(m).as_deref(), Some("taskmanager-2"));
+        assert_eq!(named_taskmanager("Heartbeat of TaskManager with id taskmanager-13 timed out.").as_deref(), Some("taskmanager-13"));
+        assert_eq!(named_taskmanager("java.lang.RuntimeException: boom"), None);
+        assert_eq!(named_taskmanager("taskmanager-x"), None);
     }
 
     #[test]

@@ -38,6 +38,7 @@ mod tests {
         "duplicates_total",
         "malformed",
         "timeline",
+        "engine",
     ];
 
     #[test]
