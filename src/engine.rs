@@ -64,11 +64,18 @@ impl std::fmt::Display for Engine {
 }
 
 /// How much output `engine` has committed in `dir`: streamd's committed transactions, or
-/// Flink's visible (finished) part files. Only growth matters.
+/// the bytes of Flink's visible files (FileSink's finished part files; the at-least-once
+/// control's files grow as it writes). Only growth matters.
 pub fn committed_units(engine: Engine, dir: &Path) -> std::io::Result<u64> {
     match engine {
         Engine::Streamd => streamd_contract::output::count_committed(dir),
-        Engine::Flink => Ok(crate::flink::output::committed_files(dir)?.0.len() as u64),
+        Engine::Flink => {
+            let mut bytes = 0;
+            for f in crate::flink::output::committed_files(dir)?.0 {
+                bytes += std::fs::metadata(&f)?.len();
+            }
+            Ok(bytes)
+        }
     }
 }
 
