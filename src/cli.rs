@@ -100,8 +100,13 @@ pub enum Command {
         #[arg(long)]
         images: bool,
     },
-    /// Build the streamd binary and the images (streamd, network-fault sidecar).
-    Build,
+    /// Build the streamd binary and the images (streamd, network-fault sidecar; with
+    /// `--engine flink` also the Flink image).
+    Build {
+        /// The engines to build images for (default: streamd).
+        #[arg(long = "engine", value_enum, value_delimiter = ',', action = ArgAction::Append)]
+        engines: Vec<chaos::engine::Engine>,
+    },
     /// What this machine can run, and how to fix what is missing (exit 3 when the default
     /// scenario cannot run).
     Doctor {
@@ -283,7 +288,7 @@ pub async fn run(cli: Cli) -> Result<u8, ChaosError> {
         Command::Feed => i::feed().await,
         Command::Counts { top } => i::counts(top).await,
         Command::Down { images } => i::down(images).await,
-        Command::Build => i::build().await,
+        Command::Build { engines } => i::build(&dedup(engines)).await,
         Command::Lint { scenarios, seed } => i::lint(&scenarios, seed),
         Command::Doctor { scenarios } => doctor::doctor(&scenarios).await,
     }

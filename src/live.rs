@@ -357,6 +357,15 @@ pub async fn up(opts: UpOptions) -> Result<u8, ChaosError> {
                 .map_err(|e| ChaosError::Usage(e.to_string()))?
         }
     };
+    // A live cluster follows a growing input file and is judged by `chaos verify` against
+    // streamd's output format; the Flink job reads a finished file. Flink runs through
+    // `chaos run` (its faults, timings and verdict are all there).
+    if plan.cluster.engine == crate::engine::Engine::Flink {
+        return Err(ChaosError::Usage(format!(
+            "{}: `chaos up` starts streamd clusters only; run a Flink scenario with `chaos run` (or `chaos run --keep` to keep its cluster for `chaos kill`, `chaos pause`, ...)",
+            plan.file.display()
+        )));
+    }
     // Interactive input: a growing file the sources follow until `chaos verify` ends it.
     if plan.job.input.generate.is_none() || opts.scenario.is_none() {
         plan.job.input.generate = None;

@@ -212,7 +212,21 @@ pub(super) async fn down(images: bool) -> Result<u8, ChaosError> {
 }
 
 /// `chaos build`: the static streamd binary and its image, and the network-fault sidecar image.
-pub(super) async fn build() -> Result<u8, ChaosError> {
+pub(super) async fn build(engines: &[chaos::engine::Engine]) -> Result<u8, ChaosError> {
+    use chaos::engine::Engine;
+    if engines.contains(&Engine::Flink) {
+        // Say everything Flink lacks on this machine before downloading anything.
+        let mut missing = Vec::new();
+        for need in [chaos::host::Need::Jdk, chaos::host::Need::FlinkDist] {
+            let f = chaos::host::check(need, None).await;
+            if !f.ok {
+                missing.push(format!("{}: {}{}", need.title(), f.detail, f.fix.map(|x| format!("\n  fix: {x}")).unwrap_or_default()));
+            }
+        }
+        if !missing.is_empty() {
+            return Err(ChaosError::Infrastructure(format!("cannot build the Flink image:\n{}", missing.join("\n"))));
+        }
+    }
     let t = Instant::now();
     let binary = tokio::task::spawn_blocking(chaos::images::build_streamd_binary).await.map_err(other)??;
     println!("built {} in {}", binary.display(), took(t.elapsed()));
@@ -225,6 +239,11 @@ pub(super) async fn build() -> Result<u8, ChaosError> {
     let netd = tokio::task::spawn_blocking(netfault::netd_binary).await.map_err(other)??;
     let tag = netfault::ensure_image(&docker, &netd).await?;
     println!("image {tag} ready in {}", took(t.elapsed()));
+    if engines.contains(&Engine::Flink) {
+        let t = Instant::now();
+        let tag = chaos::flink::image::ensure_flink_image(&docker, &chaos::flink::cache_dir()).await?;
+        println!("image {tag} ready in {}", took(t.elapsed()));
+    }
     Ok(exit::PASS)
 }
 

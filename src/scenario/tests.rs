@@ -424,3 +424,27 @@ fn node_aliases_follow_the_one_rule_of_the_command_line() {
         assert_eq!(p.faults[0].targets, vec![Target::Node("taskmanager-2".into())], "{alias}");
     }
 }
+
+#[test]
+fn engine_flink_with_its_config_and_coordinator() {
+    let flink = BASE.replace("cluster:\n", "cluster:\n  engine: flink\n  jobmanagers: 2\n")
+        + "flink:\n  config:\n    pipeline.object-reuse: true\n    taskmanager.memory.managed.size: 16m\n";
+    let p = ok(&flink.replace("target: taskmanager-2", "target: zookeeper-1"));
+    assert_eq!(p.cluster.engine, crate::engine::Engine::Flink);
+    assert_eq!(p.cluster.node_names()[0], "zookeeper-1");
+    let f = p.flink.expect("flink plan");
+    assert_eq!(f.config, vec![("pipeline.object-reuse".to_string(), "true".to_string()), ("taskmanager.memory.managed.size".into(), "16m".into())]);
+    assert_eq!(f.heartbeat, None, "no job.heartbeat: Flink keeps its defaults");
+    // etcd-1 is streamd's coordinator, not Flink's.
+    let e = err(&flink.replace("target: taskmanager-2", "target: etcd-1"));
+    check(&e, 15, 13, &["etcd-1 exists only with jobmanagers > 1 on streamd"]);
+    // A flink section on streamd would be ignored silently: refused, at its key.
+    let e = err(&format!("{BASE}flink:\n  config: {{ a.b: 1 }}\n"));
+    check(&e, 14, 1, &["`flink` applies only with `cluster.engine: flink`"]);
+    // Unknown engine.
+    let e = err(&BASE.replace("cluster:\n", "cluster:\n  engine: spark\n"));
+    assert!(e.message.contains("spark") && e.message.contains("streamd") && e.message.contains("flink"), "{e}");
+    // --engine overrides the file; on streamd the flink section is dropped.
+    let p = parse_str_on(&flink, Path::new(FILE), None, Some(crate::engine::Engine::Streamd)).unwrap();
+    assert_eq!((p.cluster.engine, p.flink.is_none(), p.cluster.node_names()[0].as_str()), (crate::engine::Engine::Streamd, true, "etcd-1"));
+}
