@@ -83,19 +83,8 @@ async fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
     let input = dir.path().join("input.txt");
     let spec = streamd_contract::spec::GenerateSpec { lines, words_per_line: 8, vocabulary: 10_000, seed: 1 };
-    {
-        use std::io::Write;
-        let mut w = std::io::BufWriter::new(std::fs::File::create(&input).expect("input file"));
-        let g = streamd_contract::input::Generator::new(&spec);
-        let mut line = String::new();
-        for i in 0..g.lines() {
-            line.clear();
-            g.line_into(i, &mut line);
-            line.push('\n');
-            w.write_all(line.as_bytes()).expect("writing the input");
-        }
-        w.flush().expect("writing the input");
-    }
+    let file = std::fs::File::create(&input).expect("input file");
+    streamd_contract::input::Generator::new(&spec).write_all(&mut std::io::BufWriter::new(file)).expect("writing the input");
     let size_mb = std::fs::metadata(&input).map(|m| m.len() as f64 / 1e6).unwrap_or(0.0);
 
     // COST baseline: median of 3.

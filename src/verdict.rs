@@ -852,4 +852,30 @@ mod tests {
         assert_eq!(v.lost.len(), 3);
         assert!(v.finals.is_empty());
     }
+
+    #[test]
+    fn complete_history_catches_a_repeated_and_a_missing_update() {
+        let oracle = HashMap::from([("a".to_string(), 3), ("b".to_string(), 2)]);
+        let ups = |a: &[u64], b: &[u64]| BTreeMap::from([("a".to_string(), a.to_vec()), ("b".to_string(), b.to_vec())]);
+        let v = verdict_updates(&oracle, &ups(&[1, 2, 3], &[2, 1]), &[], 2, Expectation::ExactlyOnce, vec![]);
+        assert!(v.pass, "{:?}", v.checks);
+        // A replayed update committed again: final counts right, history not.
+        let v = verdict_updates(&oracle, &ups(&[1, 2, 2, 3], &[1, 2]), &[], 2, Expectation::ExactlyOnce, vec![]);
+        assert!(!v.pass && v.checks[FINAL_COUNTS].ok && !v.checks[COMPLETE_HISTORY].ok);
+        assert!(v.checks[COMPLETE_HISTORY].details.contains("\"a\" 2 twice"), "{}", v.checks[COMPLETE_HISTORY].details);
+        // An update lost in the middle: invisible to the final counts.
+        let v = verdict_updates(&oracle, &ups(&[1, 3], &[1, 2]), &[], 2, Expectation::ExactlyOnce, vec![]);
+        assert!(v.checks[FINAL_COUNTS].ok && !v.checks[COMPLETE_HISTORY].ok);
+        assert!(v.checks[COMPLETE_HISTORY].details.contains("lacks 2 of 1..3"));
+        // At-least-once tolerates the repeat, not the loss of a whole word.
+        let v = verdict_updates(&oracle, &ups(&[1, 2, 2, 3], &[1, 2]), &[], 2, Expectation::AtLeastOnce, vec![]);
+        assert!(v.pass, "{:?}", v.checks);
+        let v = verdict_updates(&oracle, &BTreeMap::from([("a".to_string(), vec![1, 2, 3])]), &[], 1, Expectation::AtLeastOnce, vec![]);
+        assert!(!v.pass && v.lost.contains_key("b"));
+        // A malformed line fails well_formed; an empty oracle tests nothing.
+        let v = verdict_updates(&oracle, &ups(&[1, 2, 3], &[1, 2]), &["f: \"x\"".into()], 2, Expectation::ExactlyOnce, vec![]);
+        assert!(!v.checks[WELL_FORMED].ok && !v.pass);
+        let v = verdict_updates(&HashMap::new(), &BTreeMap::new(), &[], 0, Expectation::ExactlyOnce, vec![]);
+        assert!(!v.pass);
+    }
 }

@@ -9,7 +9,6 @@
 //! restart can use. streamd gets the same effect by deploying only when every
 //! taskmanager has registered.
 
-use std::io::Write;
 use std::path::Path;
 
 use bollard::Docker;
@@ -96,16 +95,7 @@ pub fn write_input(plan: &Plan, run_dir: &Path) -> Result<String> {
         std::fs::create_dir_all(parent).map_err(io_err(parent))?;
     }
     let file = std::fs::File::create(&path).map_err(io_err(&path))?;
-    let mut w = std::io::BufWriter::new(file);
-    let g = Generator::new(spec);
-    let mut line = String::new();
-    for i in 0..g.lines() {
-        line.clear();
-        g.line_into(i, &mut line);
-        line.push('\n');
-        w.write_all(line.as_bytes()).map_err(io_err(&path))?;
-    }
-    w.flush().map_err(io_err(&path))?;
+    Generator::new(spec).write_all(&mut std::io::BufWriter::new(file)).map_err(io_err(&path))?;
     Ok(format!("/data/{INPUT}"))
 }
 

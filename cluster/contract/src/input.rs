@@ -86,6 +86,19 @@ impl Generator {
         }
     }
 
+    /// Writes every line, each ended by `\n`: the input as a file, for engines that read
+    /// files (Flink) and for benchmarks; the oracle can read it back or regenerate it.
+    pub fn write_all(&self, w: &mut impl std::io::Write) -> io::Result<()> {
+        let mut line = String::new();
+        for i in 0..self.lines() {
+            line.clear();
+            self.line_into(i, &mut line);
+            line.push('\n');
+            w.write_all(line.as_bytes())?;
+        }
+        w.flush()
+    }
+
     /// Line `index` as a new string.
     pub fn line(&self, index: u64) -> String {
         let mut s = String::new();
