@@ -102,6 +102,15 @@ impl JobView {
         }
     }
 
+    /// Whether every task has its slot (so nodes that join now are spares). streamd
+    /// deploys only once every taskmanager registered: always true there.
+    pub fn tasks_placed(&self) -> bool {
+        match self {
+            JobView::Streamd { .. } => true,
+            JobView::Flink(w) => w.placed(),
+        }
+    }
+
     /// Its completed checkpoints.
     pub async fn checkpoints(&self) -> Result<CheckpointsInfo, ClientError> {
         match self {

@@ -198,11 +198,18 @@ async fn drive<R: Runtime>(
     let job_id = plan.job.job_id.clone();
     // RUNNING for the first time: t0 of every fault time.
     let deadline = Instant::now() + ready_within;
+    // Spare taskmanagers (Flink) join as soon as every task has its slot: early, since a
+    // JVM takes seconds to start, but never before (see flink::plan).
+    let mut spares_started = false;
     let t0 = loop {
         if Instant::now() > deadline {
             return Err(ChaosError::Other(format!("the job did not reach RUNNING within {} s", ready_within.as_secs())));
         }
         if let Ok(d) = client.job().await {
+            if let (Some(f), false, true) = (flink, spares_started, client.tasks_placed()) {
+                f.add_spares().await?;
+                spares_started = true;
+            }
             if let Some(h) = d.history.iter().find(|h| h.state == JobState::Running) {
                 break h.at_ms;
             }
@@ -212,8 +219,7 @@ async fn drive<R: Runtime>(
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     };
-    // Spare taskmanagers join once the job's tasks are placed (see flink::plan).
-    if let Some(f) = flink {
+    if let (Some(f), false) = (flink, spares_started) {
         f.add_spares().await?;
     }
     let start = Instant::now() - Duration::from_millis(now_ms().saturating_sub(t0));

@@ -5,7 +5,7 @@
 //! Which taskmanagers run tasks: Flink takes slots as taskmanagers register, so with
 //! spares (more slots than the parallelism) any taskmanager could end up idle and a kill
 //! of `taskmanager-2` might test nothing. The first `ceil(parallelism / slots)`
-//! taskmanagers start with the jobmanager; the rest join once the job runs, as spares a
+//! taskmanagers start with the jobmanager; the rest join once every task has a slot, as spares a
 //! restart can use. streamd gets the same effect by deploying only when every
 //! taskmanager has registered.
 

@@ -47,6 +47,8 @@ pub struct FlinkWatch {
     stale_position: Option<u64>,
     records_out: u64,
     start_ms: u64,
+    /// Every task of the job has a slot (none is CREATED or SCHEDULED any more).
+    placed: bool,
 }
 
 impl FlinkWatch {
@@ -64,7 +66,13 @@ impl FlinkWatch {
             stale_position: None,
             records_out: 0,
             start_ms: 0,
+            placed: false,
         }
+    }
+
+    /// Whether every task of the job has been given a slot (as of the last [`Self::job`]).
+    pub fn placed(&self) -> bool {
+        self.placed
     }
 
     /// Talks to another jobmanager from now on (the leader after a failover).
@@ -103,6 +111,8 @@ impl FlinkWatch {
             self.jid = Some(job.jid.clone());
             self.start_ms = job.start_time.max(0) as u64;
         }
+        let n = |k: &str| job.tasks.get(k).copied().unwrap_or(0);
+        self.placed = n("total") > 0 && n("created") + n("scheduled") == 0;
         let reason = format!("flink {:?}, tasks {}", job.state, tasks_line(&job.tasks)).to_uppercase();
         self.observe(state, now, reason);
         let jid = job.jid.clone();
