@@ -18,6 +18,8 @@ pub enum Role {
     Jobmanager,
     Taskmanager,
     Etcd,
+    /// A Flink cluster's ZooKeeper (its HA services); streamd clusters have none.
+    Zookeeper,
 }
 
 impl Role {
@@ -26,6 +28,7 @@ impl Role {
             Role::Jobmanager => "jobmanager",
             Role::Taskmanager => "taskmanager",
             Role::Etcd => "etcd",
+            Role::Zookeeper => "zookeeper",
         }
     }
 }
@@ -42,7 +45,8 @@ pub struct Resources {
 /// One node to start.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct NodeDef {
-    /// Canonical name: `jobmanager-1`, `taskmanager-2`, `etcd-1` (also its network alias).
+    /// Canonical name: `jobmanager-1`, `taskmanager-2`, `etcd-1`, `zookeeper-1` (also its
+    /// network alias).
     pub name: String,
     pub role: Role,
     /// Taskmanager slots (ignored for other roles).
