@@ -126,6 +126,9 @@ impl Runtime for Live {
     async fn rest_url(&self, node: &str) -> runtime::Result<String> {
         on_runtime!(self, rt => rt.rest_url(node).await)
     }
+    async fn node_address(&self, node: &str) -> runtime::Result<String> {
+        on_runtime!(self, rt => rt.node_address(node).await)
+    }
     async fn kill(&self, node: &str, signal: Signal) -> runtime::Result<()> {
         on_runtime!(self, rt => rt.kill(node, signal).await)
     }

@@ -39,10 +39,20 @@ pub fn is_leader(name: &str) -> bool {
     name.trim().eq_ignore_ascii_case("leader")
 }
 
-/// The jobmanager whose REST `/overview` says `leader: true`; without one, why not (each
-/// jobmanager's state or answer).
+/// The leading jobmanager; without one, why not. streamd: the jobmanager whose REST
+/// `/overview` says `leader: true`. Flink (a cluster with `zookeeper-1`): the leader Flink
+/// published in ZooKeeper (Flink's REST API names no leader).
 pub async fn leader<R: Runtime>(rt: &R) -> Result<String, String> {
     let nodes = rt.nodes().await.map_err(|e| format!("cannot list the nodes: {e}"))?;
+    if let Some(zk) = nodes.iter().find(|n| n.role == Role::Zookeeper) {
+        let ip = rt.node_address(&zk.name).await.map_err(|e| format!("{}: {e}", zk.name))?;
+        let zk_addr = format!("{ip}:{}", crate::flink::config::ZK_CLIENT_PORT);
+        return match crate::flink::ha::leader_at(&zk_addr).await {
+            Ok(Some(node)) => Ok(node),
+            Ok(None) => Err("no jobmanager leads (Flink has published no leader in ZooKeeper)".into()),
+            Err(e) => Err(format!("cannot read the leader from {}: {e}", zk.name)),
+        };
+    }
     let mut why = Vec::new();
     for n in nodes.iter().filter(|n| n.role == Role::Jobmanager) {
         if n.state != NodeState::Running {

@@ -100,6 +100,8 @@ scenario!(restart_etcd, "restart-etcd.yaml");
 scenario!(flink_kill_tm2_default_heartbeats, "flink-kill-tm2-default-heartbeats.yaml");
 scenario!(flink_pause_tm, "flink-pause-tm.yaml");
 scenario!(flink_netem_delay_tm, "flink-netem-delay-tm.yaml");
+// Flink's high availability: two jobmanagers and ZooKeeper.
+scenario!(flink_kill_jm_leader, "flink-kill-jm-leader.yaml");
 
 /// On Flink, a kill is detected (Flink's exception history names the lost taskmanager),
 /// the job is RUNNING again, and the report's timings are filled from Flink's REST API.

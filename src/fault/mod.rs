@@ -244,6 +244,9 @@ mod tests {
         async fn rest_url(&self, _: &str) -> runtime::Result<String> {
             Ok("http://127.0.0.1:9".into())
         }
+        async fn node_address(&self, _: &str) -> runtime::Result<String> {
+            Ok("127.0.0.1".into())
+        }
         async fn kill(&self, node: &str, signal: Signal) -> runtime::Result<()> {
             self.log(format!("kill {signal} {node}"))
         }

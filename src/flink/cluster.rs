@@ -1,9 +1,14 @@
-//! A standalone Flink cluster in Docker: `jobmanager-1` in application mode (the job starts
-//! with the cluster) and `taskmanager-1..N`, laid out exactly like a streamd cluster —
-//! containers `<cluster>-<node>`, labels `chaos.cluster` / `chaos.role` / `chaos.node` /
-//! `chaos.run_dir`, the bridge network `<cluster>-internal` with the node names as aliases,
-//! the run directory at `/data` — so [`DockerRuntime`] finds, kills, pauses and removes its
-//! nodes like any other and `chaos down` cleans it up.
+//! A standalone Flink cluster in Docker: `jobmanager-1..J` in application mode (the job
+//! starts with the cluster) and `taskmanager-1..N`, laid out exactly like a streamd
+//! cluster — containers `<cluster>-<node>`, labels `chaos.cluster` / `chaos.role` /
+//! `chaos.node` / `chaos.run_dir`, the bridge network `<cluster>-internal` with the node
+//! names as aliases, the run directory at `/data` — so [`DockerRuntime`] finds, kills,
+//! pauses and removes its nodes like any other and `chaos down` cleans it up.
+//!
+//! More than one jobmanager means ZooKeeper HA ([`FlinkClusterDef::resolved`]): a
+//! `zookeeper-1` node (role `zookeeper`, Flink's bundled server from the same image) is
+//! started and serving before the jobmanagers, which then elect a leader through it
+//! (see [`super::ha`]).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -16,14 +21,19 @@ use bollard::query_parameters::{CreateContainerOptionsBuilder, ListNetworksOptio
 use bollard::Docker;
 use streamd_contract::api::JobState;
 
-use super::config::{FlinkSettings, CONF_DIR};
+use super::config::{zookeeper_command, FlinkSettings, ZooKeeperHa, CONF_DIR, ZOO_CFG, ZK_DATA_DIR};
 use super::rest::{FlinkRest, JobOverview};
-use super::{io_err, FlinkError, Result};
+use super::{ha, io_err, FlinkError, Result};
 use crate::runtime::docker::{labels, spec, DockerRuntime};
 use crate::runtime::{Role, Runtime};
 
-/// The jobmanager's node name (its hostname and network alias).
+/// The first jobmanager's node name (its hostname and network alias); the only one
+/// without HA.
 pub const JOBMANAGER: &str = "jobmanager-1";
+/// The ZooKeeper node's name, with HA.
+pub const ZOOKEEPER: &str = "zookeeper-1";
+/// How long ZooKeeper may take to serve after its container starts.
+pub const ZOOKEEPER_START_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What to start.
 #[derive(Debug, Clone)]
@@ -34,9 +44,47 @@ pub struct FlinkClusterDef {
     pub run_dir: PathBuf,
     /// The image from [`super::image::ensure_flink_image`].
     pub image: String,
+    /// Number of jobmanagers (`jobmanager-1..N`); more than one means ZooKeeper HA.
+    pub jobmanagers: u32,
     /// Number of taskmanagers (`taskmanager-1..N`).
     pub taskmanagers: u32,
     pub settings: FlinkSettings,
+}
+
+impl FlinkClusterDef {
+    /// The definition as started: at least one jobmanager, and with more than one, HA
+    /// settings (ZooKeeper at [`ZOOKEEPER`], this cluster's id) unless given. The one place
+    /// that decides whether a cluster has HA.
+    pub fn resolved(mut self) -> Result<Self> {
+        if self.jobmanagers == 0 {
+            return Err(FlinkError::Usage(format!("cluster {}: at least one jobmanager is needed", self.id)));
+        }
+        if self.jobmanagers > 1 && self.settings.ha.is_none() {
+            self.settings.ha = Some(ZooKeeperHa::for_cluster(&self.id, ZOOKEEPER));
+        }
+        Ok(self)
+    }
+
+    /// `jobmanager-1..N`.
+    pub fn jobmanager_names(&self) -> Vec<String> {
+        (1..=self.jobmanagers).map(jobmanager_name).collect()
+    }
+
+    /// Every node, in start order: ZooKeeper (with HA), jobmanagers, taskmanagers.
+    pub fn nodes(&self) -> Vec<(String, Role)> {
+        let mut nodes = Vec::new();
+        if self.settings.ha.is_some() {
+            nodes.push((ZOOKEEPER.to_string(), Role::Zookeeper));
+        }
+        nodes.extend(self.jobmanager_names().into_iter().map(|n| (n, Role::Jobmanager)));
+        nodes.extend((1..=self.taskmanagers).map(|i| (taskmanager_name(i), Role::Taskmanager)));
+        nodes
+    }
+}
+
+/// The name of jobmanager `i` (1-based).
+pub fn jobmanager_name(i: u32) -> String {
+    format!("jobmanager-{i}")
 }
 
 /// The name of taskmanager `i` (1-based).
@@ -51,13 +99,15 @@ pub struct FlinkCluster {
 }
 
 /// The create request of one node's container.
-pub fn container_body(def: &FlinkClusterDef, run_dir: &Path, node: &str, role: Role) -> ContainerCreateBody {
+pub fn container_body(def: &FlinkClusterDef, run_dir: &Path, node: &str, role: Role) -> Result<ContainerCreateBody> {
     let cmd = match role {
-        Role::Jobmanager => def.settings.jobmanager_command(),
-        _ => def.settings.taskmanager_command(node),
+        Role::Jobmanager => def.settings.jobmanager_command(node),
+        Role::Taskmanager => def.settings.taskmanager_command(node),
+        Role::Zookeeper => zookeeper_command(),
+        Role::Etcd => return Err(FlinkError::Usage(format!("{node}: a Flink cluster has no etcd node"))),
     };
     let network = spec::network_name(&def.id);
-    ContainerCreateBody {
+    Ok(ContainerCreateBody {
         image: Some(def.image.clone()),
         hostname: Some(node.to_string()),
         cmd: Some(cmd),
@@ -79,14 +129,16 @@ pub fn container_body(def: &FlinkClusterDef, run_dir: &Path, node: &str, role: R
             )])),
         }),
         ..Default::default()
-    }
+    })
 }
 
 impl FlinkCluster {
     /// Writes the configuration into the run directory, creates the network and starts
-    /// every node. Refuses when resources labelled with this id exist already; removes
-    /// what it created when a start fails.
+    /// every node (with HA, ZooKeeper first, serving before the jobmanagers start).
+    /// Refuses when resources labelled with this id exist already; removes what it
+    /// created when a start fails.
     pub async fn up(docker: Docker, def: FlinkClusterDef) -> Result<FlinkCluster> {
+        let def = def.resolved()?;
         let run_dir = std::fs::canonicalize(&def.run_dir).map_err(io_err(&def.run_dir))?;
         if run_dir.to_str().is_none_or(|s| s.contains(':')) {
             return Err(FlinkError::Usage(format!(
@@ -99,7 +151,7 @@ impl FlinkCluster {
             .list_networks(Some(ListNetworksOptionsBuilder::default().filters(&filter).build()))
             .await
             .map_err(|e| FlinkError::Usage(format!("listing networks: {e}")))?;
-        let mut runtime = DockerRuntime::with_docker(docker.clone(), Some(def.id.clone()));
+        let runtime = DockerRuntime::with_docker(docker.clone(), Some(def.id.clone()));
         if !networks.is_empty() || !runtime.nodes().await?.is_empty() {
             return Err(FlinkError::Usage(format!("cluster {} already exists", def.id)));
         }
@@ -107,6 +159,12 @@ impl FlinkCluster {
         std::fs::create_dir_all(&conf).map_err(io_err(&conf))?;
         let conf_file = conf.join("config.yaml");
         std::fs::write(&conf_file, def.settings.config_yaml()).map_err(io_err(&conf_file))?;
+        if let Some(ha) = &def.settings.ha {
+            let zoo_cfg = run_dir.join(ZOO_CFG.trim_start_matches("/data/"));
+            std::fs::write(&zoo_cfg, ha.zoo_cfg()).map_err(io_err(&zoo_cfg))?;
+            let data = run_dir.join(ZK_DATA_DIR.trim_start_matches("/data/"));
+            std::fs::create_dir_all(&data).map_err(io_err(&data))?;
+        }
 
         let network = NetworkCreateRequest {
             name: spec::network_name(&def.id),
@@ -121,17 +179,23 @@ impl FlinkCluster {
             .create_network(network)
             .await
             .map_err(|e| FlinkError::Usage(format!("creating network {}: {e}", spec::network_name(&def.id))))?;
-        let mut nodes = vec![(JOBMANAGER.to_string(), Role::Jobmanager)];
-        nodes.extend((1..=def.taskmanagers).map(|i| (taskmanager_name(i), Role::Taskmanager)));
-        for (node, role) in &nodes {
-            if let Err(e) = start_node(&docker, &def, &run_dir, node, *role).await {
-                if let Err(down) = runtime.down().await {
+        let mut cluster = FlinkCluster { def, runtime };
+        for (node, role) in cluster.def.nodes() {
+            let started = match start_node(&docker, &cluster.def, &run_dir, &node, role).await {
+                Ok(()) if role == Role::Zookeeper => match cluster.zookeeper_address().await {
+                    Ok(zk) => ha::wait_zookeeper(&zk, ZOOKEEPER_START_TIMEOUT).await,
+                    Err(e) => Err(e),
+                },
+                other => other,
+            };
+            if let Err(e) = started {
+                if let Err(down) = cluster.runtime.down().await {
                     tracing::warn!("cleaning up after a failed start: {down}");
                 }
                 return Err(e);
             }
         }
-        Ok(FlinkCluster { def, runtime })
+        Ok(cluster)
     }
 
     /// Starts one more taskmanager, `taskmanager-<i>` (e.g. a spare that joins after the
@@ -151,10 +215,36 @@ impl FlinkCluster {
         &self.runtime
     }
 
-    /// A REST client of the jobmanager (its address on the bridge network).
+    /// A REST client of `jobmanager-1` (its address on the bridge network).
     pub async fn rest(&self) -> Result<FlinkRest> {
-        let url = self.runtime.rest_url(JOBMANAGER).await?;
+        self.rest_of(JOBMANAGER).await
+    }
+
+    /// A REST client of jobmanager `node`.
+    pub async fn rest_of(&self, node: &str) -> Result<FlinkRest> {
+        let url = self.runtime.rest_url(node).await?;
         Ok(FlinkRest::new(url)?)
+    }
+
+    /// `<ip>:2181` of the ZooKeeper node on the bridge network (reachable from the host,
+    /// like the jobmanagers' REST).
+    pub async fn zookeeper_address(&self) -> Result<String> {
+        let id = self.runtime.container_id(ZOOKEEPER).await?;
+        let info = self
+            .runtime
+            .docker()
+            .inspect_container(&id, None)
+            .await
+            .map_err(|e| FlinkError::Usage(format!("inspecting {ZOOKEEPER}: {e}")))?;
+        let network = self.runtime.network_name()?;
+        let ip = info
+            .network_settings
+            .and_then(|s| s.networks)
+            .and_then(|mut n| n.remove(&network))
+            .and_then(|e| e.ip_address)
+            .filter(|ip| !ip.is_empty())
+            .ok_or_else(|| FlinkError::Usage(format!("{ZOOKEEPER} has no address on {network} (not running?)")))?;
+        Ok(ha::zk_address(&ip))
     }
 
     /// The committed output directory on the host.
@@ -173,7 +263,7 @@ async fn start_node(docker: &Docker, def: &FlinkClusterDef, run_dir: &Path, node
     let name = spec::container_name(&def.id, node);
     let options = CreateContainerOptionsBuilder::default().name(&name).build();
     let created = docker
-        .create_container(Some(options), container_body(def, run_dir, node, role))
+        .create_container(Some(options), container_body(def, run_dir, node, role)?)
         .await
         .map_err(|e| FlinkError::Usage(format!("creating container {name}: {e}")))?;
     docker

@@ -11,8 +11,11 @@
 //!   `java ...` command line (no Flink shell scripts, so no shell in the image).
 //! - [`image`]: the offline image: a `jlink`ed JRE with its shared-library closure, Flink's
 //!   jars, the job jar; `FROM scratch`, label `chaos.image=flink`.
-//! - [`cluster`]: a standalone application cluster (`jobmanager-1`, `taskmanager-N`) as
-//!   containers labelled like streamd's, on the cluster's bridge network, `/data` mounted.
+//! - [`zk`]: the smallest ZooKeeper client (read a znode, list children), for [`ha`].
+//! - [`cluster`]: a standalone application cluster (`jobmanager-N`, `taskmanager-N`, and
+//!   `zookeeper-1` with HA) as containers labelled like streamd's, on the cluster's bridge
+//!   network, `/data` mounted.
+//! - [`ha`]: which jobmanager leads an HA cluster, as published in ZooKeeper.
 //! - [`rest`]: a typed client of Flink's REST API, with Flink's job states mapped to
 //!   streamd's.
 //! - [`output`]: the committed part files read back and checked against the oracle.
@@ -25,12 +28,14 @@
 pub mod cluster;
 pub mod config;
 pub mod dist;
+pub mod ha;
 pub mod image;
 pub mod job;
 pub mod output;
 pub mod plan;
 pub mod rest;
 pub mod watch;
+pub mod zk;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

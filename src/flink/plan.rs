@@ -48,6 +48,8 @@ pub fn settings(plan: &Plan, input_in_container: &str) -> FlinkSettings {
         restart: restart(&job.restart),
         heartbeat_interval,
         heartbeat_timeout,
+        // Filled from the cluster's id when it has more than one jobmanager (cluster.rs).
+        ha: None,
         extra: flink.config,
     }
 }
@@ -114,6 +116,7 @@ pub async fn start(docker: Docker, plan: &Plan, cluster_id: &str, run_dir: &Path
         id: cluster_id.to_string(),
         run_dir: run_dir.to_path_buf(),
         image: image.to_string(),
+        jobmanagers: plan.cluster.jobmanagers,
         taskmanagers: busy,
         settings: settings(plan, &input),
     };

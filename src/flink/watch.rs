@@ -142,7 +142,13 @@ impl FlinkWatch {
     /// Records a state change of the mapped state (and counts attempts).
     fn observe(&mut self, state: JobState, now: u64, reason: String) {
         let ran = self.history.iter().any(|h| h.state == JobState::Running);
-        let state = if state == JobState::Restarting && !ran { JobState::Created } else { state };
+        // Before the job first ran, tasks being deployed are CREATED; after, a job being
+        // set up again (a new leader's INITIALIZING after a failover) is RESTARTING.
+        let state = match state {
+            JobState::Restarting if !ran => JobState::Created,
+            JobState::Created if ran => JobState::Restarting,
+            s => s,
+        };
         let last = self.history.last().map(|h| h.state);
         if last == Some(state) {
             return;
@@ -292,7 +298,10 @@ mod tests {
         w.observe(JobState::Running, 3, "b".into());
         w.observe(JobState::Restarting, 4, "c".into());
         w.observe(JobState::Running, 5, "d".into());
-        w.observe(JobState::Finished, 6, "e".into());
+        // A new leader sets the job up again after a failover: a restart too.
+        w.observe(JobState::Created, 6, "initializing".into());
+        w.observe(JobState::Running, 7, "f".into());
+        w.observe(JobState::Finished, 8, "e".into());
         let got: Vec<(JobState, u64, u64)> = w.history.iter().map(|h| (h.state, h.at_ms, h.attempt)).collect();
         assert_eq!(
             got,
@@ -301,10 +310,12 @@ mod tests {
                 (JobState::Running, 2, 1),
                 (JobState::Restarting, 4, 1),
                 (JobState::Running, 5, 2),
-                (JobState::Finished, 6, 2)
+                (JobState::Restarting, 6, 2),
+                (JobState::Running, 7, 3),
+                (JobState::Finished, 8, 3)
             ]
         );
-        assert_eq!(w.restarts, 1);
+        assert_eq!(w.restarts, 2);
     }
 
     #[test]

@@ -116,6 +116,17 @@ impl DockerRuntime {
         &self.docker
     }
 
+    /// A node's IP on the cluster's network, from its inspection.
+    fn ip_in(&self, node: &str, info: bollard::models::ContainerInspectResponse) -> Result<String> {
+        let network = self.network_name()?;
+        info.network_settings
+            .and_then(|s| s.networks)
+            .and_then(|mut n| n.remove(&network))
+            .and_then(|e| e.ip_address)
+            .filter(|ip| !ip.is_empty())
+            .ok_or_else(|| RuntimeError::Other(format!("{node} has no address on {network}: is it running?")))
+    }
+
     /// Binds this runtime to cluster `id` (started by someone else, e.g. a Flink cluster):
     /// every later operation finds that cluster's nodes by label.
     pub fn bind(&mut self, id: &str) {
@@ -388,19 +399,17 @@ impl Runtime for DockerRuntime {
                 "{node} is not a jobmanager: it has no REST API"
             )));
         }
-        let network = self.network_name()?;
-        let ip = info
-            .network_settings
-            .and_then(|s| s.networks)
-            .and_then(|mut n| n.remove(&network))
-            .and_then(|e| e.ip_address)
-            .filter(|ip| !ip.is_empty())
-            .ok_or_else(|| {
-                RuntimeError::Other(format!(
-                    "{node} has no address on {network}: is it running?"
-                ))
-            })?;
-        Ok(format!("http://{ip}:{}", spec::REST_PORT))
+        Ok(format!("http://{}:{}", self.ip_in(node, info)?, spec::REST_PORT))
+    }
+
+    async fn node_address(&self, node: &str) -> Result<String> {
+        let id = self.container_id(node).await?;
+        let info = self
+            .docker
+            .inspect_container(&id, None)
+            .await
+            .map_err(|e| errors::map(&format!("inspecting {node}"), e))?;
+        self.ip_in(node, info)
     }
 
     async fn kill(&self, node: &str, signal: crate::signal::Signal) -> Result<()> {

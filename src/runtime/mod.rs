@@ -18,6 +18,8 @@ pub enum Role {
     Jobmanager,
     Taskmanager,
     Etcd,
+    /// A Flink cluster's ZooKeeper (its HA services); streamd clusters have none.
+    Zookeeper,
 }
 
 impl Role {
@@ -26,6 +28,7 @@ impl Role {
             Role::Jobmanager => "jobmanager",
             Role::Taskmanager => "taskmanager",
             Role::Etcd => "etcd",
+            Role::Zookeeper => "zookeeper",
         }
     }
 }
@@ -42,7 +45,8 @@ pub struct Resources {
 /// One node to start.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct NodeDef {
-    /// Canonical name: `jobmanager-1`, `taskmanager-2`, `etcd-1` (also its network alias).
+    /// Canonical name: `jobmanager-1`, `taskmanager-2`, `etcd-1`, `zookeeper-1` (also its
+    /// network alias).
     pub name: String,
     pub role: Role,
     /// Taskmanager slots (ignored for other roles).
@@ -136,6 +140,9 @@ pub trait Runtime {
 
     /// Base URL of a jobmanager's REST API, e.g. `http://172.18.0.2:8081`.
     async fn rest_url(&self, node: &str) -> Result<String>;
+
+    /// The IP address other nodes (and this host) reach `node` at.
+    async fn node_address(&self, node: &str) -> Result<String>;
 
     /// Sends `signal` to the node's main process.
     async fn kill(&self, node: &str, signal: crate::signal::Signal) -> Result<()>;

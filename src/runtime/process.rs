@@ -601,6 +601,11 @@ impl Runtime for ProcessRuntime {
         }
     }
 
+    async fn node_address(&self, node: &str) -> Result<String> {
+        // Every node listens on loopback (its own ports).
+        self.record(node).map(|_| "127.0.0.1".to_string())
+    }
+
     async fn kill(&self, node: &str, signal: Signal) -> Result<()> {
         let sig = signal.number();
         let rec = self.record(node)?;

@@ -98,6 +98,7 @@ pub(super) fn node_status(c: &ContainerSummary) -> Option<NodeStatus> {
         "jobmanager" => Role::Jobmanager,
         "taskmanager" => Role::Taskmanager,
         "etcd" => Role::Etcd,
+        "zookeeper" => Role::Zookeeper,
         _ => return None,
     };
     let state = match c.state {
@@ -116,7 +117,7 @@ pub(super) fn node_status(c: &ContainerSummary) -> Option<NodeStatus> {
 }
 
 pub(super) fn role_of_name(name: &str) -> Option<Role> {
-    [Role::Jobmanager, Role::Taskmanager, Role::Etcd]
+    [Role::Jobmanager, Role::Taskmanager, Role::Etcd, Role::Zookeeper]
         .into_iter()
         .find(|r| {
             name.strip_prefix(r.as_str())
@@ -124,13 +125,14 @@ pub(super) fn role_of_name(name: &str) -> Option<Role> {
         })
 }
 
-/// Jobmanagers, then taskmanagers, then etcd; `taskmanager-10` after `taskmanager-9`.
+/// Jobmanagers, then taskmanagers, then etcd or zookeeper; `taskmanager-10` after
+/// `taskmanager-9`.
 pub(super) fn sort_nodes(nodes: &mut [NodeStatus]) {
     let key = |n: &NodeStatus| {
         let rank = match n.role {
             Role::Jobmanager => 0,
             Role::Taskmanager => 1,
-            Role::Etcd => 2,
+            Role::Etcd | Role::Zookeeper => 2,
         };
         let number = n
             .name

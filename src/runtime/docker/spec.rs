@@ -66,6 +66,12 @@ pub fn node_command(node: &NodeDef, jobmanager: &str) -> Result<Vec<String>> {
         ],
         // The etcd image's own entrypoint; see `super::etcd`.
         Role::Etcd => super::etcd::etcd_command(name),
+        // ZooKeeper is Flink's HA service (src/flink); streamd's HA is etcd.
+        Role::Zookeeper => {
+            return Err(RuntimeError::Usage(format!(
+                "{name}: a streamd cluster has no zookeeper node (its HA uses etcd)"
+            )))
+        }
     };
     Ok(args)
 }
@@ -77,7 +83,7 @@ pub fn ha_args(def: &ClusterDef, node: &NodeDef) -> Vec<String> {
     let Some(etcd) = def.nodes.iter().find(|n| n.role == Role::Etcd) else { return Vec::new() };
     match node.role {
         Role::Jobmanager | Role::Taskmanager => vec!["--etcd".into(), super::etcd::client_url(&etcd.name)],
-        Role::Etcd => Vec::new(),
+        Role::Etcd | Role::Zookeeper => Vec::new(),
     }
 }
 
