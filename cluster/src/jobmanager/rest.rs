@@ -7,7 +7,7 @@
 //! does not answer, a standby says so with `503 Service Unavailable` and a JSON body
 //! `{"error", "jobmanager", "leader": false, "leader_address"}`.
 
-use super::SharedView;
+use super::view::{SharedView, View};
 use crate::ha::proxy;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
@@ -34,12 +34,12 @@ pub async fn serve(listener: TcpListener, view: SharedView) {
     }
 }
 
-fn read(view: &SharedView) -> Result<super::View, Response> {
+fn read(view: &SharedView) -> Result<View, Response> {
     view.read().map(|v| v.clone()).map_err(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
 /// The view of a leader; a standby's answer (forwarded or 503) as the error.
-async fn leader_view(view: &SharedView, uri: &Uri, headers: &HeaderMap) -> Result<super::View, Response> {
+async fn leader_view(view: &SharedView, uri: &Uri, headers: &HeaderMap) -> Result<View, Response> {
     let v = read(view)?;
     if v.overview.leader {
         return Ok(v);
