@@ -23,12 +23,12 @@ async fn run_broken(name: &str, sabotage: &str) -> RunReport {
          faults: []\nexpect: {{ output: exactly-once, timeout: 60s }}\n"
     );
     let plan = chaos::scenario::parse_str(&yaml, Path::new("inline.yaml"), None).expect("valid scenario");
-    let opts = RunOptions { scenarios: vec![], seed: None, runtime: RuntimeKind::Process, reports: Vec::<ReportKind>::new(), out: None, keep: false };
+    let opts = RunOptions { scenarios: vec![], seed: None, runtime: RuntimeKind::Process, reports: Vec::<ReportKind>::new(), out: None, keep: false, engines: vec![] };
     let mut rt = ProcessRuntime::new(chaos::images::build_streamd_binary().expect("building streamd"));
     let progress = chaos::report::terminal::Progress::hidden();
     // Set while no node runs; the nodes of this run inherit it.
     std::env::set_var("STREAMD_SABOTAGE", sabotage);
-    let r = run_plan(&mut rt, &plan, &opts, &progress, None).await;
+    let r = run_plan(&mut rt, &plan, &opts, &progress, None, None).await;
     std::env::remove_var("STREAMD_SABOTAGE");
     let r = r.expect("the run completes");
     println!("{}", chaos::report::terminal::summary(&r));

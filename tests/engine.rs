@@ -23,10 +23,11 @@ async fn run(yaml: &str) -> RunReport {
         reports: Vec::<ReportKind>::new(),
         out: None,
         keep: false,
+        engines: vec![],
     };
     let mut rt = ProcessRuntime::new(streamd());
     let progress = chaos::report::terminal::Progress::hidden();
-    let r = run_plan(&mut rt, &plan, &opts, &progress, None).await.expect("the run completes");
+    let r = run_plan(&mut rt, &plan, &opts, &progress, None, None).await.expect("the run completes");
     println!("{}", chaos::report::terminal::summary(&r));
     r
 }

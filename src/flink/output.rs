@@ -4,9 +4,10 @@
 //! `.part-*` files until the checkpoint that covers them completes; the at-least-once
 //! control's files are visible at once). Every word belongs to one sink subtask and its
 //! updates are 1, 2, ... in order there, so exactly-once means: per word, the committed
-//! values are exactly 1..=N, each once, with N the oracle's count.
+//! values are exactly 1..=N, each once, with N the oracle's count — the rule
+//! [`crate::verdict::verdict_updates`] checks.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::{io_err, Result};
@@ -67,84 +68,14 @@ pub fn read_committed(dir: &Path) -> Result<Committed> {
     Ok(out)
 }
 
-/// The verdict on committed output against the oracle.
-#[derive(Debug, Clone, Default)]
-pub struct Check {
-    /// Words whose last (highest) committed count differs from the oracle, with both.
-    pub wrong_final: Vec<(String, u64, u64)>,
-    /// Words the output lacks or the oracle does not know.
-    pub missing: Vec<String>,
-    pub unknown: Vec<String>,
-    /// Values committed more than once (summed over words).
-    pub duplicates: u64,
-    /// Values in 1..=N never committed (summed over words).
-    pub gaps: u64,
-    /// A few duplicated updates, `word<TAB>count xK`.
-    pub duplicate_examples: Vec<String>,
-    pub malformed: usize,
-}
-
-impl Check {
-    /// Final counts equal the oracle's for every word (at-least-once may also pass this).
-    pub fn final_counts_ok(&self) -> bool {
-        self.wrong_final.is_empty() && self.missing.is_empty() && self.unknown.is_empty()
-    }
-
-    /// Exactly once: right final counts and every update 1..=N committed once.
-    pub fn exactly_once_ok(&self) -> bool {
-        self.final_counts_ok() && self.duplicates == 0 && self.gaps == 0 && self.malformed == 0
-    }
-}
-
-/// Checks `committed` against the oracle's counts.
-pub fn check(committed: &Committed, oracle: &HashMap<String, u64>) -> Check {
-    let mut c = Check { malformed: committed.malformed.len(), ..Check::default() };
-    for (word, values) in &committed.updates {
-        let Some(&expected) = oracle.get(word) else {
-            c.unknown.push(word.clone());
-            continue;
-        };
-        let mut sorted = values.clone();
-        sorted.sort_unstable();
-        let last = sorted.last().copied().unwrap_or(0);
-        if last != expected {
-            c.wrong_final.push((word.clone(), last, expected));
-        }
-        let mut distinct = 0u64;
-        let mut i = 0;
-        while i < sorted.len() {
-            let v = sorted[i];
-            let mut j = i;
-            while j < sorted.len() && sorted[j] == v {
-                j += 1;
-            }
-            let times = (j - i) as u64;
-            if times > 1 {
-                c.duplicates += times - 1;
-                if c.duplicate_examples.len() < 10 {
-                    c.duplicate_examples.push(format!("{word}\t{v} x{times}"));
-                }
-            }
-            if (1..=expected).contains(&v) {
-                distinct += 1;
-            }
-            i = j;
-        }
-        c.gaps += expected.saturating_sub(distinct);
-    }
-    let mut missing: Vec<String> =
-        oracle.keys().filter(|w| !committed.updates.contains_key(*w)).cloned().collect();
-    missing.sort();
-    c.missing = missing;
-    c
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn reads_visible_files_only_and_checks_each_update_once() {
+        use std::collections::HashMap;
+        use crate::verdict::{verdict_updates, Expectation, COMPLETE_HISTORY, FINAL_COUNTS};
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("part-a-0.tsv"), "a\t1\nb\t1\na\t2\n").unwrap();
         std::fs::write(dir.path().join("part-a-1.tsv"), "a\t3\n").unwrap();
@@ -152,20 +83,17 @@ mod tests {
         let got = read_committed(dir.path()).unwrap();
         assert_eq!((got.files.len(), got.hidden), (2, 1));
         let oracle = HashMap::from([("a".to_string(), 3), ("b".to_string(), 1)]);
-        let c = check(&got, &oracle);
-        assert!(c.exactly_once_ok(), "{c:?}");
+        let judge = |c: &Committed, o: &HashMap<String, u64>| verdict_updates(o, &c.updates, &c.malformed, c.files.len(), Expectation::ExactlyOnce, vec![]);
+        assert!(judge(&got, &oracle).pass);
 
         // A replayed update committed twice: right final counts, but not exactly once.
         std::fs::write(dir.path().join("direct-0-1.tsv"), "a\t2\na\t3\n").unwrap();
-        let c = check(&read_committed(dir.path()).unwrap(), &oracle);
-        assert!(c.final_counts_ok() && !c.exactly_once_ok());
-        assert_eq!(c.duplicates, 2);
-        assert_eq!(c.duplicate_examples[0], "a\t2 x2");
+        let v = judge(&read_committed(dir.path()).unwrap(), &oracle);
+        assert!(v.checks[FINAL_COUNTS].ok && !v.checks[COMPLETE_HISTORY].ok);
+        assert_eq!(v.duplicates_total, 2);
 
-        // A lost update.
-        let oracle = HashMap::from([("a".to_string(), 4), ("b".to_string(), 1), ("c".to_string(), 1)]);
-        let c = check(&read_committed(dir.path()).unwrap(), &oracle);
-        assert_eq!((c.gaps, c.missing.clone()), (1, vec!["c".to_string()]));
-        assert_eq!(c.wrong_final, vec![("a".to_string(), 3, 4)]);
+        // A torn line is malformed.
+        std::fs::write(dir.path().join("part-b-0.tsv"), "a\t4\nzz").unwrap();
+        assert_eq!(read_committed(dir.path()).unwrap().malformed.len(), 1);
     }
 }
