@@ -119,6 +119,21 @@ impl JobView {
         }
     }
 
+    /// With HA on Flink: looks up the leader (published in ZooKeeper), records a change
+    /// of leader as the deposed jobmanager's failure, and talks to the new leader. streamd
+    /// reports failovers in its own history: nothing to do.
+    pub async fn track_leader<R: Runtime>(&mut self, rt: &R) {
+        if let JobView::Flink(w) = self {
+            if let Ok(node) = crate::nodes::leader(rt).await {
+                if w.note_leader(node.clone(), streamd_contract::api::now_ms()) {
+                    if let Ok(rest) = rt.rest_url(&node).await.map_err(|e| e.to_string()).and_then(|u| crate::flink::rest::FlinkRest::new(u).map_err(|e| e.to_string())) {
+                        w.set_rest(rest);
+                    }
+                }
+            }
+        }
+    }
+
     /// With HA, switches to the jobmanager that leads now (the one asked may be dead or
     /// frozen). Keeps the current one when no leader is known.
     pub async fn follow_leader<R: Runtime>(&mut self, rt: &R) {

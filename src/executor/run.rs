@@ -262,6 +262,10 @@ async fn drive<R: Runtime>(
             eprintln!("interrupted: undoing faults and tearing down");
             break;
         }
+        // With HA on Flink the leader is looked up twice a second (see JobView::track_leader).
+        if plan.cluster.ha() && engine == Engine::Flink && samples.len() % 5 == 0 {
+            client.track_leader(rt).await;
+        }
         // Sample.
         match client.job().await {
             Ok(d) => {

@@ -49,6 +49,10 @@ pub struct FlinkWatch {
     start_ms: u64,
     /// Every task of the job has a slot (none is CREATED or SCHEDULED any more).
     placed: bool,
+    /// With HA: the leader last seen, and every change of leader as a failure of the
+    /// deposed jobmanager (Flink's exception history starts afresh on a new leader).
+    leader: Option<String>,
+    failovers: Vec<FailureEvent>,
 }
 
 impl FlinkWatch {
@@ -67,12 +71,36 @@ impl FlinkWatch {
             records_out: 0,
             start_ms: 0,
             placed: false,
+            leader: None,
+            failovers: Vec::new(),
         }
     }
 
     /// Whether every task of the job has been given a slot (as of the last [`Self::job`]).
     pub fn placed(&self) -> bool {
         self.placed
+    }
+
+    /// Records the leader Flink publishes now. A change from a known leader is the
+    /// failover's detection: a failure event naming the deposed jobmanager, at the time
+    /// the new leader was first seen. Returns whether the leader changed.
+    pub fn note_leader(&mut self, node: String, now: u64) -> bool {
+        let changed = match &self.leader {
+            Some(old) if *old != node => {
+                let attempt = self.history.iter().filter(|h| h.at_ms <= now).last().map_or(self.attempt, |h| h.attempt);
+                self.failovers.push(FailureEvent {
+                    at_ms: now,
+                    attempt,
+                    taskmanager: None,
+                    jobmanager: Some(old.clone()),
+                    cause: format!("leadership moved from {old} to {node} (ZooKeeper)"),
+                });
+                true
+            }
+            _ => false,
+        };
+        self.leader = Some(node);
+        changed
     }
 
     /// Talks to another jobmanager from now on (the leader after a failover).
@@ -170,11 +198,11 @@ impl FlinkWatch {
             Ok(e) => e,
             Err(e) => {
                 tracing::debug!("flink exceptions: {e}");
-                return Vec::new();
+                Vec::new()
             }
         };
         let mut attempt = 1;
-        entries
+        let mut events: Vec<FailureEvent> = entries
             .into_iter()
             .map(|e| {
                 let at_ms = e.timestamp.max(0) as u64;
@@ -198,7 +226,10 @@ impl FlinkWatch {
                     },
                 }
             })
-            .collect()
+            .collect();
+        events.extend(self.failovers.iter().cloned());
+        events.sort_by_key(|e| e.at_ms);
+        events
     }
 
     /// Input position (the source's `linesRead`) and words out of the source vertex.
@@ -316,6 +347,18 @@ mod tests {
             ]
         );
         assert_eq!(w.restarts, 2);
+    }
+
+    #[test]
+    fn a_change_of_leader_is_the_deposed_jobmanagers_failure() {
+        let mut w = FlinkWatch::new(FlinkRest::new("http://127.0.0.1:1").unwrap(), 2, None);
+        w.observe(JobState::Running, 10, "r".into());
+        assert!(!w.note_leader("jobmanager-1".into(), 20), "the first leader seen is no change");
+        assert!(!w.note_leader("jobmanager-1".into(), 30));
+        assert!(w.note_leader("jobmanager-2".into(), 40));
+        assert_eq!(w.failovers.len(), 1);
+        let f = &w.failovers[0];
+        assert_eq!((f.at_ms, f.attempt, f.jobmanager.as_deref(), f.taskmanager.as_deref()), (40, 1, Some("jobmanager-1"), None));
     }
 
     #[test]

@@ -455,10 +455,21 @@ impl Runtime for DockerRuntime {
     }
 
     async fn pause(&self, node: &str) -> Result<()> {
-        self.on_node(node, "pause", |id| async move {
-            self.docker.pause_container(&id).await
-        })
-        .await
+        // runc's cgroup-v1 freezer can fail to reach FROZEN while the node's many threads
+        // are busy (the daemon answers 500, "failed to freeze"; seen with JVMs on a loaded
+        // host). runc thaws the cgroup again when it gives up, so a retry is safe.
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let res = self.on_node(node, "pause", |id| async move { self.docker.pause_container(&id).await }).await;
+            match res {
+                Err(RuntimeError::Docker { source, what }) if errors::status(&source) == Some(500) && tries < 4 => {
+                    tracing::warn!("{what}; trying again");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                other => return other,
+            }
+        }
     }
 
     async fn unpause(&self, node: &str) -> Result<()> {

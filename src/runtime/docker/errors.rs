@@ -53,7 +53,7 @@ pub fn map(what: &str, err: Error) -> RuntimeError {
             409 => RuntimeError::Usage(format!("{what}: {message}")),
             // Daemons before 23.0 answer some state conflicts with a plain 500.
             500 if is_state_conflict(message) => RuntimeError::Usage(format!("{what}: {message}")),
-            _ => RuntimeError::Docker { what: format!("{what}: HTTP {status_code}"), source: err },
+            _ => RuntimeError::Docker { what: format!("{what}: HTTP {status_code}: {}", message.trim()), source: err },
         },
         Error::IOError { .. }
         | Error::HyperResponseError { .. }
