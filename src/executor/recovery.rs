@@ -75,7 +75,7 @@ const SLACK_MS: u64 = 20;
 
 /// The job's state at `t`: the last state change at or before it.
 pub fn job_at(t: u64, history: &[StateChange]) -> JobAtFault {
-    match history.iter().filter(|h| h.at_ms <= t).last() {
+    match history.iter().rfind(|h| h.at_ms <= t) {
         None => JobAtFault::NotStarted,
         Some(h) => match h.state {
             JobState::Running | JobState::Restarting => JobAtFault::Live,
@@ -129,7 +129,7 @@ pub fn recovery(fault: &Applied, history: &[StateChange], failures: &[FailureEve
     // commits through a network delay has recovered; the executor judges a lasting fault's
     // delay from its undo).
     let base = r.running_ms.unwrap_or(applied).max(applied);
-    let at_base = samples.iter().filter(|s| s.at_ms <= base).last();
+    let at_base = samples.iter().rfind(|s| s.at_ms <= base);
     let (ckpt_before, committed_before) = at_base.map_or((None, 0), |s| (s.checkpoint, s.committed));
     let live = |s: &&Sample| s.at_ms >= base && matches!(s.state, JobState::Running | JobState::Finished);
     r.recovered_ms =

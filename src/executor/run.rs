@@ -263,7 +263,7 @@ async fn drive<R: Runtime>(
             break;
         }
         // With HA on Flink the leader is looked up twice a second (see JobView::track_leader).
-        if plan.cluster.ha() && engine == Engine::Flink && samples.len() % 5 == 0 {
+        if plan.cluster.ha() && engine == Engine::Flink && samples.len().is_multiple_of(5) {
             client.track_leader(rt).await;
         }
         // Sample.

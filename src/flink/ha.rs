@@ -112,7 +112,7 @@ pub async fn leader_info(cluster: &FlinkCluster) -> Result<Option<Leader>> {
 pub async fn leader_at(zk: &str) -> std::result::Result<Option<String>, String> {
     let root = super::config::ZK_ROOT;
     let mut session = ZkSession::connect(zk, ZK_TIMEOUT).await.map_err(|e| e.to_string())?;
-    let children = session.get_children(&root).await;
+    let children = session.get_children(root).await;
     session.close().await;
     let ids = children.map_err(|e| e.to_string())?.unwrap_or_default();
     let [id] = ids.as_slice() else {

@@ -101,7 +101,7 @@ pub fn library_closure(elfs: &[PathBuf], own: &Path) -> Result<BTreeSet<PathBuf>
             // `libz.so.1 => /lib/x86_64-linux-gnu/libz.so.1 (0x...)` or
             // `/lib64/ld-linux-x86-64.so.2 (0x...)`; vdso has no path.
             let path = match line.split_once("=>") {
-                Some((_, rest)) => rest.trim().split_whitespace().next(),
+                Some((_, rest)) => rest.split_whitespace().next(),
                 None => line.split_whitespace().next(),
             };
             if let Some(p) = path.filter(|p| p.starts_with('/')) {

@@ -87,7 +87,7 @@ impl FlinkWatch {
     pub fn note_leader(&mut self, node: String, now: u64) -> bool {
         let changed = match &self.leader {
             Some(old) if *old != node => {
-                let attempt = self.history.iter().filter(|h| h.at_ms <= now).last().map_or(self.attempt, |h| h.attempt);
+                let attempt = self.history.iter().rfind(|h| h.at_ms <= now).map_or(self.attempt, |h| h.attempt);
                 self.failovers.push(FailureEvent {
                     at_ms: now,
                     attempt,
@@ -207,7 +207,7 @@ impl FlinkWatch {
             .map(|e| {
                 let at_ms = e.timestamp.max(0) as u64;
                 // The attempt the failure ended: the last one that had started by then.
-                if let Some(h) = self.history.iter().filter(|h| h.at_ms <= at_ms).last() {
+                if let Some(h) = self.history.iter().rfind(|h| h.at_ms <= at_ms) {
                     attempt = h.attempt;
                 }
                 let first = e.stacktrace.lines().next().unwrap_or(&e.exception_name).to_string();
@@ -273,7 +273,7 @@ impl FlinkWatch {
             .filter(|h| h.status == "COMPLETED" && !h.is_savepoint)
             .map(|h| CheckpointStats {
                 id: h.id,
-                attempt: self.history.iter().filter(|s| s.at_ms as i64 <= h.trigger_timestamp).last().map_or(1, |s| s.attempt),
+                attempt: self.history.iter().rfind(|s| s.at_ms as i64 <= h.trigger_timestamp).map_or(1, |s| s.attempt),
                 trigger_ms: h.trigger_timestamp.max(0) as u64,
                 complete_ms: h.latest_ack_timestamp.max(0) as u64,
                 duration_ms: h.end_to_end_duration.max(0) as u64,
