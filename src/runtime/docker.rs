@@ -116,6 +116,12 @@ impl DockerRuntime {
         &self.docker
     }
 
+    /// The daemon's inspection of a node's container.
+    async fn inspect_node(&self, node: &str) -> Result<bollard::models::ContainerInspectResponse> {
+        let id = self.container_id(node).await?;
+        self.docker.inspect_container(&id, None).await.map_err(|e| errors::map(&format!("inspecting {node}"), e))
+    }
+
     /// A node's IP on the cluster's network, from its inspection.
     fn ip_in(&self, node: &str, info: bollard::models::ContainerInspectResponse) -> Result<String> {
         let network = self.network_name()?;
@@ -383,12 +389,7 @@ impl Runtime for DockerRuntime {
     }
 
     async fn rest_url(&self, node: &str) -> Result<String> {
-        let id = self.container_id(node).await?;
-        let info = self
-            .docker
-            .inspect_container(&id, None)
-            .await
-            .map_err(|e| errors::map(&format!("inspecting {node}"), e))?;
+        let info = self.inspect_node(node).await?;
         let role = info
             .config
             .as_ref()
@@ -403,12 +404,7 @@ impl Runtime for DockerRuntime {
     }
 
     async fn node_address(&self, node: &str) -> Result<String> {
-        let id = self.container_id(node).await?;
-        let info = self
-            .docker
-            .inspect_container(&id, None)
-            .await
-            .map_err(|e| errors::map(&format!("inspecting {node}"), e))?;
+        let info = self.inspect_node(node).await?;
         self.ip_in(node, info)
     }
 
