@@ -46,32 +46,43 @@ impl ClientError {
     }
 }
 
+/// JSON over HTTP GET to one base URL, with the timeouts and error classes every REST
+/// client of chaos shares (streamd's, and Flink's in `flink::rest`).
+#[derive(Debug, Clone)]
+pub struct JsonHttp {
+    base: String,
+    http: reqwest::Client,
+}
+
 /// A client for one jobmanager's REST API.
 #[derive(Debug, Clone)]
 pub struct StreamdClient {
-    base: String,
-    http: reqwest::Client,
+    http: JsonHttp,
 }
 
 impl StreamdClient {
     /// A client for `base_url`, e.g. `http://127.0.0.1:8081` (a trailing `/` is ignored).
     pub fn new(base_url: impl Into<String>) -> Result<StreamdClient, ClientError> {
-        let base = base_url.into().trim_end_matches('/').to_string();
-        let http = reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
-            .connect_timeout(REQUEST_TIMEOUT)
-            // Requests go to nodes we start on local or bridge addresses; a proxy from the
-            // environment would only get in the way.
-            .no_proxy()
-            .build()
-            .map_err(|e| ClientError::Http { url: base.clone(), message: e.to_string() })?;
-        Ok(StreamdClient { base, http })
+        Ok(StreamdClient { http: JsonHttp::new(base_url)? })
     }
 
     /// The base URL this client talks to.
     pub fn base_url(&self) -> &str {
-        &self.base
+        self.http.base_url()
     }
+
+    fn base(&self) -> &str {
+        self.http.base_url()
+    }
+
+    async fn get(&self, path: &str) -> Result<(String, reqwest::Response), ClientError> {
+        self.http.get(path).await
+    }
+
+    async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.http.get_json(path).await
+    }
+
 
     /// `GET /overview`.
     pub async fn overview(&self) -> Result<Overview, ClientError> {
@@ -117,13 +128,35 @@ impl StreamdClient {
             }
             let waited = start.elapsed();
             if waited >= timeout {
-                return Err(ClientError::NotReady { url: self.base.clone(), waited, last });
+                return Err(ClientError::NotReady { url: self.base().to_string(), waited, last });
             }
             tokio::time::sleep(READY_POLL.min(timeout - waited)).await;
         }
     }
+}
 
-    async fn get(&self, path: &str) -> Result<(String, reqwest::Response), ClientError> {
+impl JsonHttp {
+    /// A client for `base_url` (a trailing `/` is ignored).
+    pub fn new(base_url: impl Into<String>) -> Result<JsonHttp, ClientError> {
+        let base = base_url.into().trim_end_matches('/').to_string();
+        let http = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .connect_timeout(REQUEST_TIMEOUT)
+            // Requests go to nodes we start on local or bridge addresses; a proxy from the
+            // environment would only get in the way.
+            .no_proxy()
+            .build()
+            .map_err(|e| ClientError::Http { url: base.clone(), message: e.to_string() })?;
+        Ok(JsonHttp { base, http })
+    }
+
+    /// The base URL.
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    /// `GET <base><path>`; a non-2xx answer is [`ClientError::Status`] with its body.
+    pub async fn get(&self, path: &str) -> Result<(String, reqwest::Response), ClientError> {
         let url = format!("{}{path}", self.base);
         let resp = self.http.get(&url).send().await.map_err(|e| transport(&url, e))?;
         let status = resp.status();
@@ -141,7 +174,7 @@ impl StreamdClient {
         Ok((url, resp))
     }
 
-    async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+    pub async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         let (url, resp) = self.get(path).await?;
         let bytes = resp.bytes().await.map_err(|e| transport(&url, e))?;
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Json { url, message: e.to_string() })

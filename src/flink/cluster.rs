@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use bollard::models::{
-    ContainerCreateBody, EndpointSettings, HostConfig, NetworkCreateRequest, NetworkingConfig,
+    ContainerCreateBody, EndpointSettings, HostConfig, NetworkingConfig,
 };
 use bollard::query_parameters::{CreateContainerOptionsBuilder, ListNetworksOptionsBuilder};
 use bollard::Docker;
@@ -166,15 +166,7 @@ impl FlinkCluster {
             std::fs::create_dir_all(&data).map_err(io_err(&data))?;
         }
 
-        let network = NetworkCreateRequest {
-            name: spec::network_name(&def.id),
-            driver: Some("bridge".into()),
-            labels: Some(HashMap::from([
-                (labels::CLUSTER.to_string(), def.id.clone()),
-                (labels::ROLE.to_string(), labels::ROLE_NETWORK.to_string()),
-            ])),
-            ..Default::default()
-        };
+        let network = spec::network_request(&def.id);
         docker
             .create_network(network)
             .await

@@ -3,20 +3,18 @@
 //! vertex's aggregated subtask metrics), and Flink's job states mapped onto streamd's
 //! [`JobState`].
 //!
-//! Errors are [`crate::client::ClientError`], the streamd client's, so callers tell "not
-//! up (yet)" from "up but wrong" the same way for both engines.
+//! The HTTP part (timeouts, error classes) is [`crate::client::JsonHttp`], the streamd
+//! client's, so callers tell "not up (yet)" from "up but wrong" the same way for both
+//! engines.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use streamd_contract::api::JobState;
 
 pub use crate::client::ClientError as RestError;
-
-/// Per-request timeout (connect + answer), as for streamd.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+use crate::client::JsonHttp;
 
 /// Flink's `JobStatus` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
@@ -244,26 +242,18 @@ fn numbers_only<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<Strin
 /// A client of one Flink jobmanager's REST API.
 #[derive(Debug, Clone)]
 pub struct FlinkRest {
-    base: String,
-    http: reqwest::Client,
+    http: JsonHttp,
 }
 
 impl FlinkRest {
     /// A client for `base_url`, e.g. `http://172.18.0.2:8081`.
     pub fn new(base_url: impl Into<String>) -> Result<Self, RestError> {
-        let base = base_url.into().trim_end_matches('/').to_string();
-        let http = reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
-            .connect_timeout(REQUEST_TIMEOUT)
-            .no_proxy()
-            .build()
-            .map_err(|e| RestError::Http { url: base.clone(), message: e.to_string() })?;
-        Ok(FlinkRest { base, http })
+        Ok(FlinkRest { http: JsonHttp::new(base_url)? })
     }
 
     /// The base URL.
     pub fn base_url(&self) -> &str {
-        &self.base
+        self.http.base_url()
     }
 
     /// `GET /jobs/overview`.
@@ -314,32 +304,7 @@ impl FlinkRest {
     }
 
     async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, RestError> {
-        let url = format!("{}{path}", self.base);
-        let resp = self.http.get(&url).send().await.map_err(|e| transport(&url, e))?;
-        let status = resp.status();
-        let bytes = resp.bytes().await.map_err(|e| transport(&url, e))?;
-        if !status.is_success() {
-            let body = String::from_utf8_lossy(&bytes).chars().take(500).collect();
-            return Err(RestError::Status { url, status: status.as_u16(), body });
-        }
-        serde_json::from_slice(&bytes).map_err(|e| RestError::Json { url, message: e.to_string() })
-    }
-}
-
-fn transport(url: &str, e: reqwest::Error) -> RestError {
-    let url = url.to_string();
-    let mut message = e.to_string();
-    let mut cur: &dyn std::error::Error = &e;
-    while let Some(next) = cur.source() {
-        message = next.to_string();
-        cur = next;
-    }
-    if e.is_timeout() {
-        RestError::Timeout { url, timeout: REQUEST_TIMEOUT }
-    } else if e.is_connect() {
-        RestError::Connect { url, message }
-    } else {
-        RestError::Http { url, message }
+        self.http.get_json(path).await
     }
 }
 

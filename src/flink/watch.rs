@@ -234,9 +234,13 @@ impl FlinkWatch {
 
     /// Input position (the source's `linesRead`) and words out of the source vertex.
     async fn sample_metrics(&mut self, jid: &str) {
+        // One `GET /jobs/<id>` a sample: the source vertex, and its words out.
+        let Ok(details) = self.rest.job_details(jid).await else { return };
+        let Some(source) = details.vertices.first() else { return };
+        if let Some(out) = source.metrics.get("write-records") {
+            self.records_out = *out;
+        }
         if self.source_metric.is_none() {
-            let Ok(details) = self.rest.job_details(jid).await else { return };
-            let Some(source) = details.vertices.first() else { return };
             if let Ok(names) = self.rest.vertex_metric_names(jid, &source.id).await {
                 if let Some(name) = names.into_iter().find(|n| n.ends_with(&format!(".{LINES_READ}"))) {
                     self.source_metric = Some((source.id.clone(), name));
@@ -252,11 +256,6 @@ impl FlinkWatch {
                 }
                 Ok(None) => {}
                 Err(e) => tracing::debug!("flink metric {metric}: {e}"),
-            }
-        }
-        if let Ok(details) = self.rest.job_details(jid).await {
-            if let Some(out) = details.vertices.first().and_then(|v| v.metrics.get("write-records")) {
-                self.records_out = *out;
             }
         }
     }

@@ -23,7 +23,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use bollard::models::NetworkCreateRequest;
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, KillContainerOptionsBuilder, ListNetworksOptionsBuilder,
     StopContainerOptionsBuilder,
@@ -137,7 +136,7 @@ impl DockerRuntime {
     /// every later operation finds that cluster's nodes by label.
     pub fn bind(&mut self, id: &str) {
         self.cluster = Some(id.to_string());
-        self.containers.get_mut().map(|c| c.clear()).ok();
+        self.forget_all();
     }
 
     /// The cluster this runtime is bound to, if any.
@@ -349,15 +348,7 @@ impl Runtime for DockerRuntime {
         self.cluster = Some(def.id.clone());
         self.forget_all();
 
-        let network = NetworkCreateRequest {
-            name: spec::network_name(&def.id),
-            driver: Some("bridge".into()),
-            labels: Some(HashMap::from([
-                (labels::CLUSTER.to_string(), def.id.clone()),
-                (labels::ROLE.to_string(), labels::ROLE_NETWORK.to_string()),
-            ])),
-            ..Default::default()
-        };
+        let network = spec::network_request(&def.id);
         self.docker
             .create_network(network)
             .await

@@ -167,6 +167,20 @@ pub fn container_body(
     })
 }
 
+/// The create request of a cluster's bridge network `<id>-internal`, labelled as the
+/// cluster's (whatever engine runs on it).
+pub fn network_request(cluster_id: &str) -> bollard::models::NetworkCreateRequest {
+    bollard::models::NetworkCreateRequest {
+        name: network_name(cluster_id),
+        driver: Some("bridge".into()),
+        labels: Some(std::collections::HashMap::from([
+            (super::labels::CLUSTER.to_string(), cluster_id.to_string()),
+            (super::labels::ROLE.to_string(), super::labels::ROLE_NETWORK.to_string()),
+        ])),
+        ..Default::default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
