@@ -86,7 +86,7 @@ pub enum Command {
     /// Append stdin's lines to the live cluster's input, like typing into `nc -l 9000` for
     /// Flink's SocketWindowWordCount (but replayable: the lines land in a file the sources follow).
     Feed,
-    /// The committed counts so far, highest first (word<TAB>count).
+    /// The committed counts so far, highest first (word<TAB>count); for a windowed job window by window (window start ms<TAB>word<TAB>count).
     Counts {
         /// Only the N most frequent words.
         #[arg(long)]

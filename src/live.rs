@@ -450,7 +450,7 @@ pub async fn verify() -> Result<u8, ChaosError> {
             Err(e) => return Err(ChaosError::Other(format!("the jobmanager does not answer: {e}"))),
         }
     };
-    let oracle = crate::verdict::oracle(&oracle_input).map_err(|e| ChaosError::Other(e.to_string()))?;
+    let oracle = crate::verdict::oracle_of(&oracle_input, &job).map_err(|e| ChaosError::Other(e.to_string()))?;
     let txns = streamd_contract::output::read_committed(&cur.run_dir.join("output").join(&job.job_id))
         .map_err(|e| ChaosError::Other(e.to_string()))?;
     let mut failures = Vec::new();
@@ -459,7 +459,7 @@ pub async fn verify() -> Result<u8, ChaosError> {
     }
     let finished = d.state == JobState::Finished;
     let epochs = match crate::verdict::EpochEvidence::read(&cur.run_dir, &job.job_id, oracle_input.clone(), job.parallelism, finished) {
-        Ok(e) => Some(e),
+        Ok(e) => Some(e.windowed(job.window_clock())),
         Err(e) => {
             failures.push((crate::verdict::CONSISTENT_CUTS.into(), format!("cannot read the checkpoints' cuts: {e}")));
             None

@@ -17,8 +17,9 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use streamd_contract::input::{for_each_file_line, Generator};
 use streamd_contract::output::Transaction;
-use streamd_contract::spec::GenerateSpec;
+use streamd_contract::spec::{GenerateSpec, JobSpec};
 use streamd_contract::tokenizer::for_each_token;
+use streamd_contract::window::{self, WindowClock};
 
 pub mod epochs;
 pub use epochs::{EpochEvidence, CONSISTENT_CUTS, EPOCHS_COMPLETE};
@@ -50,31 +51,74 @@ pub enum OracleInput {
     File(PathBuf),
 }
 
+impl OracleInput {
+    /// Calls `f` with every line of the input in order; returns how many there were.
+    pub fn for_each_line(&self, mut f: impl FnMut(&str)) -> io::Result<u64> {
+        let mut n = 0u64;
+        match self {
+            OracleInput::Generate(spec) => {
+                let g = Generator::new(spec);
+                let mut line = String::new();
+                for i in 0..g.lines() {
+                    line.clear();
+                    g.line_into(i, &mut line);
+                    f(&line);
+                }
+                n = g.lines();
+            }
+            OracleInput::File(path) => for_each_file_line(path, |l| {
+                n += 1;
+                f(l)
+            })?,
+        }
+        Ok(n)
+    }
+}
+
+/// Adds one to `word`'s count, allocating the word only the first time it is seen.
+fn count_token(counts: &mut HashMap<String, u64>, t: &str) {
+    match counts.get_mut(t) {
+        Some(c) => *c += 1,
+        None => {
+            counts.insert(t.to_string(), 1);
+        }
+    }
+}
+
 /// Counts every token of the input: the expected final count of every word.
 pub fn oracle(input: &OracleInput) -> io::Result<HashMap<String, u64>> {
     let mut counts: HashMap<String, u64> = HashMap::new();
-    // Look up by &str first so each distinct word is allocated once, not once per token.
-    let mut add = |line: &str| {
-        for_each_token(line, |t| match counts.get_mut(t) {
-            Some(c) => *c += 1,
-            None => {
-                counts.insert(t.to_string(), 1);
-            }
-        })
-    };
-    match input {
-        OracleInput::Generate(spec) => {
-            let g = Generator::new(spec);
-            let mut line = String::new();
-            for i in 0..g.lines() {
-                line.clear();
-                g.line_into(i, &mut line);
-                add(&line);
-            }
-        }
-        OracleInput::File(path) => for_each_file_line(path, add)?,
-    }
+    input.for_each_line(|line| for_each_token(line, |t| count_token(&mut counts, t)))?;
     Ok(counts)
+}
+
+/// The expected count of every word in every event-time window, by window start: line
+/// `i` is at `i × per_line_ms` (see `streamd_contract::window`).
+pub fn window_counts(input: &OracleInput, clock: WindowClock) -> io::Result<(BTreeMap<u64, HashMap<String, u64>>, u64)> {
+    let mut windows: BTreeMap<u64, HashMap<String, u64>> = BTreeMap::new();
+    let mut index = 0u64;
+    let lines = input.for_each_line(|line| {
+        let w = windows.entry(clock.window_of_line(index)).or_default();
+        for_each_token(line, |t| count_token(w, t));
+        index += 1;
+    })?;
+    windows.retain(|_, w| !w.is_empty());
+    Ok((windows, lines))
+}
+
+/// The oracle of a windowed job: every `(window, word)` count, keyed as the sink commits
+/// it (`<start><TAB><word>`), so every per-key check applies to windows unchanged.
+pub fn window_oracle(input: &OracleInput, clock: WindowClock) -> io::Result<HashMap<String, u64>> {
+    let (windows, _) = window_counts(input, clock)?;
+    Ok(windows.into_iter().flat_map(|(start, w)| w.into_iter().map(move |(word, c)| (window::key(start, &word), c))).collect())
+}
+
+/// The oracle of `job`: running counts, or window counts for a windowed job.
+pub fn oracle_of(input: &OracleInput, job: &JobSpec) -> io::Result<HashMap<String, u64>> {
+    match job.window_clock() {
+        Some(c) => window_oracle(input, c),
+        None => oracle(input),
+    }
 }
 
 /// Which guarantees the output must show (the scenario's `expect.output`).
@@ -343,14 +387,16 @@ pub fn verdict_with(
     };
     add(WELL_FORMED, v.malformed.is_empty(), details);
 
-    let details = if v.duplicates_total == 0 {
+    let details = if v.duplicates_total == 0 && is_windowed(v.finals.keys()) {
+        format!("{} (window, word) counts: each committed once", v.finals.len())
+    } else if v.duplicates_total == 0 {
         format!("{} words: committed counts strictly increase", v.finals.len())
     } else {
         let mut s = format!("{} duplicated commit(s)", v.duplicates_total);
         for d in v.duplicates.iter().take(3) {
             s.push_str(&format!(
-                "; {:?}: {} at {} then {} at {} ({})",
-                d.word,
+                "; {}: {} at {} then {} at {} ({})",
+                describe(&d.word),
                 d.first_value,
                 d.first,
                 d.second_value,
@@ -410,6 +456,9 @@ fn add_final_counts(v: &Verdict, oracle: &HashMap<String, u64>, add: &mut impl F
     let counts_ok = !oracle.is_empty() && v.lost.is_empty() && v.overcounted.is_empty() && v.unexpected.is_empty();
     let details = if oracle.is_empty() {
         "the input has no words: nothing was tested".to_string()
+    } else if counts_ok && is_windowed(oracle.keys()) {
+        let windows: std::collections::HashSet<u64> = oracle.keys().filter_map(|k| window::split_key(k).map(|(s, _)| s)).collect();
+        format!("{} windows, {} (window, word) counts, {} occurrences: all equal the oracle", windows.len(), oracle.len(), v.oracle_words)
     } else if counts_ok {
         format!("{} words, {} occurrences: all equal the oracle", oracle.len(), v.oracle_words)
     } else {
@@ -541,6 +590,20 @@ pub fn verdict_updates(
 /// "3 lost (foo 10 -> 8, …), 1 over-counted (…)".
 fn count_details(v: &Verdict) -> String {
     let mut parts = Vec::new();
+    if is_windowed(v.lost.keys().chain(v.overcounted.keys()).chain(v.unexpected.keys())) {
+        // A window's count is committed once: one that never came is missing, one that
+        // came with another count is wrong.
+        let (missing, short): (BTreeMap<String, WordDiff>, BTreeMap<String, WordDiff>) =
+            v.lost.iter().map(|(k, d)| (k.clone(), *d)).partition(|(_, d)| d.got == 0);
+        let mut wrong = short;
+        wrong.extend(v.overcounted.iter().map(|(k, d)| (k.clone(), *d)));
+        for (what, map) in [("missing", &missing), ("wrong", &wrong), ("unexpected", &v.unexpected)] {
+            if !map.is_empty() {
+                parts.push(format!("{} (window, word) count(s) {what}{}", map.len(), examples(map).unwrap_or_default()));
+            }
+        }
+        return parts.join(", ");
+    }
     for (what, map) in [("lost", &v.lost), ("over-counted", &v.overcounted), ("unexpected", &v.unexpected)] {
         if !map.is_empty() {
             parts.push(format!("{} {what}{}", map.len(), examples(map).unwrap_or_default()));
@@ -549,13 +612,37 @@ fn count_details(v: &Verdict) -> String {
     parts.join(", ")
 }
 
+/// Whether these keys are a windowed job's (`<start><TAB><word>`: no word holds a TAB).
+fn is_windowed<'a>(mut keys: impl Iterator<Item = &'a String>) -> bool {
+    keys.next().is_some_and(|k| window::split_key(k).is_some())
+}
+
+/// A key for people: the word (quoted), or the word and its window.
+pub fn describe(key: &str) -> String {
+    window::describe_key(key, None)
+}
+
+/// A key for a table cell: the word as it is, or `word @ window start`.
+pub fn display_key(key: &str) -> std::borrow::Cow<'_, str> {
+    match window::split_key(key) {
+        Some((start, word)) => format!("{word} @ {}", window::fmt_ms(start)).into(),
+        None => key.into(),
+    }
+}
+
 /// " (word expected -> got, …)" for the first few entries, the largest differences first.
 fn examples(map: &BTreeMap<String, WordDiff>) -> Option<String> {
     if map.is_empty() {
         return None;
     }
     let top = top_diffs(map, 3);
-    let list: Vec<String> = top.iter().map(|(w, d)| format!("{w} {} -> {}", d.expected, d.got)).collect();
+    let list: Vec<String> = top
+        .iter()
+        .map(|(w, d)| match window::split_key(w) {
+            Some(_) => format!("{} {} -> {}", describe(w), d.expected, d.got),
+            None => format!("{w} {} -> {}", d.expected, d.got),
+        })
+        .collect();
     let more = if map.len() > top.len() { ", …" } else { "" };
     Some(format!(" ({}{more})", list.join(", ")))
 }
@@ -574,7 +661,10 @@ pub fn write_counts(path: &Path, finals: &BTreeMap<String, u64>) -> io::Result<(
     let tmp = path.with_extension("tsv.tmp");
     {
         let mut w = io::BufWriter::new(std::fs::File::create(&tmp)?);
-        for (word, count) in finals {
+        // Window keys (`<start><TAB><word>`) in time order, not in string order.
+        let mut rows: Vec<(&String, &u64)> = finals.iter().collect();
+        rows.sort_by_key(|(k, _)| window::split_key(k).map(|(s, _)| s));
+        for (word, count) in rows {
             writeln!(w, "{word}\t{count}")?;
         }
         w.flush()?;
@@ -877,5 +967,52 @@ mod tests {
         assert!(!v.checks[WELL_FORMED].ok && !v.pass);
         let v = verdict_updates(&HashMap::new(), &BTreeMap::new(), &[], 0, Expectation::ExactlyOnce, vec![]);
         assert!(!v.pass);
+    }
+
+    /// A windowed job's keys: a missing window, a window committed twice and a wrong
+    /// count are each caught and named as windows.
+    #[test]
+    fn window_counts_are_checked_per_window_and_word() {
+        let clock = WindowClock { width_ms: 2, per_line_ms: 1 };
+        let d = tempfile::tempdir().unwrap();
+        let input = d.path().join("in.txt");
+        std::fs::write(&input, "a b\nb\na a\nc\n").unwrap();
+        let o = window_oracle(&OracleInput::File(input), clock).unwrap();
+        let k = |start, w| window::key(start, w);
+        assert_eq!(o, oracle_of_pairs(&[(&k(0, "a"), 1), (&k(0, "b"), 2), (&k(2, "a"), 2), (&k(2, "c"), 1)]));
+        let write = |recs: &[(u32, u64, &[(String, u64)])]| {
+            let dir = tempfile::tempdir().unwrap();
+            for (s, e, r) in recs {
+                let sub = dir.path().join(s.to_string());
+                std::fs::create_dir_all(&sub).unwrap();
+                write_transaction(&sub.join(committed_name(*e, 0)), r.iter().map(|(w, c)| (w.as_str(), *c))).unwrap();
+            }
+            let t = read_committed(dir.path()).unwrap();
+            (dir, t)
+        };
+        let w0 = [(k(0, "a"), 1), (k(0, "b"), 2)];
+        let w2 = [(k(2, "a"), 2), (k(2, "c"), 1)];
+        let (_d, t) = write(&[(0, 1, &w0), (0, 2, &w2)]);
+        let v = verdict(&o, &t, Expectation::ExactlyOnce, vec![]);
+        assert!(failed(&v).is_empty(), "{:?}", v.checks);
+        assert!(v.checks[FINAL_COUNTS].details.starts_with("2 windows, 4 (window, word) counts"), "{}", v.checks[FINAL_COUNTS].details);
+        // Window 2 never committed: missing.
+        let (_d, t) = write(&[(0, 1, &w0)]);
+        let v = verdict(&o, &t, Expectation::ExactlyOnce, vec![]);
+        let d = &v.checks[FINAL_COUNTS].details;
+        assert!(!failed(&v).is_empty() && d.contains("2 (window, word) count(s) missing") && d.contains("\"a\" in the window at 2ms 2 -> 0"), "{d}");
+        // Window 0 committed again by a later epoch: duplicated.
+        let (_d, t) = write(&[(0, 1, &w0), (0, 2, &w2), (0, 3, &w0)]);
+        let v = verdict(&o, &t, Expectation::ExactlyOnce, vec![]);
+        assert!(!v.checks[MONOTONIC].ok && v.checks[MONOTONIC].details.contains("\"a\" in the window at 0s: 1 at 0/1 then 1 at 0/3 (repeat)"), "{}", v.checks[MONOTONIC].details);
+        // A wrong count.
+        let w2_wrong = [(k(2, "a"), 3), (k(2, "c"), 1)];
+        let (_d, t) = write(&[(0, 1, &w0), (0, 2, &w2_wrong)]);
+        let v = verdict(&o, &t, Expectation::ExactlyOnce, vec![]);
+        assert!(v.checks[FINAL_COUNTS].details.contains("1 (window, word) count(s) wrong"), "{}", v.checks[FINAL_COUNTS].details);
+    }
+
+    fn oracle_of_pairs(pairs: &[(&String, u64)]) -> HashMap<String, u64> {
+        pairs.iter().map(|(k, c)| ((*k).clone(), *c)).collect()
     }
 }

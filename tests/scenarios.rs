@@ -90,6 +90,10 @@ scenario!(netem_delay_tm, "netem-delay-tm.yaml");
 scenario!(netem_loss_jm, "netem-loss-jm.yaml");
 scenario!(partition_tm, "partition-tm.yaml");
 scenario!(partition_one_way, "partition-one-way.yaml");
+// The windowed job: every (window, word) count exactly once under faults.
+scenario!(window_kill_tm2, "window-kill-tm2.yaml");
+scenario!(window_kill_during_firing, "window-kill-during-firing.yaml");
+scenario!(window_pause_tm, "window-pause-tm.yaml");
 // High availability (issue 5): etcd + two jobmanagers.
 scenario!(kill_jm_leader, "kill-jm-leader.yaml");
 scenario!(pause_jm_leader, "pause-jm-leader.yaml");
@@ -141,6 +145,17 @@ fn at_least_once_caught() {
     let over = o.report["overcounted"].as_object().is_some_and(|m| !m.is_empty());
     assert!(dup || over, "the report names duplicated commits or over-counted words");
     assert!(o.stdout.contains("monotonic") || o.stdout.contains("overcount"), "the summary says why");
+}
+
+/// The checker can fail on windows too: at-least-once windows under a kill, judged
+/// exactly-once, exit 1 naming (window, word) counts committed twice.
+#[test]
+fn window_at_least_once_caught() {
+    let Some(o) = run("window-at-least-once-caught.yaml") else { return };
+    assert_eq!(o.code, 1, "chaos must exit 1 on window-at-least-once-caught:\n{}", o.stdout);
+    assert_eq!(o.report["verdict"], "fail");
+    assert_eq!(o.report["checks"]["monotonic"]["ok"], false, "{}", o.report["checks"]);
+    assert!(o.stdout.contains("in the window at"), "the summary names windows:\n{}", o.stdout);
 }
 
 /// Every scenario file has a test above (a new file without one fails here).

@@ -6,7 +6,8 @@
 //!
 //! - Control (taskmanager <-> jobmanager, port 6123): JSON-encoded [`TmToJm`] / [`JmToTm`].
 //! - Data (taskmanager -> taskmanager, port 6121): a JSON [`DataHello`] naming the channel,
-//!   then binary [`DataMsg`] frames: pre-aggregated word batches and in-band barriers.
+//!   then binary frames ([`FrameKind`]): pre-aggregated word batches (a windowed job's keys
+//!   are `<window start><TAB><word>`), in-band barriers, and watermarks.
 
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -212,16 +213,19 @@ pub struct DataHello {
     pub to: u32,
 }
 
-/// A message on a data channel.
-#[derive(Debug, PartialEq)]
-pub enum DataMsg {
-    /// Pre-aggregated `(word, count)` pairs, encoded (see [`encode_batch`]).
-    Batch(Vec<u8>),
-    Barrier(u64),
-}
-
 const TAG_BATCH: u8 = 1;
 const TAG_BARRIER: u8 = 2;
+const TAG_WATERMARK: u8 = 3;
+
+/// What a data frame is, without copying a batch's contents out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameKind {
+    Batch,
+    Barrier(u64),
+    /// Event time has reached this (ms): the sender emits nothing earlier any more (see
+    /// `streamd_contract::window`).
+    Watermark(u64),
+}
 
 /// Starts a batch frame payload; append entries with [`push_entry`].
 pub fn begin_batch(buf: &mut Vec<u8>) {
@@ -248,15 +252,25 @@ pub fn barrier_payload(id: u64) -> [u8; 9] {
     b
 }
 
+/// Encodes a watermark payload.
+pub fn watermark_payload(t: u64) -> [u8; 9] {
+    let mut b = [0u8; 9];
+    b[0] = TAG_WATERMARK;
+    b[1..].copy_from_slice(&t.to_le_bytes());
+    b
+}
+
 /// Classifies a data frame payload (without copying batch contents out).
-pub fn decode_kind(payload: &[u8]) -> Result<Option<u64>, WireError> {
+pub fn decode_kind(payload: &[u8]) -> Result<FrameKind, WireError> {
+    let u64_at_1 = || {
+        let mut id = [0u8; 8];
+        id.copy_from_slice(&payload[1..9]);
+        u64::from_le_bytes(id)
+    };
     match payload.first() {
-        Some(&TAG_BATCH) => Ok(None),
-        Some(&TAG_BARRIER) if payload.len() == 9 => {
-            let mut id = [0u8; 8];
-            id.copy_from_slice(&payload[1..9]);
-            Ok(Some(u64::from_le_bytes(id)))
-        }
+        Some(&TAG_BATCH) => Ok(FrameKind::Batch),
+        Some(&TAG_BARRIER) if payload.len() == 9 => Ok(FrameKind::Barrier(u64_at_1())),
+        Some(&TAG_WATERMARK) if payload.len() == 9 => Ok(FrameKind::Watermark(u64_at_1())),
         Some(t) => Err(WireError::Malformed(format!("unknown data frame tag {t} (len {})", payload.len()))),
         None => Err(WireError::Malformed("empty data frame".into())),
     }
@@ -325,7 +339,7 @@ mod tests {
         begin_batch(&mut b);
         push_entry(&mut b, "hello", 3);
         push_entry(&mut b, "żółw", 1);
-        assert_eq!(decode_kind(&b).unwrap(), None);
+        assert_eq!(decode_kind(&b).unwrap(), FrameKind::Batch);
         let mut got = Vec::new();
         assert_eq!(for_each_entry(&b, |w, c| got.push((w.to_string(), c))).unwrap(), 4);
         assert_eq!(got, vec![("hello".into(), 3), ("żółw".into(), 1)]);
@@ -341,8 +355,10 @@ mod tests {
         let mut bad = vec![1u8];
         bad.extend_from_slice(&u32::MAX.to_le_bytes());
         assert!(for_each_entry(&bad, |_, _| {}).is_err());
-        assert_eq!(decode_kind(&barrier_payload(42)).unwrap(), Some(42));
+        assert_eq!(decode_kind(&barrier_payload(42)).unwrap(), FrameKind::Barrier(42));
         assert!(decode_kind(&[9, 9]).is_err());
+        assert_eq!(decode_kind(&watermark_payload(7)).unwrap(), FrameKind::Watermark(7));
+        assert!(decode_kind(&[3, 1]).is_err());
     }
 
     #[test]

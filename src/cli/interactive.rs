@@ -186,8 +186,11 @@ pub(super) async fn counts(top: Option<usize>) -> Result<u8, ChaosError> {
     }
     let total: u64 = counts.values().sum();
     let mut sorted: Vec<(String, u64)> = counts.into_iter().collect();
-    sorted.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    // A windowed job's keys are `<start><TAB><word>`: window by window, in time order.
+    let window = |k: &str| streamd_contract::window::split_key(k).map(|(s, _)| s);
+    sorted.sort_by(|a, b| window(&a.0).cmp(&window(&b.0)).then_with(|| b.1.cmp(&a.1)).then_with(|| a.0.cmp(&b.0)));
     let words = sorted.len();
+    let windows: std::collections::BTreeSet<u64> = sorted.iter().filter_map(|(k, _)| window(k)).collect();
     let mut out = std::io::stdout().lock();
     for (w, c) in sorted.iter().take(top.unwrap_or(usize::MAX)) {
         // A closed pipe (`| head`) is not an error worth reporting.
@@ -195,7 +198,11 @@ pub(super) async fn counts(top: Option<usize>) -> Result<u8, ChaosError> {
             break;
         }
     }
-    eprintln!("{words} distinct words, {total} in all, committed so far in {}", cluster.id);
+    if windows.is_empty() {
+        eprintln!("{words} distinct words, {total} in all, committed so far in {}", cluster.id);
+    } else {
+        eprintln!("{} windows fired, {words} (window, word) counts, {total} words in all, committed so far in {}", windows.len(), cluster.id);
+    }
     Ok(exit::PASS)
 }
 

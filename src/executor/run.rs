@@ -535,7 +535,7 @@ async fn undo<R: Runtime>(injector: &crate::fault::Injector<'_, R>, f: &mut Faul
 /// jobmanager recorded), `counts.tsv`.
 fn judge(plan: &Plan, prepared: &Prepared, rep: &mut RunReport, driven: Driven) -> Result<(), ChaosError> {
     let mut run_failures = driven.failures;
-    let oracle = verdict::oracle(&prepared.oracle_input)
+    let oracle = verdict::oracle_of(&prepared.oracle_input, &plan.job)
         .map_err(|e| ChaosError::Other(format!("cannot compute the oracle: {e}")))?;
     let out = prepared.run_dir.join(plan.cluster.engine.output_dir(&plan.job.job_id));
     let expectation = match plan.expect.output {
@@ -551,7 +551,7 @@ fn judge(plan: &Plan, prepared: &Prepared, rep: &mut RunReport, driven: Driven) 
             let finished = rep.final_state.as_deref() == Some("FINISHED");
             let input = prepared.oracle_input.clone();
             let epochs = match verdict::EpochEvidence::read(&prepared.run_dir, &plan.job.job_id, input, plan.job.parallelism, finished) {
-                Ok(e) => Some(e),
+                Ok(e) => Some(e.windowed(plan.job.window_clock())),
                 Err(e) => {
                     run_failures.push((verdict::CONSISTENT_CUTS.into(), format!("cannot read the checkpoints' cuts: {e}")));
                     None

@@ -169,7 +169,7 @@ fn words(h: &mut String, title: &str, what: &str, map: &BTreeMap<String, WordDif
         let _ = writeln!(
             h,
             "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{diff:+}</td></tr>",
-            esc(w),
+            esc(&crate::verdict::display_key(w)),
             d.expected,
             d.got
         );
@@ -196,7 +196,7 @@ fn duplicates(h: &mut String, r: &RunReport) {
         let _ = writeln!(
             h,
             "<tr><td><code>{}</code></td><td>{kind}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            esc(&d.word),
+            esc(&crate::verdict::display_key(&d.word)),
             d.first,
             d.first_value,
             d.second,

@@ -54,7 +54,7 @@ fn failure_message(run: &RunReport) -> String {
         if map.is_empty() {
             continue;
         }
-        let top: Vec<String> = top_diffs(map, 5).iter().map(|(w, d)| format!("{w} {} -> {}", d.expected, d.got)).collect();
+        let top: Vec<String> = top_diffs(map, 5).iter().map(|(w, d)| format!("{} {} -> {}", crate::verdict::display_key(w), d.expected, d.got)).collect();
         let more = if map.len() > top.len() { format!(" (+{} more)", map.len() - top.len()) } else { String::new() };
         msg.push_str(&format!("; {what}: {}{more}", top.join(", ")));
     }

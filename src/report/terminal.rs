@@ -162,7 +162,7 @@ pub fn summary(r: &RunReport) -> String {
             .take(3)
             .map(|d| {
                 let kind = if d.kind == DuplicateKind::Repeat { "repeat" } else { "step back" };
-                format!("{:?} {} at {} -> {} at {} ({kind})", d.word, d.first_value, d.first, d.second_value, d.second)
+                format!("{} {} at {} -> {} at {} ({kind})", crate::verdict::describe(&d.word), d.first_value, d.first, d.second_value, d.second)
             })
             .collect();
         let _ = writeln!(s, "duplicated commits {}: {}", r.duplicates_total, list.join("; "));
@@ -181,7 +181,7 @@ fn words_line(s: &mut String, what: &str, map: &BTreeMap<String, WordDiff>) {
     if map.is_empty() {
         return;
     }
-    let top: Vec<String> = top_diffs(map, TOP).iter().map(|(w, d)| format!("{w} {} -> {}", d.expected, d.got)).collect();
+    let top: Vec<String> = top_diffs(map, TOP).iter().map(|(w, d)| format!("{} {} -> {}", crate::verdict::display_key(w), d.expected, d.got)).collect();
     let more = if map.len() > TOP { format!(" (+{} more)", map.len() - TOP) } else { String::new() };
     let _ = writeln!(s, "{what} {}: {}{more}", map.len(), top.join(", "));
 }

@@ -82,8 +82,10 @@ pub struct RawResources {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a mapping with parallelism, checkpoint_interval, delivery, restart, heartbeat")]
+#[serde(deny_unknown_fields, expecting = "a mapping with kind, window, parallelism, checkpoint_interval, delivery, restart, heartbeat")]
 pub struct RawJob {
+    pub kind: Option<streamd_contract::spec::JobKind>,
+    pub window: Option<Dur>,
     pub parallelism: u32,
     pub checkpoint_interval: Option<Dur>,
     pub delivery: Option<Delivery>,
@@ -126,11 +128,12 @@ pub struct RawHeartbeat {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a mapping with generate or file, and rate")]
+#[serde(deny_unknown_fields, expecting = "a mapping with generate or file, rate, and event_time_per_line")]
 pub struct RawInput {
     pub generate: Option<RawGenerate>,
     pub file: Option<String>,
     pub rate: Option<u64>,
+    pub event_time_per_line: Option<Dur>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -448,3 +448,27 @@ fn engine_flink_with_its_config_and_coordinator() {
     let p = parse_str_on(&flink, Path::new(FILE), None, Some(crate::engine::Engine::Streamd)).unwrap();
     assert_eq!((p.cluster.engine, p.flink.is_none(), p.cluster.node_names()[0].as_str()), (crate::engine::Engine::Streamd, true, "etcd-1"));
 }
+
+#[test]
+fn a_windowed_job_and_its_errors_at_their_keys() {
+    let p = ok(&BASE.replace("  parallelism: 4\n", "  kind: window-wordcount\n  window: 5s\n  parallelism: 4\n")
+        .replace("  generate: { lines: 1000 }\n", "  generate: { lines: 1000 }\n  event_time_per_line: 2ms\n"));
+    assert_eq!(p.job.window_clock(), Some(streamd_contract::window::WindowClock { width_ms: 5000, per_line_ms: 2 }));
+    // No window.
+    let e = err(&BASE.replace("  parallelism: 4\n", "  kind: window-wordcount\n  parallelism: 4\n"));
+    check(&e, 7, 3, &["job.kind: a window-wordcount job needs its window width", "`window: 5s`"]);
+    // A window on a running count.
+    let e = err(&BASE.replace("  parallelism: 4\n", "  window: 5s\n  parallelism: 4\n"));
+    check(&e, 7, 3, &["job.window: `window` applies only to `kind: window-wordcount`"]);
+    // Not whole milliseconds.
+    let e = err(&BASE.replace("  parallelism: 4\n", "  kind: window-wordcount\n  window: 0.5ms\n  parallelism: 4\n"));
+    check(&e, 8, 11, &["job.window: expected a positive whole number of milliseconds"]);
+    let e = err(&BASE.replace("  generate: { lines: 1000 }\n", "  generate: { lines: 1000 }\n  event_time_per_line: 0ms\n"));
+    check(&e, 10, 24, &["input.event_time_per_line: expected a positive whole number of milliseconds"]);
+    // An unknown kind names the known ones.
+    let e = err(&BASE.replace("  parallelism: 4\n", "  kind: sessions\n  parallelism: 4\n"));
+    check(&e, 7, 9, &["job.kind: unknown variant `sessions`", "`wordcount`", "`window-wordcount`"]);
+    // Flink runs the running count only.
+    let e = err(&BASE.replace("  slots: 2\n", "  slots: 2\n  engine: flink\n").replace("  parallelism: 4\n", "  kind: window-wordcount\n  window: 5s\n  parallelism: 4\n"));
+    check(&e, 8, 9, &["job.kind: window-wordcount runs on streamd only"]);
+}

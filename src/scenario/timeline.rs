@@ -4,6 +4,7 @@ use super::plan::{Action, NetemParams, Plan, Trigger};
 use super::values::format_memory;
 use streamd_contract::duration::format_duration as fd;
 use streamd_contract::spec::{Delivery, RestartStrategy};
+use std::time::Duration;
 
 /// What `timeline()` says about netem when no probe of the target machine was made.
 pub const NETEM_UNPROBED: &str = "tc netem or iptables/NFQUEUE fallback (decided at run time by probing)";
@@ -65,6 +66,23 @@ impl Plan {
             },
             fd(j.heartbeat.timeout)
         ));
+        if let Some(c) = j.window_clock() {
+            let windows = j.input.generate.as_ref().map(|g| {
+                let last = c.window_of_line(g.lines.saturating_sub(1));
+                let wall = if j.input.rate > 0 {
+                    format!(", one fires every ~{:.2}s of wall time", c.width_ms as f64 / c.per_line_ms as f64 / j.input.rate as f64)
+                } else {
+                    String::new()
+                };
+                format!(" ({} windows{wall})", last / c.width_ms + 1)
+            });
+            out.push_str(&format!(
+                "windows: {} tumbling event-time windows, line i at i x {} of event time{}\n",
+                fd(Duration::from_millis(c.width_ms)),
+                fd(Duration::from_millis(c.per_line_ms)),
+                windows.unwrap_or_default()
+            ));
+        }
         let rate = if j.input.rate == 0 { "as fast as possible".to_string() } else { format!("at {} lines/s", j.input.rate) };
         if let Some(g) = &j.input.generate {
             let span = if j.input.rate > 0 { format!(" (~{:.1}s)", g.lines as f64 / j.input.rate as f64) } else { String::new() };

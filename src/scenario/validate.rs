@@ -14,7 +14,7 @@ use crate::runtime::Resources;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use streamd_contract::spec::{Delivery, FileSpec, GenerateSpec, HeartbeatSpec, InputSpec, JobSpec, RestartStrategy};
+use streamd_contract::spec::{Delivery, FileSpec, GenerateSpec, HeartbeatSpec, InputSpec, JobKind, JobSpec, RestartStrategy};
 
 /// Validates a deserialized scenario into a plan.
 pub(super) fn plan(raw: RawScenario, cx: &Ctx<'_>, seed_override: Option<u64>) -> Result<Plan, ScenarioError> {
@@ -134,8 +134,12 @@ fn job(raw: RawJob, input: InputSpec, cluster: &ClusterPlan, cx: &Ctx<'_>) -> Re
             hb
         }
     };
+    let kind = raw.kind.unwrap_or_default();
+    let window = window(kind, raw.window, cluster, cx)?;
     let spec = JobSpec {
         job_id: "wordcount".into(),
+        kind,
+        window,
         parallelism: raw.parallelism,
         checkpoint_interval: raw.checkpoint_interval.map_or(Duration::from_secs(1), |d| d.0),
         checkpoint_timeout: Duration::from_secs(10),
@@ -155,6 +159,31 @@ fn job(raw: RawJob, input: InputSpec, cluster: &ClusterPlan, cx: &Ctx<'_>) -> Re
     // with a better position, so this only fires if the two drift apart.
     spec.validate().map_err(|m| cx.at_value(&keypath!["job"], m))?;
     Ok(spec)
+}
+
+/// `job.window`: required by, and only allowed with, `kind: window-wordcount` (streamd
+/// only), a positive whole number of milliseconds.
+fn window(kind: JobKind, raw: Option<super::raw::Dur>, cluster: &ClusterPlan, cx: &Ctx<'_>) -> Result<Option<Duration>, ScenarioError> {
+    if kind == JobKind::WindowWordcount && cluster.engine == Engine::Flink {
+        return Err(cx.at_value(&keypath!["job", "kind"], "window-wordcount runs on streamd only: expected `kind: wordcount` with `cluster.engine: flink`"));
+    }
+    match (kind, raw) {
+        (JobKind::WindowWordcount, None) => {
+            Err(cx.at_key(&keypath!["job", "kind"], "a window-wordcount job needs its window width: expected `window: 5s` beside `kind`"))
+        }
+        (JobKind::Wordcount, Some(_)) => {
+            Err(cx.at_key(&keypath!["job", "window"], "`window` applies only to `kind: window-wordcount`: expected that kind, or no `window`"))
+        }
+        (JobKind::WindowWordcount, Some(w)) if !whole_ms(w.0) => {
+            Err(cx.at_value(&keypath!["job", "window"], "expected a positive whole number of milliseconds, like `5s` or `250ms`"))
+        }
+        (_, w) => Ok(w.map(|w| w.0)),
+    }
+}
+
+/// Event times are whole milliseconds.
+fn whole_ms(d: Duration) -> bool {
+    !d.is_zero() && d.as_nanos() % 1_000_000 == 0
 }
 
 fn restart(r: RawRestart, cx: &Ctx<'_>) -> Result<RestartStrategy, ScenarioError> {
@@ -244,6 +273,13 @@ fn restart(r: RawRestart, cx: &Ctx<'_>) -> Result<RestartStrategy, ScenarioError
 
 fn input(raw: RawInput, seed: u64, cx: &Ctx<'_>) -> Result<(InputSpec, Option<PathBuf>), ScenarioError> {
     let rate = raw.rate.unwrap_or(0);
+    let event_time_per_line = match raw.event_time_per_line {
+        Some(d) if !whole_ms(d.0) => {
+            return Err(cx.at_value(&keypath!["input", "event_time_per_line"], "expected a positive whole number of milliseconds, like `1ms`"))
+        }
+        Some(d) => d.0,
+        None => Duration::from_millis(1),
+    };
     match (raw.generate, raw.file) {
         (Some(_), Some(_)) => Err(cx.at_key(&keypath!["input", "file"], "both `generate` and `file` given: expected exactly one")),
         (None, None) => Err(cx.at_value(&keypath!["input"], "missing input: expected `generate: { lines, words_per_line, vocabulary }` or `file: path/to/text.txt`")),
@@ -260,7 +296,7 @@ fn input(raw: RawInput, seed: u64, cx: &Ctx<'_>) -> Result<(InputSpec, Option<Pa
                 return Err(cx.at_value(&keypath!["input", "generate", "vocabulary"], format!("{vocabulary} is out of range: expected 1 to 10000000")));
             }
             let generate = GenerateSpec { lines: g.lines, words_per_line, vocabulary, seed };
-            Ok((InputSpec { generate: Some(generate), file: None, rate }, None))
+            Ok((InputSpec { generate: Some(generate), file: None, rate, event_time_per_line }, None))
         }
         (None, Some(f)) => {
             let p = keypath!["input", "file"];
@@ -276,7 +312,7 @@ fn input(raw: RawInput, seed: u64, cx: &Ctx<'_>) -> Result<(InputSpec, Option<Pa
             };
             check_input_file(&abs).map_err(|msg| cx.at_value(&p, format!("`{f}`{msg}")))?;
             let file = FileSpec { path: format!("input/{basename}"), follow: false };
-            Ok((InputSpec { generate: None, file: Some(file), rate }, Some(abs)))
+            Ok((InputSpec { generate: None, file: Some(file), rate, event_time_per_line }, Some(abs)))
         }
     }
 }

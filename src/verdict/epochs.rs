@@ -13,15 +13,21 @@
 //! `j % p`); one pass over the input buckets the lines' tokens by cut, and a second walk
 //! applies, cut by cut, that bucket to the expected counts and the committed epochs up to
 //! the cut to the committed counts, keeping the set of words on which the two differ.
+//!
+//! A windowed job's epochs hold fired windows, not running counts. A source's watermark is
+//! a pure function of its position (`streamd_contract::window`), so the cut of checkpoint
+//! `N` says exactly which windows had fired before it: those whose end the minimum
+//! watermark at the cut had reached. Each window's full counts belong to the first cut
+//! that closes it, and the same walk compares.
 
 use super::{Check, OracleInput};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io;
 use std::path::{Path, PathBuf};
 use streamd_contract::cuts::Cut;
-use streamd_contract::input::{for_each_file_line, Generator};
 use streamd_contract::output::{parse_in_progress_name, parse_name, Transaction};
 use streamd_contract::tokenizer::for_each_token;
+use streamd_contract::window::{self, WindowClock};
 
 /// Every committed epoch, cut by cut, equals the oracle over the input before the cut.
 pub const CONSISTENT_CUTS: &str = "consistent_cuts";
@@ -45,6 +51,8 @@ pub struct EpochEvidence {
     pub leftovers: Vec<PathBuf>,
     /// The job FINISHED: its final checkpoint was committed by every sink.
     pub finished: bool,
+    /// A windowed job's clock: epochs hold fired windows (see the module doc).
+    pub window: Option<WindowClock>,
 }
 
 impl EpochEvidence {
@@ -53,7 +61,13 @@ impl EpochEvidence {
     pub fn read(data: &Path, job: &str, input: OracleInput, parallelism: u32, finished: bool) -> Result<Self, String> {
         let cuts = streamd_contract::cuts::read(&streamd_contract::cuts::path(data, job)).map_err(|e| e.to_string())?;
         let leftovers = leftovers(&data.join("output").join(job)).map_err(|e| format!("reading the output directory: {e}"))?;
-        Ok(EpochEvidence { input, parallelism, cuts, leftovers, finished })
+        Ok(EpochEvidence { input, parallelism, cuts, leftovers, finished, window: None })
+    }
+
+    /// The evidence of a windowed job (`None`: a running count).
+    pub fn windowed(mut self, clock: Option<WindowClock>) -> Self {
+        self.window = clock;
+        self
     }
 }
 
@@ -115,42 +129,15 @@ pub fn consistent_cuts(ev: &EpochEvidence, transactions: &[Transaction]) -> (boo
         return (false, format!("the cut of checkpoint {} has {} positions for parallelism {p}", c.checkpoint, c.positions.len()));
     }
 
-    // Pass 1: every line's tokens into the bucket of the first cut that covers it.
-    let mut buckets: Vec<HashMap<String, u64>> = vec![HashMap::new(); cuts.len()];
-    let mut index = 0u64;
-    let mut add = |line: &str| {
-        let (s, k) = ((index % p as u64) as usize, index / p as u64);
-        index += 1;
-        let c = cuts.partition_point(|c| c.positions[s] <= k);
-        if let Some(b) = buckets.get_mut(c) {
-            for_each_token(line, |t| match b.get_mut(t) {
-                Some(n) => *n += 1,
-                None => {
-                    b.insert(t.to_string(), 1);
-                }
-            });
-        }
+    // Pass 1: what each cut adds to the expected output.
+    let buckets = match ev.window {
+        None => running_buckets(ev, &cuts, p),
+        Some(clock) => window_buckets(ev, &cuts, p, clock),
     };
-    let read = match &ev.input {
-        OracleInput::Generate(spec) => {
-            let g = Generator::new(spec);
-            let mut line = String::new();
-            for i in 0..g.lines() {
-                line.clear();
-                g.line_into(i, &mut line);
-                add(&line);
-            }
-            Ok(())
-        }
-        OracleInput::File(path) => for_each_file_line(path, add),
+    let buckets = match buckets {
+        Ok(b) => b,
+        Err(why) => return (false, why),
     };
-    if let Err(e) = read {
-        return (false, format!("cannot read the input: {e}"));
-    }
-    let last = cuts.last().map(|c| c.positions.iter().sum::<u64>()).unwrap_or(0);
-    if last > index {
-        return (false, format!("the last cut covers {last} lines, the input has {index}"));
-    }
 
     // Pass 2: walk the cuts.
     let mut txns: Vec<&Transaction> = transactions.iter().collect();
@@ -189,7 +176,7 @@ pub fn consistent_cuts(ev: &EpochEvidence, transactions: &[Transaction]) -> (boo
                 let ex: Vec<String> = words
                     .iter()
                     .take(EXAMPLES)
-                    .map(|w| format!("{w} {} -> {}", expected.get(w).copied().unwrap_or(0), committed.get(w).copied().unwrap_or(0)))
+                    .map(|w| format!("{} {} -> {}", super::display_key(w), expected.get(w).copied().unwrap_or(0), committed.get(w).copied().unwrap_or(0)))
                     .collect();
                 failed.push(format!("checkpoint {}: {} word(s) differ ({})", cut.checkpoint, differ.len(), ex.join(", ")));
             }
@@ -200,6 +187,64 @@ pub fn consistent_cuts(ev: &EpochEvidence, transactions: &[Transaction]) -> (boo
     } else {
         (false, format!("{failed_total} of {} cuts differ from the oracle; {}", cuts.len(), failed.join("; ")))
     }
+}
+
+/// Running counts: every line's tokens into the bucket of the first cut that covers it.
+fn running_buckets(ev: &EpochEvidence, cuts: &[&Cut], p: usize) -> Result<Vec<HashMap<String, u64>>, String> {
+    let mut buckets: Vec<HashMap<String, u64>> = vec![HashMap::new(); cuts.len()];
+    let mut index = 0u64;
+    let lines = ev
+        .input
+        .for_each_line(|line| {
+            let (s, k) = ((index % p as u64) as usize, index / p as u64);
+            index += 1;
+            let c = cuts.partition_point(|c| c.positions[s] <= k);
+            if let Some(b) = buckets.get_mut(c) {
+                for_each_token(line, |t| match b.get_mut(t) {
+                    Some(n) => *n += 1,
+                    None => {
+                        b.insert(t.to_string(), 1);
+                    }
+                });
+            }
+        })
+        .map_err(|e| format!("cannot read the input: {e}"))?;
+    covered(cuts, lines)?;
+    Ok(buckets)
+}
+
+/// Windowed: every window's counts into the bucket of the first cut whose minimum
+/// watermark reached the window's end.
+fn window_buckets(ev: &EpochEvidence, cuts: &[&Cut], p: usize, clock: WindowClock) -> Result<Vec<HashMap<String, u64>>, String> {
+    let (windows, lines) = super::window_counts(&ev.input, clock).map_err(|e| format!("cannot read the input: {e}"))?;
+    covered(cuts, lines)?;
+    // Monotone in the cut, as positions are.
+    let watermarks: Vec<u64> = cuts
+        .iter()
+        .map(|c| {
+            (0..p)
+                .map(|s| window::source_watermark(s as u32, p as u32, c.positions[s], clock.per_line_ms, Some(lines)))
+                .min()
+                .unwrap_or(window::END_OF_TIME)
+        })
+        .collect();
+    let mut buckets: Vec<HashMap<String, u64>> = vec![HashMap::new(); cuts.len()];
+    for (start, words) in windows {
+        let c = watermarks.partition_point(|&w| !window::closes(start, clock.width_ms, w));
+        if let Some(b) = buckets.get_mut(c) {
+            b.extend(words.into_iter().map(|(word, n)| (window::key(start, &word), n)));
+        }
+    }
+    Ok(buckets)
+}
+
+/// The last cut cannot cover more lines than the input has.
+fn covered(cuts: &[&Cut], lines: u64) -> Result<(), String> {
+    let last = cuts.last().map(|c| c.positions.iter().sum::<u64>()).unwrap_or(0);
+    if last > lines {
+        return Err(format!("the last cut covers {last} lines, the input has {lines}"));
+    }
+    Ok(())
 }
 
 /// `epochs_complete`: the same epochs on every sink subtask, every completed checkpoint's
@@ -377,5 +422,51 @@ mod tests {
         let recorded: Vec<Cut> = cuts().into_iter().filter(|c| c.checkpoint != 3).collect();
         let (ok, details) = consistent_cuts(&evidence(d.path(), recorded, true), &t);
         assert!(ok, "{details}");
+    }
+
+    /// Windowed: each window's counts belong to the first cut whose watermark closed it.
+    /// With 2 ms windows over TEXT (line i at i ms): the cut of checkpoint 2 (next lines 2
+    /// and 3) closes [0, 2); 3 closes nothing; 5 (next lines 6 and 7) closes [2, 4) and
+    /// [4, 6); 6 (both sources exhausted) closes [6, 8).
+    #[test]
+    fn windowed_epochs_hold_exactly_the_windows_their_cut_closed() {
+        let clock = WindowClock { width_ms: 2, per_line_ms: 1 };
+        let windows: [(u64, u64, &[(&str, u64)]); 4] = [
+            (2, 0, &[("a", 1), ("b", 2), ("c", 1)]),
+            (5, 2, &[("#end", 1), ("a", 1), ("c", 2)]),
+            (5, 4, &[("d", 1), ("a", 1), ("b", 1), ("#end", 1)]),
+            (6, 6, &[("a", 1), ("d", 2)]),
+        ];
+        let commit = |dir: &Path, epoch_of: &dyn Fn(u64, u64) -> u64| {
+            for s in 0..P {
+                let sub = dir.join("output/j").join(s.to_string());
+                std::fs::create_dir_all(&sub).unwrap();
+                for epoch in [2u64, 3, 5, 6] {
+                    let recs: Vec<(String, u64)> = windows
+                        .iter()
+                        .filter(|(e, start, _)| epoch_of(*e, *start) == epoch)
+                        .flat_map(|(_, start, ws)| ws.iter().map(move |(w, c)| (window::key(*start, w), *c)))
+                        .filter(|(k, _)| window::split_key(k).unwrap().1.len() as u32 % P == s)
+                        .collect();
+                    write_transaction(&sub.join(committed_name(epoch, 0)), recs.iter().map(|(k, c)| (k.as_str(), *c))).unwrap();
+                }
+            }
+            read_committed(&dir.join("output/j")).unwrap()
+        };
+        let d = tempfile::tempdir().unwrap();
+        let t = commit(d.path(), &|e, _| e);
+        let ev = evidence(d.path(), cuts(), true).windowed(Some(clock));
+        let (ok, details) = consistent_cuts(&ev, &t);
+        assert!(ok, "{details}");
+        // Window [4, 6) committed one checkpoint late: the cut of 5 had closed it.
+        let d = tempfile::tempdir().unwrap();
+        let t = commit(d.path(), &|e, start| if start == 4 { 6 } else { e });
+        let ev = evidence(d.path(), cuts(), true).windowed(Some(clock));
+        let (ok, details) = consistent_cuts(&ev, &t);
+        assert!(!ok && details.starts_with("1 of 4 cuts") && details.contains("checkpoint 5"), "{details}");
+        assert!(details.contains("@ 4ms"), "window keys are shown as word @ window: {details}");
+        // Judged as running counts the same output is nonsense: the mode matters.
+        let ev = evidence(d.path(), cuts(), true);
+        assert!(!consistent_cuts(&ev, &t).0);
     }
 }

@@ -169,6 +169,30 @@ impl PartitionReader {
         self.pos
     }
 
+    /// Whether a line this subtask owns is left (or may still come: a followed file before
+    /// its end marker), without consuming anything: a second handle reads ahead from the
+    /// current position, past at most `parallelism - 1` lines of other subtasks.
+    pub fn has_more(&self) -> io::Result<bool> {
+        let ended = !self.follow || end_marker(&self.path).exists();
+        let mut f = std::fs::File::open(&self.path)?;
+        f.seek(SeekFrom::Start(self.pos.byte))?;
+        let mut r = BufReader::with_capacity(16 * 1024, f);
+        let mut buf = Vec::new();
+        let mut index = self.pos.line;
+        loop {
+            buf.clear();
+            let n = r.read_until(b'\n', &mut buf)?;
+            let complete = buf.last() == Some(&b'\n');
+            if n == 0 || (!complete && !ended) {
+                return Ok(!ended);
+            }
+            if index % self.parallelism == self.subtask {
+                return Ok(true);
+            }
+            index += 1;
+        }
+    }
+
     /// Advances to the next line this subtask owns; its text is left in `self.text`.
     pub fn next_line(&mut self) -> io::Result<ReadOutcome> {
         loop {
@@ -268,6 +292,16 @@ mod tests {
         let mut r2 = PartitionReader::open(&p, 0, 3, false, pos).unwrap();
         assert_eq!(r2.next_line().unwrap(), ReadOutcome::Line(6));
         assert_eq!(r2.text, "line 6");
+        // Looking ahead consumes nothing; subtask 0's last line is 9 (10 is the tail, 1's).
+        assert!(r2.has_more().unwrap());
+        assert_eq!(r2.next_line().unwrap(), ReadOutcome::Line(9));
+        assert!(!r2.has_more().unwrap());
+        assert_eq!(r2.next_line().unwrap(), ReadOutcome::End);
+        let mut r1 = PartitionReader::open(&p, 1, 3, false, FilePosition::default()).unwrap();
+        while r1.next_line().unwrap() != ReadOutcome::Line(7) {}
+        assert!(r1.has_more().unwrap(), "the unterminated tail is subtask 1's last line");
+        assert_eq!(r1.next_line().unwrap(), ReadOutcome::Line(10));
+        assert!(!r1.has_more().unwrap());
     }
 
     #[test]
@@ -282,6 +316,7 @@ mod tests {
         write!(f, " line\n").unwrap();
         assert_eq!(r.next_line().unwrap(), ReadOutcome::Line(1));
         assert_eq!(r.text, "half line");
+        assert!(r.has_more().unwrap(), "a followed file may grow");
         assert_eq!(r.next_line().unwrap(), ReadOutcome::Pending);
         std::fs::write(end_marker(&p), "").unwrap();
         assert_eq!(r.next_line().unwrap(), ReadOutcome::End);

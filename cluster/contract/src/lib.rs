@@ -8,6 +8,8 @@
 //! - [`output`]: the committed output format, written by the sink and read back by the verdict.
 //! - [`cuts`]: the source positions of every completed checkpoint, written by the
 //!   jobmanager and read back by the verdict's consistent-cut check.
+//! - [`window`]: event time, windows and watermarks of the windowed job, shared by the
+//!   engine and the verdict's window oracle.
 //! - [`api`]: REST response types (JSON).
 //!
 //! The engine re-exports these modules under the same names (`streamd::spec`, ...).
@@ -19,3 +21,4 @@ pub mod input;
 pub mod output;
 pub mod spec;
 pub mod tokenizer;
+pub mod window;

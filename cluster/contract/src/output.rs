@@ -1,7 +1,9 @@
 //! The committed output: one file per committed sink transaction,
 //! `/data/output/<job>/<subtask>/committed-<epoch>.tsv` (and, for the eager commits of
 //! `delivery: at-least-once`, `committed-<epoch>-<part>.tsv`), each `word<TAB>count` lines
-//! with the new cumulative count of every word that changed, closed by a trailer line
+//! with the new cumulative count of every word that changed (a windowed job:
+//! `<window start ms><TAB>word<TAB>count`, each window's final count, see
+//! [`crate::window`]), closed by a trailer line
 //! `<TAB>#end<TAB><records>` so a torn or truncated transaction is detectable. The trailer
 //! starts with a TAB, an empty word, which no token can be (tokens are non-empty and hold
 //! no whitespace): a word `#end` is an ordinary record.
@@ -138,16 +140,18 @@ pub fn read_transaction(path: &Path) -> io::Result<(Vec<(String, u64)>, Result<(
         if trailer.is_some() {
             return Ok((records, Err(format!("line {}: data after the trailer", i + 1))));
         }
-        let Some((w, c)) = line.split_once('\t') else {
-            return Ok((records, Err(format!("line {}: expected word<TAB>count, got {line:?}", i + 1))));
-        };
-        // An empty word opens the trailer; every other line is a record, `#end` included.
-        let (trailer_line, c) = match w {
-            "" => match c.split_once('\t') {
-                Some((TRAILER, n)) => (true, n),
+        // An empty first field opens the trailer; every other line is a record, `#end`
+        // included. A record's count is after its last TAB: the key before it is a word,
+        // or a window's `<start><TAB><word>`.
+        let (trailer_line, w, c) = match line.strip_prefix('\t') {
+            Some(rest) => match rest.split_once('\t') {
+                Some((TRAILER, n)) => (true, "", n),
                 _ => return Ok((records, Err(format!("line {}: malformed trailer {line:?}", i + 1)))),
             },
-            _ => (false, c),
+            None => match line.rsplit_once('\t') {
+                Some((w, c)) => (false, w, c),
+                None => return Ok((records, Err(format!("line {}: expected key<TAB>count, got {line:?}", i + 1)))),
+            },
         };
         let Ok(c) = c.parse::<u64>() else {
             return Ok((records, Err(format!("line {}: count {c:?} is not a number", i + 1))));
@@ -246,6 +250,20 @@ mod tests {
         assert!(read_transaction(&p).unwrap().1.is_err());
         std::fs::write(&p, "a\t2\n\tnope\t1\n").unwrap();
         assert!(read_transaction(&p).unwrap().1.is_err());
+    }
+
+    /// A windowed job's keys (`<start><TAB><word>`) round-trip, `#end` as the word too.
+    #[test]
+    fn window_keys_round_trip() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join(committed_name(2, 0));
+        let keys = [crate::window::key(0, "#end"), crate::window::key(5000, "a")];
+        write_transaction(&p, keys.iter().map(|k| (k.as_str(), 7))).unwrap();
+        let (got, ok) = read_transaction(&p).unwrap();
+        assert_eq!(ok, Ok(()));
+        assert_eq!(got, keys.iter().map(|k| (k.clone(), 7)).collect::<Vec<_>>());
+        std::fs::write(&p, "0\ta\tx\n\t#end\t1\n").unwrap();
+        assert!(read_transaction(&p).unwrap().1.is_err(), "a count that is not a number");
     }
 
     #[test]

@@ -1,18 +1,24 @@
 //! The job spec: what the jobmanager runs, read from `/data/job.yaml` (application mode:
 //! every jobmanager of an HA group reads the same file).
 
-use crate::duration::{serde_str as dur, parse_duration};
+use crate::duration::{parse_duration, serde_opt as dur_opt, serde_str as dur};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::time::Duration;
 
-/// A word-count job: `source(p) -> tokenize -> hash-partition -> count(p) -> sink(p)`.
+/// A word-count job: `source(p) -> tokenize -> hash-partition -> count(p) -> sink(p)`,
+/// as a running count or, with `kind: window-wordcount`, counted per event-time window.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct JobSpec {
     /// Job id; names the checkpoint and output directories.
     #[serde(default = "default_job_id")]
     pub job_id: String,
+    #[serde(default, skip_serializing_if = "JobKind::is_default")]
+    pub kind: JobKind,
+    /// `window-wordcount`: the width of its tumbling event-time windows.
+    #[serde(default, with = "dur_opt", skip_serializing_if = "Option::is_none")]
+    pub window: Option<Duration>,
     pub parallelism: u32,
     /// `0` disables periodic checkpoints (a final one is still taken at the end of input).
     #[serde(default = "default_ckpt_interval", with = "dur")]
@@ -47,6 +53,34 @@ fn default_ckpt_timeout() -> Duration {
 }
 fn default_retained() -> usize {
     3
+}
+
+/// What the job computes.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum JobKind {
+    /// A running count per word; every checkpoint commits the new count of each word
+    /// that changed.
+    #[default]
+    Wordcount,
+    /// Counts per word in tumbling event-time windows (`window`); each window's counts are
+    /// committed once, after the watermark passed its end (see [`crate::window`]).
+    WindowWordcount,
+}
+
+impl JobKind {
+    fn is_default(&self) -> bool {
+        *self == JobKind::Wordcount
+    }
+}
+
+impl std::fmt::Display for JobKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            JobKind::Wordcount => "wordcount",
+            JobKind::WindowWordcount => "window-wordcount",
+        })
+    }
 }
 
 /// Flink's `CheckpointingMode`.
@@ -135,6 +169,16 @@ pub struct InputSpec {
     /// Lines per second over all source subtasks; 0 = as fast as possible.
     #[serde(default)]
     pub rate: u64,
+    /// Event time between consecutive lines (line `i` is at `i ×` this); windowed jobs only.
+    #[serde(default = "default_event_time_per_line", with = "dur", skip_serializing_if = "is_default_event_time")]
+    pub event_time_per_line: Duration,
+}
+
+fn default_event_time_per_line() -> Duration {
+    Duration::from_millis(1)
+}
+fn is_default_event_time(d: &Duration) -> bool {
+    *d == default_event_time_per_line()
 }
 
 /// Deterministic Zipf-like lines from a seed (see [`crate::input::Generator`]).
@@ -237,6 +281,7 @@ impl JobSpec {
                 }
             }
         }
+        self.validate_window()?;
         if self.heartbeat.interval.is_zero() || self.heartbeat.timeout <= self.heartbeat.interval {
             return Err("heartbeat: expected 0 < interval < timeout".into());
         }
@@ -263,6 +308,38 @@ impl JobSpec {
         Ok(())
     }
 
+    /// `window` belongs to `window-wordcount` and is a whole number of milliseconds, as is
+    /// `input.event_time_per_line` (event times are milliseconds).
+    fn validate_window(&self) -> Result<(), String> {
+        let whole_ms = |d: Duration| d.as_nanos() % 1_000_000 == 0 && !d.is_zero();
+        match (self.kind, self.window) {
+            (JobKind::WindowWordcount, None) => return Err("window: expected a window width like `5s` for kind window-wordcount".into()),
+            (JobKind::Wordcount, Some(_)) => return Err("window: only a window-wordcount job has windows (set kind: window-wordcount)".into()),
+            (JobKind::WindowWordcount, Some(w)) if !whole_ms(w) => {
+                return Err(format!("window: expected a positive whole number of milliseconds, got {w:?}"))
+            }
+            _ => {}
+        }
+        if !whole_ms(self.input.event_time_per_line) {
+            return Err(format!(
+                "input.event_time_per_line: expected a positive whole number of milliseconds, got {:?}",
+                self.input.event_time_per_line
+            ));
+        }
+        Ok(())
+    }
+
+    /// The windowed job's clock; `None` for a running count.
+    pub fn window_clock(&self) -> Option<crate::window::WindowClock> {
+        match (self.kind, self.window) {
+            (JobKind::WindowWordcount, Some(w)) => Some(crate::window::WindowClock {
+                width_ms: w.as_millis() as u64,
+                per_line_ms: self.input.event_time_per_line.as_millis() as u64,
+            }),
+            _ => None,
+        }
+    }
+
     /// Reads a duration field by name, for callers that hold strings (CLI flags).
     pub fn duration(s: &str) -> Result<Duration, String> {
         parse_duration(s)
@@ -285,6 +362,21 @@ mod tests {
         assert_eq!(s.delivery, Delivery::AtLeastOnce);
         assert_eq!(s.restart, RestartStrategy::FixedDelay { attempts: 3, delay: Duration::from_secs(1) });
         assert_eq!(s.heartbeat.timeout, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn a_windowed_job_needs_a_window_in_whole_milliseconds() {
+        let s = JobSpec::parse("kind: window-wordcount\nwindow: 5s\nparallelism: 2\ninput: { generate: { lines: 10 }, event_time_per_line: 2ms }\n").unwrap();
+        assert_eq!(s.window_clock(), Some(crate::window::WindowClock { width_ms: 5000, per_line_ms: 2 }));
+        // It round-trips through the YAML the executor writes.
+        assert_eq!(JobSpec::parse(&serde_yaml::to_string(&s).unwrap()).unwrap(), s);
+        let e = JobSpec::parse("kind: window-wordcount\nparallelism: 2\ninput: { generate: { lines: 10 } }\n").unwrap_err();
+        assert!(e.contains("window"), "{e}");
+        let e = JobSpec::parse("window: 5s\nparallelism: 2\ninput: { generate: { lines: 10 } }\n").unwrap_err();
+        assert!(e.contains("window-wordcount"), "{e}");
+        let e = JobSpec::parse("kind: window-wordcount\nwindow: 1.5ms\nparallelism: 2\ninput: { generate: { lines: 10 } }\n").unwrap_err();
+        assert!(e.contains("milliseconds"), "{e}");
+        assert_eq!(JobSpec::parse("parallelism: 2\ninput: { generate: { lines: 10 } }\n").unwrap().window_clock(), None);
     }
 
     #[test]

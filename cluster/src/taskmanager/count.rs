@@ -1,14 +1,17 @@
 //! The count task with the sink chained into it: keeps a running count per word (keyed
-//! state of its hash partition), aligns barriers across its inputs, snapshots state, and
-//! commits output through the two-phase-commit [`FileSink`].
+//! state of its hash partition) or, for a windowed job, per word and event-time window
+//! ([`Windows`]); aligns barriers across its inputs, snapshots state, and commits output
+//! through the two-phase-commit [`FileSink`]. A running count commits each changed word's
+//! new count; a windowed count commits each window's counts once, after it fired.
 
 use super::alignment::Aligner;
 use super::sabotage::Sabotage;
 use super::sink::FileSink;
+use super::window::Windows;
 use super::TaskCtx;
 use crate::snapshot;
 use crate::spec::Delivery;
-use crate::wire::{self, TaskId, TmToJm, WireError};
+use crate::wire::{self, FrameKind, TaskId, TmToJm, WireError};
 use ahash::AHashMap;
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::Ordering;
@@ -24,7 +27,8 @@ pub enum CountCmd {
     Complete(u64),
 }
 
-/// The count task's checkpoint state: the counts and the sink's pending epochs.
+/// The count task's checkpoint state: the counts (a windowed job's open windows, keyed
+/// `<start><TAB><word>`) and the sink's pending epochs.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct CountState {
     pub counts: Vec<(String, u64)>,
@@ -39,6 +43,7 @@ pub struct CountState {
 enum Input {
     Batch(Vec<u8>),
     Barrier(u32, u64),
+    Watermark(u32, u64),
     Closed(u32, String),
 }
 
@@ -71,10 +76,16 @@ pub async fn run(
     }
 
     let mut counts: AHashMap<Box<str>, Entry> = AHashMap::new();
+    let mut windows = job.window_clock().map(|c| Windows::new(c, p));
     let (restored_checkpoint, restored) = restore.unwrap_or_default();
     sink.restore(&restored.pending, restored.attempt).map_err(|e| format!("restoring the sink: {e}"))?;
-    for (w, c) in restored.counts {
-        counts.insert(w.into_boxed_str(), Entry { count: c, gen: 0 });
+    match &mut windows {
+        Some(w) => w.restore(restored.counts).map_err(|e| format!("restoring windows: {e}"))?,
+        None => {
+            for (w, c) in restored.counts {
+                counts.insert(w.into_boxed_str(), Entry { count: c, gen: 0 });
+            }
+        }
     }
     let mut gen = 1u64;
     let mut dirty: Vec<Box<str>> = Vec::new();
@@ -111,6 +122,27 @@ pub async fn run(
             msg = rx.recv() => {
                 let Some(msg) = msg else { return Err("every input closed".into()) };
                 match msg {
+                    Input::Batch(payload) if windows.is_some() => {
+                        let w = windows.as_mut().expect("windowed");
+                        let mut bad = None;
+                        let words = wire::for_each_entry(&payload, |k, c| {
+                            if let Err(e) = w.add(k, c) {
+                                bad.get_or_insert(e);
+                            }
+                        }).map_err(|e| format!("bad batch from a source: {e}"))?;
+                        if let Some(e) = bad {
+                            return Err(format!("bad batch from a source: {e}"));
+                        }
+                        ctx.counters.words.fetch_add(words, Ordering::Relaxed);
+                    }
+                    Input::Watermark(input, t) => {
+                        if let Some(w) = &mut windows {
+                            let fired = w.on_watermark(input, t);
+                            if fired > 0 {
+                                tracing::debug!(fired, watermark = t, "windows fired");
+                            }
+                        }
+                    }
                     Input::Batch(payload) => {
                         let words = wire::for_each_entry(&payload, |w, c| {
                             if let Some(e) = counts.get_mut(w) {
@@ -132,13 +164,16 @@ pub async fn run(
                             // needs (the epoch's updates, the counts), release the inputs at
                             // once, and let the writer make it durable and acknowledge: the
                             // data path never waits for an fsync (Flink's asynchronous phase).
-                            let mut records: Vec<(Box<str>, u64)> = std::mem::take(&mut dirty)
-                                .into_iter()
-                                .map(|w| {
-                                    let c = counts.get(&w).map(|e| e.count).unwrap_or(0);
-                                    (w, c)
-                                })
-                                .collect();
+                            let mut records: Vec<(Box<str>, u64)> = match &mut windows {
+                                Some(w) => w.take_fired(),
+                                None => std::mem::take(&mut dirty)
+                                    .into_iter()
+                                    .map(|w| {
+                                        let c = counts.get(&w).map(|e| e.count).unwrap_or(0);
+                                        (w, c)
+                                    })
+                                    .collect(),
+                            };
                             if Sabotage::drops(sabotage, subtask, n) {
                                 tracing::warn!(epoch = n, "sabotage: staging the epoch without its updates");
                                 records.clear();
@@ -150,7 +185,10 @@ pub async fn run(
                                 Staged::Commit(sink.eager_path(n))
                             };
                             let state = CountState {
-                                counts: counts.iter().map(|(w, e)| (w.to_string(), e.count)).collect(),
+                                counts: match &windows {
+                                    Some(w) => w.snapshot(),
+                                    None => counts.iter().map(|(w, e)| (w.to_string(), e.count)).collect(),
+                                },
                                 pending: sink.pending(),
                                 attempt: ctx.attempt,
                             };
@@ -174,8 +212,14 @@ pub async fn run(
                 }
                 None => return Ok(()),
             },
-            _ = eager.tick(), if !exactly_once && !dirty.is_empty() => {
+            _ = eager.tick(), if !exactly_once && (!dirty.is_empty() || windows.as_ref().is_some_and(Windows::has_fired)) => {
                 // at-least-once: output goes out at once, not at checkpoint completion.
+                if let Some(w) = &mut windows {
+                    let fired = w.take_fired();
+                    sink.commit_eager(last_barrier + 1, fired.iter().map(|(k, c)| (&**k, *c)))
+                        .map_err(|e| format!("eager commit: {e}"))?;
+                    continue;
+                }
                 let records: Vec<(&str, u64)> =
                     dirty.iter().map(|w| (&**w, counts.get(w).map(|e| e.count).unwrap_or(0))).collect();
                 sink.commit_eager(last_barrier + 1, records).map_err(|e| format!("eager commit: {e}"))?;
@@ -251,8 +295,9 @@ async fn read_input(from: u32, stream: TcpStream, tx: mpsc::Sender<Input>, mut r
     loop {
         let msg = match wire::read_frame(&mut r, &mut buf).await {
             Ok(()) => match wire::decode_kind(&buf) {
-                Ok(None) => Input::Batch(std::mem::take(&mut buf)),
-                Ok(Some(n)) => Input::Barrier(from, n),
+                Ok(FrameKind::Batch) => Input::Batch(std::mem::take(&mut buf)),
+                Ok(FrameKind::Barrier(n)) => Input::Barrier(from, n),
+                Ok(FrameKind::Watermark(t)) => Input::Watermark(from, t),
                 Err(e) => Input::Closed(from, e.to_string()),
             },
             Err(WireError::Closed) => Input::Closed(from, "connection closed".into()),

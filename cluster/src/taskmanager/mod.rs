@@ -16,6 +16,7 @@ pub mod count;
 pub mod sabotage;
 pub mod sink;
 pub mod source;
+pub mod window;
 
 use crate::ha::{self, HaConfig, LeaderInfo};
 use crate::spec::JobSpec;

@@ -1,13 +1,17 @@
 //! The source task, with the tokenizer chained into it: reads its partition of the input
 //! (replayable from a position in checkpoint state), tokenizes, pre-aggregates each chunk
 //! of lines into `(word, count)` pairs, hash-partitions them to the count tasks over TCP,
-//! and injects checkpoint barriers between chunks.
+//! and injects checkpoint barriers between chunks. A windowed job's source keys each word
+//! by its line's event-time window and sends a watermark after every chunk: the time of
+//! the next line it owns (see `streamd_contract::window`), so a barrier always follows the
+//! watermark of exactly the position it records.
 
 use super::TaskCtx;
 use crate::input::{FilePosition, Generator, PartitionReader, ReadOutcome};
 use crate::snapshot;
 use crate::spec::InputSpec;
 use crate::tokenizer::for_each_token;
+use crate::window::{self, WindowClock, END_OF_TIME};
 use crate::wire::{self, Assignment, DataHello, TaskId, TmToJm};
 use ahash::AHashMap;
 use serde::{Deserialize, Serialize};
@@ -59,6 +63,16 @@ pub async fn run(
 
     let mut outs = connect_outputs(&ctx, subtask, &outputs).await?;
     let id = TaskId::Source(subtask);
+    let clock = job.window_clock();
+    // Windowed: where event time stands before the first chunk (a restored source resumes
+    // mid-input; an empty partition is already at the end).
+    let mut watermark = 0;
+    if let Some(c) = clock {
+        watermark = source_watermark(&lines, c, subtask, p, state.lines)?;
+        send_watermark(watermark, &mut outs).await?;
+    }
+    // Windowed: `(window start, end of its lines in the chunk)`, in chunk order.
+    let mut segments: Vec<(u64, usize)> = Vec::new();
 
     // Rate limit: this subtask's share of the lines per second.
     let rate = if job.input.rate == 0 { 0.0 } else { (job.input.rate as f64 / p as f64).max(0.001) };
@@ -96,13 +110,21 @@ pub async fn run(
         }
         // Read a chunk.
         chunk.clear();
+        segments.clear();
         let mut n = 0usize;
         let mut pending = false;
         while n < chunk_lines && chunk.len() < CHUNK_BYTES {
             match next_line(&mut lines, &mut chunk)? {
-                ReadOutcome::Line(_) => {
+                ReadOutcome::Line(i) => {
                     chunk.push('\n');
                     n += 1;
+                    if let Some(c) = clock {
+                        let start = c.window_of_line(i);
+                        match segments.last_mut() {
+                            Some((s, end)) if *s == start => *end = chunk.len(),
+                            _ => segments.push((start, chunk.len())),
+                        }
+                    }
                 }
                 ReadOutcome::Pending => {
                     pending = true;
@@ -115,13 +137,27 @@ pub async fn run(
             }
         }
         if n > 0 {
-            let words = emit_chunk(&chunk, p, &mut frames, &mut outs).await?;
+            let words = match clock {
+                None => emit_chunk(&chunk, p, &mut frames, &mut outs).await?,
+                Some(_) => emit_window_chunk(&chunk, &segments, p, &mut frames, &mut outs).await?,
+            };
             state.lines += n as u64;
             if let Lines::File(r) = &lines {
                 state.file = r.position();
             }
             ctx.counters.lines.store(state.lines, Ordering::Relaxed);
             ctx.counters.words.fetch_add(words, Ordering::Relaxed);
+            if let Some(c) = clock {
+                let w = if ended { END_OF_TIME } else { source_watermark(&lines, c, subtask, p, state.lines)? };
+                if w > watermark {
+                    watermark = w;
+                    send_watermark(w, &mut outs).await?;
+                }
+            }
+        }
+        if ended && clock.is_some() && watermark < END_OF_TIME {
+            watermark = END_OF_TIME;
+            send_watermark(watermark, &mut outs).await?;
         }
         if ended {
             tracing::info!(subtask, lines = state.lines, "source reached the end of its input");
@@ -176,6 +212,77 @@ fn next_line(lines: &mut Lines, out: &mut String) -> Result<ReadOutcome, String>
     }
 }
 
+/// The watermark after `consumed` lines: the next owned line's time, or the end of time
+/// once no owned line is left (the generator knows its length; a file is looked ahead in).
+fn source_watermark(lines: &Lines, c: WindowClock, subtask: u32, p: u32, consumed: u64) -> Result<u64, String> {
+    let total = match lines {
+        Lines::Generate { gen, .. } => Some(gen.lines()),
+        Lines::File(r) => {
+            let more = r.has_more().map_err(|e| format!("reading input: {e}"))?;
+            // Without more lines the next one is past the end; with more (or a followed
+            // file that may grow) the bound is unknown.
+            (!more).then_some(0)
+        }
+    };
+    Ok(window::source_watermark(subtask, p, consumed, c.per_line_ms, total))
+}
+
+async fn send_watermark(t: u64, outs: &mut [BufWriter<OwnedWriteHalf>]) -> Result<(), String> {
+    let w = wire::watermark_payload(t);
+    for out in outs.iter_mut() {
+        wire::write_frame(out, &w).await.map_err(|e| format!("sending a watermark: {e}"))?;
+        out.flush().await.map_err(|e| format!("sending a watermark: {e}"))?;
+    }
+    Ok(())
+}
+
+/// [`emit_chunk`] for a windowed job: each token keyed by its line's window
+/// (`<start><TAB><word>`), partitioned by the word alone, so a word's windows all live in
+/// one count task as in Flink's `keyBy(word).window(...)`.
+async fn emit_window_chunk(
+    chunk: &str,
+    segments: &[(u64, usize)],
+    p: u32,
+    frames: &mut [Vec<u8>],
+    outs: &mut [BufWriter<OwnedWriteHalf>],
+) -> Result<u64, String> {
+    let mut agg: AHashMap<(u64, &str), u32> = AHashMap::with_capacity(4096);
+    let mut words = 0u64;
+    let mut from = 0;
+    for &(start, end) in segments {
+        for_each_token(&chunk[from..end], |w| {
+            *agg.entry((start, w)).or_insert(0) += 1;
+            words += 1;
+        });
+        from = end;
+    }
+    for f in frames.iter_mut() {
+        wire::begin_batch(f);
+    }
+    let mut key = String::new();
+    for ((start, w), c) in agg {
+        let dest = wire::partition(w, p) as usize;
+        key.clear();
+        key.push_str(&window::key(start, w));
+        wire::push_entry(&mut frames[dest], &key, c);
+    }
+    send_frames(frames, outs).await?;
+    Ok(words)
+}
+
+/// Sends every non-empty batch frame and flushes.
+async fn send_frames(frames: &[Vec<u8>], outs: &mut [BufWriter<OwnedWriteHalf>]) -> Result<(), String> {
+    for (f, out) in frames.iter().zip(outs.iter_mut()) {
+        if f.len() > 1 {
+            wire::write_frame(out, f).await.map_err(|e| format!("sending to a count task: {e}"))?;
+        }
+    }
+    for out in outs.iter_mut() {
+        out.flush().await.map_err(|e| format!("sending to a count task: {e}"))?;
+    }
+    Ok(())
+}
+
 /// Tokenizes a chunk, pre-aggregates, partitions and sends. Returns the words emitted.
 async fn emit_chunk(chunk: &str, p: u32, frames: &mut [Vec<u8>], outs: &mut [BufWriter<OwnedWriteHalf>]) -> Result<u64, String> {
     let mut agg: AHashMap<&str, u32> = AHashMap::with_capacity(4096);
@@ -191,14 +298,7 @@ async fn emit_chunk(chunk: &str, p: u32, frames: &mut [Vec<u8>], outs: &mut [Buf
         let dest = wire::partition(w, p) as usize;
         wire::push_entry(&mut frames[dest], w, c);
     }
-    for (f, out) in frames.iter().zip(outs.iter_mut()) {
-        if f.len() > 1 {
-            wire::write_frame(out, f).await.map_err(|e| format!("sending to a count task: {e}"))?;
-        }
-    }
-    for out in outs.iter_mut() {
-        out.flush().await.map_err(|e| format!("sending to a count task: {e}"))?;
-    }
+    send_frames(frames, outs).await?;
     Ok(words)
 }
 
