@@ -4,6 +4,8 @@
 //! 2. the engine (a jobmanager and one taskmanager with 2 slots, as real processes,
 //!    parallelism 2) with checkpoints off;
 //! 3. the same with checkpoints every 1 s;
+//! 4. the windowed word count (5 s tumbling event-time windows, 1 ms per line) with
+//!    checkpoints every 1 s, beside the running count of 3;
 //!
 //! and the idle resident memory of a taskmanager. Each measurement is repeated (`--reps`,
 //! alternating the configurations so a noisy neighbour hits all of them) and the median
@@ -51,6 +53,7 @@ pub struct BenchResult {
     pub baseline_words_per_s: f64,
     pub engine_words_per_s: f64,
     pub engine_checkpointed_words_per_s: f64,
+    pub engine_windowed_words_per_s: f64,
     pub checkpoint_overhead_pct: f64,
     pub engine_vs_baseline: f64,
     pub checkpoints_completed: u64,
@@ -78,7 +81,7 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
     }
 
     let reps = a.reps.max(1);
-    let (mut base, mut off, mut on) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut base, mut off, mut on, mut win) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut words, mut distinct, mut ckpts, mut rss) = (0, 0, 0, 0);
     for rep in 1..=reps {
         eprintln!("[{rep}/{reps}] baseline: single-threaded tokenize + hash-map count ...");
@@ -86,13 +89,16 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
         (words, distinct) = (w, d);
         base.push(w as f64 / secs);
         eprintln!("[{rep}/{reps}] engine, parallelism {}, checkpoints off ...", a.parallelism);
-        let (e1, _, _) = engine(&dir, a.parallelism, "0", false).await?;
+        let (e1, _, _) = engine(&dir, a.parallelism, "0", Job::Running, false).await?;
         off.push(w as f64 / e1);
         eprintln!("[{rep}/{reps}] engine, parallelism {}, checkpoints every 1s ...", a.parallelism);
-        let (e2, c, r) = engine(&dir, a.parallelism, "1s", rep == reps).await?;
+        let (e2, c, r) = engine(&dir, a.parallelism, "1s", Job::Running, rep == reps).await?;
         on.push(w as f64 / e2);
         ckpts = c;
         rss = rss.max(r);
+        eprintln!("[{rep}/{reps}] windowed engine, parallelism {}, 5s windows, checkpoints every 1s ...", a.parallelism);
+        let (e3, _, _) = engine(&dir, a.parallelism, "1s", Job::Windowed, false).await?;
+        win.push(w as f64 / e3);
     }
     let baseline_wps = median(base);
     let engine_wps = median(off);
@@ -103,6 +109,7 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
         baseline_words_per_s: baseline_wps,
         engine_words_per_s: engine_wps,
         engine_checkpointed_words_per_s: ckpt_wps,
+        engine_windowed_words_per_s: median(win),
         checkpoint_overhead_pct: (1.0 - ckpt_wps / engine_wps) * 100.0,
         engine_vs_baseline: ckpt_wps / baseline_wps,
         checkpoints_completed: ckpts,
@@ -116,6 +123,7 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
         println!("{:<44} {:>14.0}", "baseline (1 thread, hash map)", r.baseline_words_per_s);
         println!("{:<44} {:>14.0}", format!("engine p={} checkpoints off", a.parallelism), r.engine_words_per_s);
         println!("{:<44} {:>14.0}", format!("engine p={} checkpoints 1s ({} taken)", a.parallelism, r.checkpoints_completed), r.engine_checkpointed_words_per_s);
+        println!("{:<44} {:>14.0}", format!("engine p={} 5s windows, checkpoints 1s", a.parallelism), r.engine_windowed_words_per_s);
         println!("engine (checkpointed) / baseline: {:.2}x   (goal >= 0.5x)", r.engine_vs_baseline);
         println!("checkpoint overhead: {:.1} %   (goal < 5 %)", r.checkpoint_overhead_pct);
         println!("taskmanager idle RSS: {:.1} MB   (goal < 20 MB)", r.taskmanager_idle_rss_bytes as f64 / 1e6);
@@ -166,8 +174,16 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+/// Which word count the engine runs.
+#[derive(Clone, Copy)]
+enum Job {
+    Running,
+    /// 5 s tumbling event-time windows, 1 ms of event time per line.
+    Windowed,
+}
+
 /// Runs the job on real processes; returns (seconds RUNNING -> FINISHED, checkpoints, idle TM RSS).
-async fn engine(dir: &Path, p: u32, interval: &str, measure_rss: bool) -> anyhow::Result<(f64, u64, u64)> {
+async fn engine(dir: &Path, p: u32, interval: &str, kind: Job, measure_rss: bool) -> anyhow::Result<(f64, u64, u64)> {
     let _ = std::fs::remove_dir_all(dir.join("checkpoints"));
     let _ = std::fs::remove_dir_all(dir.join("output"));
     let job = dir.join("job.yaml");
@@ -175,7 +191,11 @@ async fn engine(dir: &Path, p: u32, interval: &str, measure_rss: bool) -> anyhow
         &job,
         format!(
             "parallelism: {p}\ncheckpoint_interval: {interval}\nwait_for_taskmanagers: 1\n\
-             input: {{ file: {{ path: input/words.txt }} }}\n"
+             input: {{ file: {{ path: input/words.txt }} }}\n{}",
+            match kind {
+                Job::Running => "",
+                Job::Windowed => "kind: window-wordcount\nwindow: 5s\n",
+            }
         ),
     )?;
     let exe = std::env::current_exe()?;

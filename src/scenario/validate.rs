@@ -174,17 +174,13 @@ fn window(kind: JobKind, raw: Option<super::raw::Dur>, cluster: &ClusterPlan, cx
         (JobKind::Wordcount, Some(_)) => {
             Err(cx.at_key(&keypath!["job", "window"], "`window` applies only to `kind: window-wordcount`: expected that kind, or no `window`"))
         }
-        (JobKind::WindowWordcount, Some(w)) if !whole_ms(w.0) => {
+        (JobKind::WindowWordcount, Some(w)) if !streamd_contract::window::is_whole_ms(w.0) => {
             Err(cx.at_value(&keypath!["job", "window"], "expected a positive whole number of milliseconds, like `5s` or `250ms`"))
         }
         (_, w) => Ok(w.map(|w| w.0)),
     }
 }
 
-/// Event times are whole milliseconds.
-fn whole_ms(d: Duration) -> bool {
-    !d.is_zero() && d.as_nanos() % 1_000_000 == 0
-}
 
 fn restart(r: RawRestart, cx: &Ctx<'_>) -> Result<RestartStrategy, ScenarioError> {
     let base = keypath!["job", "restart"].to_vec();
@@ -274,7 +270,7 @@ fn restart(r: RawRestart, cx: &Ctx<'_>) -> Result<RestartStrategy, ScenarioError
 fn input(raw: RawInput, seed: u64, cx: &Ctx<'_>) -> Result<(InputSpec, Option<PathBuf>), ScenarioError> {
     let rate = raw.rate.unwrap_or(0);
     let event_time_per_line = match raw.event_time_per_line {
-        Some(d) if !whole_ms(d.0) => {
+        Some(d) if !streamd_contract::window::is_whole_ms(d.0) => {
             return Err(cx.at_value(&keypath!["input", "event_time_per_line"], "expected a positive whole number of milliseconds, like `1ms`"))
         }
         Some(d) => d.0,

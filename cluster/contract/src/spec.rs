@@ -311,7 +311,7 @@ impl JobSpec {
     /// `window` belongs to `window-wordcount` and is a whole number of milliseconds, as is
     /// `input.event_time_per_line` (event times are milliseconds).
     fn validate_window(&self) -> Result<(), String> {
-        let whole_ms = |d: Duration| d.as_nanos() % 1_000_000 == 0 && !d.is_zero();
+        let whole_ms = crate::window::is_whole_ms;
         match (self.kind, self.window) {
             (JobKind::WindowWordcount, None) => return Err("window: expected a window width like `5s` for kind window-wordcount".into()),
             (JobKind::Wordcount, Some(_)) => return Err("window: only a window-wordcount job has windows (set kind: window-wordcount)".into()),

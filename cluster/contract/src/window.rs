@@ -45,6 +45,12 @@ impl WindowClock {
     }
 }
 
+/// Whether `d` can be a window width or a per-line event time: event times are whole
+/// milliseconds, and above zero.
+pub fn is_whole_ms(d: std::time::Duration) -> bool {
+    !d.is_zero() && d.as_nanos().is_multiple_of(1_000_000)
+}
+
 /// Event time of line `index` at `per_line_ms` per line (saturating: an absurd input
 /// cannot wrap around into the past).
 pub fn event_time(index: u64, per_line_ms: u64) -> u64 {
@@ -81,7 +87,15 @@ pub fn next_owned_line(subtask: u32, p: u32, consumed: u64) -> u64 {
 
 /// The committed record key of a window's count of `word`.
 pub fn key(start: u64, word: &str) -> String {
-    format!("{start}\t{word}")
+    let mut k = String::with_capacity(word.len() + 12);
+    push_key(&mut k, start, word);
+    k
+}
+
+/// Appends [`key`]`(start, word)` to `out` (no allocation on the engine's data path).
+pub fn push_key(out: &mut String, start: u64, word: &str) {
+    use std::fmt::Write;
+    let _ = write!(out, "{start}\t{word}");
 }
 
 /// Splits a window record key back into `(start, word)`; `None` for a plain word.
@@ -103,7 +117,7 @@ pub fn describe_key(key: &str, width_ms: Option<u64>) -> String {
 
 /// `15s`, `1.5s`, `250ms`: event times as people write them.
 pub fn fmt_ms(ms: u64) -> String {
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else if ms >= 1000 {
         format!("{}s", ms as f64 / 1000.0)

@@ -263,7 +263,7 @@ async fn emit_window_chunk(
     for ((start, w), c) in agg {
         let dest = wire::partition(w, p) as usize;
         key.clear();
-        key.push_str(&window::key(start, w));
+        window::push_key(&mut key, start, w);
         wire::push_entry(&mut frames[dest], &key, c);
     }
     send_frames(frames, outs).await?;
