@@ -241,3 +241,19 @@ async fn trailer_lookalikes_and_long_tokens_round_trip_through_the_engine() {
     assert!(counts.lines().any(|l| l == "#end\t6000"), "#end must be counted as a word");
     assert!(counts.lines().any(|l| l == format!("{long}\t2")), "the long token must come back whole");
 }
+
+/// The windowed job on local processes: a kill mid-stream, and every (window, word) count
+/// committed exactly once (the window oracle and the window cuts both hold).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_windowed_job_under_a_kill_commits_every_window_once() {
+    let y = scenario("engine-window-kill", "exactly-once", "  - { at: 2500ms, action: kill, target: taskmanager-2 }\n")
+        .replace("job: { parallelism: 4,", "job: { kind: window-wordcount, window: 2s, parallelism: 4,");
+    let r = run(&y).await;
+    assert_eq!(r.verdict, Outcome::Pass, "failed checks: {:?}", r.failed_checks());
+    for rule in ["final_counts", "monotonic", "consistent_cuts", "epochs_complete"] {
+        assert!(r.checks.get(rule).is_some_and(|c| c.ok), "{rule} must hold");
+    }
+    // 120000 lines at 1 ms: 60 windows of 2 s, each committed with its words.
+    assert!(r.checks["final_counts"].details.starts_with("60 windows,"), "{}", r.checks["final_counts"].details);
+    assert!(r.restarts >= 1, "the kill must have restarted the job");
+}
