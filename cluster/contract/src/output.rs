@@ -125,8 +125,12 @@ pub fn create_dir_all_durable(dir: &Path) -> io::Result<Vec<PathBuf>> {
     Ok(missing)
 }
 
+/// One transaction file as read: the records up to the first defect, and the defect
+/// (`Err`) if the file is not well formed.
+pub type ReadTransaction = (Vec<(String, u64)>, Result<(), String>);
+
 /// Reads and checks one transaction file.
-pub fn read_transaction(path: &Path) -> io::Result<(Vec<(String, u64)>, Result<(), String>)> {
+pub fn read_transaction(path: &Path) -> io::Result<ReadTransaction> {
     let r = BufReader::new(File::open(path)?);
     let mut records = Vec::new();
     let mut trailer = None;
