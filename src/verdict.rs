@@ -50,30 +50,41 @@ pub enum OracleInput {
     File(PathBuf),
 }
 
+impl OracleInput {
+    /// Calls `f` with every line of the input, in input order (the order the sources
+    /// index lines by).
+    pub fn for_each_line(&self, mut f: impl FnMut(&str)) -> io::Result<()> {
+        match self {
+            OracleInput::Generate(spec) => {
+                let g = Generator::new(spec);
+                let mut line = String::new();
+                for i in 0..g.lines() {
+                    line.clear();
+                    g.line_into(i, &mut line);
+                    f(&line);
+                }
+                Ok(())
+            }
+            OracleInput::File(path) => for_each_file_line(path, f),
+        }
+    }
+}
+
+/// Adds every token of `line` to `counts`.
+pub(crate) fn count_tokens(line: &str, counts: &mut HashMap<String, u64>) {
+    // Look up by &str first so each distinct word is allocated once, not once per token.
+    for_each_token(line, |t| match counts.get_mut(t) {
+        Some(c) => *c += 1,
+        None => {
+            counts.insert(t.to_string(), 1);
+        }
+    })
+}
+
 /// Counts every token of the input: the expected final count of every word.
 pub fn oracle(input: &OracleInput) -> io::Result<HashMap<String, u64>> {
     let mut counts: HashMap<String, u64> = HashMap::new();
-    // Look up by &str first so each distinct word is allocated once, not once per token.
-    let mut add = |line: &str| {
-        for_each_token(line, |t| match counts.get_mut(t) {
-            Some(c) => *c += 1,
-            None => {
-                counts.insert(t.to_string(), 1);
-            }
-        })
-    };
-    match input {
-        OracleInput::Generate(spec) => {
-            let g = Generator::new(spec);
-            let mut line = String::new();
-            for i in 0..g.lines() {
-                line.clear();
-                g.line_into(i, &mut line);
-                add(&line);
-            }
-        }
-        OracleInput::File(path) => for_each_file_line(path, add)?,
-    }
+    input.for_each_line(|line| count_tokens(line, &mut counts))?;
     Ok(counts)
 }
 

@@ -19,9 +19,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io;
 use std::path::{Path, PathBuf};
 use streamd_contract::cuts::Cut;
-use streamd_contract::input::{for_each_file_line, Generator};
 use streamd_contract::output::{parse_in_progress_name, parse_name, Transaction};
-use streamd_contract::tokenizer::for_each_token;
 
 /// Every committed epoch, cut by cut, equals the oracle over the input before the cut.
 pub const CONSISTENT_CUTS: &str = "consistent_cuts";
@@ -118,33 +116,15 @@ pub fn consistent_cuts(ev: &EpochEvidence, transactions: &[Transaction]) -> (boo
     // Pass 1: every line's tokens into the bucket of the first cut that covers it.
     let mut buckets: Vec<HashMap<String, u64>> = vec![HashMap::new(); cuts.len()];
     let mut index = 0u64;
-    let mut add = |line: &str| {
+    let add = |line: &str| {
         let (s, k) = ((index % p as u64) as usize, index / p as u64);
         index += 1;
         let c = cuts.partition_point(|c| c.positions[s] <= k);
         if let Some(b) = buckets.get_mut(c) {
-            for_each_token(line, |t| match b.get_mut(t) {
-                Some(n) => *n += 1,
-                None => {
-                    b.insert(t.to_string(), 1);
-                }
-            });
+            super::count_tokens(line, b);
         }
     };
-    let read = match &ev.input {
-        OracleInput::Generate(spec) => {
-            let g = Generator::new(spec);
-            let mut line = String::new();
-            for i in 0..g.lines() {
-                line.clear();
-                g.line_into(i, &mut line);
-                add(&line);
-            }
-            Ok(())
-        }
-        OracleInput::File(path) => for_each_file_line(path, add),
-    };
-    if let Err(e) = read {
+    if let Err(e) = ev.input.for_each_line(add) {
         return (false, format!("cannot read the input: {e}"));
     }
     let last = cuts.last().map(|c| c.positions.iter().sum::<u64>()).unwrap_or(0);
