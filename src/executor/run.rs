@@ -112,7 +112,8 @@ pub async fn run_plan<R: Runtime>(
     };
     // Network faults act through sidecars in the nodes' namespaces (docker only).
     let nf = net.map(|n| n.for_cluster(&prepared.cluster_id, &prepared.run_dir));
-    let driven = drive(&*rt, plan, &prepared, &mut rep, progress, t_up, nf.as_ref(), flink.as_ref()).await;
+    let env = Env { rt: &*rt, nf: nf.as_ref(), plan, progress, flink: flink.as_ref() };
+    let driven = drive(&env, &prepared, &mut rep, t_up).await;
     if let Some(nf) = &nf {
         // Whatever drive left (an error path), take every rule back before teardown.
         if let Err(e) = nf.heal().await {
@@ -141,26 +142,16 @@ pub async fn run_plan<R: Runtime>(
     Ok(rep)
 }
 
-/// Starts the job and the timeline on a started cluster; fills the report's run facts.
-#[allow(clippy::too_many_arguments)]
-async fn drive<R: Runtime>(
-    rt: &R,
-    plan: &Plan,
-    prepared: &Prepared,
-    rep: &mut RunReport,
-    progress: &report::terminal::Progress,
-    t_up: Instant,
-    nf: Option<&crate::netfault::NetFaults>,
-    flink: Option<&crate::flink::plan::Started>,
-) -> Result<Driven, ChaosError> {
-    let mut job = connect(rt, plan, prepared).await?;
+/// Starts the job and the timeline on a started cluster (`t_up`: when it started); fills
+/// the report's run facts.
+async fn drive<R: Runtime>(env: &Env<'_, R>, prepared: &Prepared, rep: &mut RunReport, t_up: Instant) -> Result<Driven, ChaosError> {
+    let mut job = connect(env.rt, env.plan, prepared).await?;
     rep.cluster_start_ms = Some(t_up.elapsed().as_millis() as u64);
-    progress.set_phase(&format!("{}: waiting for the job", plan.name));
-    let env = Env { rt, nf, plan, progress, flink };
+    env.progress.set_phase(&format!("{}: waiting for the job", env.plan.name));
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
-    super::drive::drive(&env, &mut job, ctrl_c, rep).await
+    super::drive::drive(env, &mut job, ctrl_c, rep).await
 }
 
 /// The job's view, once the cluster is ready (its taskmanagers registered).
