@@ -3,10 +3,12 @@
 //!
 //! - [`Engine`]: `streamd` (ours, the default, built from this workspace) or `flink`
 //!   (Apache Flink 2.3.0, [`crate::flink`]), chosen by `cluster.engine` or `--engine`.
-//! - [`JobView`]: the job's state, history, failures and checkpoints as streamd's REST
-//!   answers them. streamd's answers are used as they are; Flink's REST API is mapped onto
-//!   them by [`crate::flink::watch`]. The run loop, the recovery timings and the reports
-//!   are therefore one piece of code for both.
+//! - [`JobSource`]: what the run loop asks of a running job: its state, history,
+//!   failures and checkpoints as streamd's REST answers them, and its committed output.
+//!   [`JobView`] answers it for both engines: streamd's answers are used as they are;
+//!   Flink's REST API is mapped onto them by [`crate::flink::watch`]. The run loop, the
+//!   recovery timings and the reports are therefore one piece of code for both (and the
+//!   loop's tests answer it with a script).
 //! - [`committed_units`]: how much output is committed (recovery means it grows).
 //!
 //! Starting a cluster and judging its output differ more: see `executor::run`, which
@@ -79,79 +81,125 @@ pub fn committed_units(engine: Engine, dir: &Path) -> std::io::Result<u64> {
     }
 }
 
-/// The executor's view of the running job.
-pub enum JobView {
+/// What the run loop asks of the running job, whatever answers: [`JobView`] (the
+/// engine's REST and its output directory) in a run, a scripted job in the loop's tests.
+#[allow(async_fn_in_trait)]
+pub trait JobSource {
+    /// The job now.
+    async fn job(&mut self) -> Result<JobDetails, ClientError>;
+
+    /// Its completed checkpoints.
+    async fn checkpoints(&self) -> Result<CheckpointsInfo, ClientError>;
+
+    /// Whether every task has its slot (so nodes that join now are spares).
+    fn tasks_placed(&self) -> bool;
+
+    /// How much output is committed so far (see [`committed_units`]): recovery means it
+    /// grows.
+    fn committed(&self) -> std::io::Result<u64>;
+
+    /// With HA, a periodic look at who leads (see [`JobView`]'s).
+    async fn track_leader<R: Runtime>(&mut self, rt: &R);
+
+    /// With HA, switches to the jobmanager that leads now (the one asked may be dead or
+    /// frozen). Keeps the current one when no leader is known.
+    async fn follow_leader<R: Runtime>(&mut self, rt: &R);
+}
+
+/// The executor's view of the running job: its REST API and its committed output.
+pub struct JobView {
+    rest: Rest,
+    /// The job's output directory on the host (the run directory is every node's /data).
+    output_dir: PathBuf,
+}
+
+enum Rest {
     Streamd { client: StreamdClient, job_id: String },
     Flink(FlinkWatch),
 }
 
 impl JobView {
+    /// A streamd job, `job_id` on the jobmanager `client` talks to.
+    pub fn streamd(client: StreamdClient, job_id: String, output_dir: PathBuf) -> JobView {
+        JobView { rest: Rest::Streamd { client, job_id }, output_dir }
+    }
+
+    /// A Flink job, through streamd's answers (see [`crate::flink::watch`]).
+    pub fn flink(watch: FlinkWatch, output_dir: PathBuf) -> JobView {
+        JobView { rest: Rest::Flink(watch), output_dir }
+    }
+
     /// Waits until `taskmanagers` taskmanagers have registered with the jobmanager.
     pub async fn wait_ready(&self, taskmanagers: usize, timeout: Duration) -> Result<(), String> {
-        match self {
-            JobView::Streamd { client, .. } => client.wait_ready(taskmanagers, timeout).await.map(|_| ()).map_err(|e| e.to_string()),
-            JobView::Flink(w) => w.wait_ready(taskmanagers, timeout).await,
+        match &self.rest {
+            Rest::Streamd { client, .. } => client.wait_ready(taskmanagers, timeout).await.map(|_| ()).map_err(|e| e.to_string()),
+            Rest::Flink(w) => w.wait_ready(taskmanagers, timeout).await,
+        }
+    }
+}
+
+impl JobSource for JobView {
+    async fn job(&mut self) -> Result<JobDetails, ClientError> {
+        match &mut self.rest {
+            Rest::Streamd { client, job_id } => client.job(job_id).await,
+            Rest::Flink(w) => w.job().await,
         }
     }
 
-    /// The job now.
-    pub async fn job(&mut self) -> Result<JobDetails, ClientError> {
-        match self {
-            JobView::Streamd { client, job_id } => client.job(job_id).await,
-            JobView::Flink(w) => w.job().await,
+    async fn checkpoints(&self) -> Result<CheckpointsInfo, ClientError> {
+        match &self.rest {
+            Rest::Streamd { client, job_id } => client.checkpoints(job_id).await,
+            Rest::Flink(w) => w.checkpoints().await,
         }
     }
 
-    /// Whether every task has its slot (so nodes that join now are spares). streamd
-    /// deploys only once every taskmanager registered: always true there.
-    pub fn tasks_placed(&self) -> bool {
-        match self {
-            JobView::Streamd { .. } => true,
-            JobView::Flink(w) => w.placed(),
+    /// streamd deploys only once every taskmanager registered: always true there.
+    fn tasks_placed(&self) -> bool {
+        match &self.rest {
+            Rest::Streamd { .. } => true,
+            Rest::Flink(w) => w.placed(),
         }
     }
 
-    /// Its completed checkpoints.
-    pub async fn checkpoints(&self) -> Result<CheckpointsInfo, ClientError> {
-        match self {
-            JobView::Streamd { client, job_id } => client.checkpoints(job_id).await,
-            JobView::Flink(w) => w.checkpoints().await,
-        }
+    fn committed(&self) -> std::io::Result<u64> {
+        let engine = match self.rest {
+            Rest::Streamd { .. } => Engine::Streamd,
+            Rest::Flink(_) => Engine::Flink,
+        };
+        committed_units(engine, &self.output_dir)
     }
 
-    /// With HA on Flink: looks up the leader (published in ZooKeeper), records a change
-    /// of leader as the deposed jobmanager's failure, and talks to the new leader. streamd
-    /// reports failovers in its own history: nothing to do.
-    pub async fn track_leader<R: Runtime>(&mut self, rt: &R) {
-        if let JobView::Flink(w) = self {
-            if let Ok(node) = crate::nodes::leader(rt).await {
-                if w.note_leader(node.clone(), streamd_contract::api::now_ms()) {
-                    if let Ok(rest) = rt.rest_url(&node).await.map_err(|e| e.to_string()).and_then(|u| crate::flink::rest::FlinkRest::new(u).map_err(|e| e.to_string())) {
-                        w.set_rest(rest);
-                    }
-                }
+    /// On Flink: looks up the leader (published in ZooKeeper), records a change of leader
+    /// as the deposed jobmanager's failure, and talks to the new leader. streamd reports
+    /// failovers in its own history: nothing to do.
+    async fn track_leader<R: Runtime>(&mut self, rt: &R) {
+        let Rest::Flink(w) = &mut self.rest else { return };
+        let Ok(node) = crate::nodes::leader(rt).await else { return };
+        if w.note_leader(node.clone(), streamd_contract::api::now_ms()) {
+            if let Some(rest) = flink_rest(rt, &node).await {
+                w.set_rest(rest);
             }
         }
     }
 
-    /// With HA, switches to the jobmanager that leads now (the one asked may be dead or
-    /// frozen). Keeps the current one when no leader is known.
-    pub async fn follow_leader<R: Runtime>(&mut self, rt: &R) {
-        match self {
-            JobView::Streamd { client, .. } => {
+    async fn follow_leader<R: Runtime>(&mut self, rt: &R) {
+        match &mut self.rest {
+            Rest::Streamd { client, .. } => {
                 if let Some(c) = crate::nodes::leader_client(rt).await {
                     *client = c;
                 }
             }
-            JobView::Flink(w) => {
-                if let Ok(node) = crate::nodes::leader(rt).await {
-                    if let Ok(url) = rt.rest_url(&node).await {
-                        if let Ok(rest) = crate::flink::rest::FlinkRest::new(url) {
-                            w.set_rest(rest);
-                        }
-                    }
+            Rest::Flink(w) => {
+                let Ok(node) = crate::nodes::leader(rt).await else { return };
+                if let Some(rest) = flink_rest(rt, &node).await {
+                    w.set_rest(rest);
                 }
             }
         }
     }
+}
+
+/// A REST client for the Flink jobmanager `node`, if its address is known.
+async fn flink_rest<R: Runtime>(rt: &R, node: &str) -> Option<crate::flink::rest::FlinkRest> {
+    crate::flink::rest::FlinkRest::new(rt.rest_url(node).await.ok()?).ok()
 }

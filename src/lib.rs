@@ -5,8 +5,9 @@
 //!   line, column), seeded target picks, `chaos lint`'s timeline.
 //! - [`runtime`]: where nodes live: `docker` (bollard) and `process`, behind one trait.
 //! - [`images`]: offline image builds (`FROM scratch` around static binaries).
-//! - [`executor`]: one scenario run from start to verdict, `chaos up`, `chaos verify`;
-//!   per-fault recovery timings.
+//! - [`executor`]: one scenario run from start to verdict, `chaos up`, `chaos verify`:
+//!   the run loop's decisions in pure code (schedule, observations, the faults' findings
+//!   and recovery timings), carried out by an async shell (`executor::drive`).
 //! - [`fault`]: every fault action applied, undone, held and measured, for the run loop
 //!   and the interactive commands alike.
 //! - [`live`]: the live cluster of `chaos up`: find it, resolve node names, feed its

@@ -75,31 +75,36 @@ impl OracleInput {
     }
 }
 
-/// Adds one to `word`'s count, allocating the word only the first time it is seen.
-fn count_token(counts: &mut HashMap<String, u64>, t: &str) {
-    match counts.get_mut(t) {
+/// Adds every token of `line` to `counts`.
+pub(crate) fn count_tokens(line: &str, counts: &mut HashMap<String, u64>) {
+    // Look up by &str first so each distinct word is allocated once, not once per token.
+    for_each_token(line, |t| match counts.get_mut(t) {
         Some(c) => *c += 1,
         None => {
             counts.insert(t.to_string(), 1);
         }
-    }
+    })
 }
 
 /// Counts every token of the input: the expected final count of every word.
 pub fn oracle(input: &OracleInput) -> io::Result<HashMap<String, u64>> {
     let mut counts: HashMap<String, u64> = HashMap::new();
-    input.for_each_line(|line| for_each_token(line, |t| count_token(&mut counts, t)))?;
+    input.for_each_line(|line| count_tokens(line, &mut counts))?;
     Ok(counts)
 }
 
 /// The expected count of every word in every event-time window, by window start: line
 /// `i` is at `i × per_line_ms` (see `streamd_contract::window`).
-pub fn window_counts(input: &OracleInput, clock: WindowClock) -> io::Result<(BTreeMap<u64, HashMap<String, u64>>, u64)> {
-    let mut windows: BTreeMap<u64, HashMap<String, u64>> = BTreeMap::new();
+/// Word counts per window start.
+pub type WindowCounts = BTreeMap<u64, HashMap<String, u64>>;
+
+/// [`WindowCounts`] of the input, and its number of lines.
+pub fn window_counts(input: &OracleInput, clock: WindowClock) -> io::Result<(WindowCounts, u64)> {
+    let mut windows = WindowCounts::new();
     let mut index = 0u64;
     let lines = input.for_each_line(|line| {
         let w = windows.entry(clock.window_of_line(index)).or_default();
-        for_each_token(line, |t| count_token(w, t));
+        count_tokens(line, w);
         index += 1;
     })?;
     windows.retain(|_, w| !w.is_empty());
@@ -980,7 +985,8 @@ mod tests {
         let o = window_oracle(&OracleInput::File(input), clock).unwrap();
         let k = |start, w| window::key(start, w);
         assert_eq!(o, oracle_of_pairs(&[(&k(0, "a"), 1), (&k(0, "b"), 2), (&k(2, "a"), 2), (&k(2, "c"), 1)]));
-        let write = |recs: &[(u32, u64, &[(String, u64)])]| {
+        type Commit<'a> = (u32, u64, &'a [(String, u64)]);
+        let write = |recs: &[Commit]| {
             let dir = tempfile::tempdir().unwrap();
             for (s, e, r) in recs {
                 let sub = dir.path().join(s.to_string());

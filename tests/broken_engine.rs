@@ -10,9 +10,9 @@ use chaos::runtime::RuntimeKind;
 use chaos::report::{Outcome, RunReport};
 use chaos::runtime::process::ProcessRuntime;
 use std::path::Path;
-use std::sync::Mutex;
+use tokio::sync::Mutex;
 
-static ENV: Mutex<()> = Mutex::new(());
+static ENV: Mutex<()> = Mutex::const_new(());
 
 /// Runs a fault-free scenario on an engine broken by `sabotage`.
 async fn run_broken(name: &str, sabotage: &str) -> RunReport {
@@ -44,7 +44,7 @@ fn ok(r: &RunReport, rule: &str) -> bool {
 /// consistent-cut check sees the committed state at checkpoint 3 disagree with the input.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sink_that_drops_an_intermediate_epoch_fails_consistent_cuts_only() {
-    let _g = ENV.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = ENV.lock().await;
     let r = run_broken("broken-drop-epoch", "drop-epoch:1:3").await;
     assert_eq!(r.final_state.as_deref(), Some("FINISHED"));
     assert_eq!(r.verdict, Outcome::Fail, "a lost epoch must fail the run");
@@ -59,7 +59,7 @@ async fn a_sink_that_drops_an_intermediate_epoch_fails_consistent_cuts_only() {
 /// go on. One subtask then lacks an epoch the others committed.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sink_that_skips_an_epoch_fails_epochs_complete_and_consistent_cuts() {
-    let _g = ENV.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = ENV.lock().await;
     let r = run_broken("broken-skip-commit", "skip-commit:2:3").await;
     assert_eq!(r.final_state.as_deref(), Some("FINISHED"));
     assert_eq!(r.verdict, Outcome::Fail);

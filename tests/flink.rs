@@ -199,7 +199,7 @@ async fn drive(
             .map_err(e)?;
     let mut r = Run { words, ..Run::default() };
     r.start_to_running_secs = t_running.duration_since(t_up).as_secs_f64();
-    eprintln!("[{tag}] job {} RUNNING {:.1}s after the containers were created", job.jid, r.start_to_running_secs);
+    eprintln!("[{tag}] job {} RUNNING {:.1}s after the containers were created", job.head.jid, r.start_to_running_secs);
     let id = &cluster.def().id;
     while rest.taskmanagers().await.map_or(0, |t| t.len()) < 3 {
         if t_spare.elapsed() > Duration::from_secs(60) {
@@ -229,7 +229,7 @@ async fn drive(
             true => "taskmanager-2".into(),
             false => sorted.first().ok_or("no busy taskmanager")?.to_string(),
         };
-        let before = rest.checkpoints(&job.jid).await.map_err(|e| e.to_string())?;
+        let before = rest.checkpoints(&job.head.jid).await.map_err(|e| e.to_string())?;
         let t_kill = Instant::now();
         cluster.runtime().kill(&r.victim, chaos::signal::Signal::KILL).await.map_err(|e| e.to_string())?;
         eprintln!("[{tag}] SIGKILL {} (busy: {busy:?}) after {} completed checkpoints", r.victim, before.counts.completed);
@@ -257,11 +257,11 @@ async fn drive(
             .await
             .map_err(e)?;
     r.running_to_finished_secs = t_done.duration_since(t_running).as_secs_f64();
-    let details = rest.job_details(&done.jid).await.map_err(|e| e.to_string())?;
-    r.restored = rest.checkpoints(&done.jid).await.map_err(|e| e.to_string())?.counts.restored;
+    let details = rest.job_details(&done.head.jid).await.map_err(|e| e.to_string())?;
+    r.restored = rest.checkpoints(&done.head.jid).await.map_err(|e| e.to_string())?.counts.restored;
     let ran = match (details.timestamps.get("RUNNING"), details.timestamps.get("FINISHED")) {
         (Some(a), Some(b)) => (b - a) as f64 / 1000.0,
-        _ => done.duration as f64 / 1000.0,
+        _ => done.head.duration as f64 / 1000.0,
     };
     eprintln!(
         "[{tag}] FINISHED: {:.1}s RUNNING->FINISHED by Flink's timestamps ({:.0} words/s), {} restore(s)",
@@ -324,7 +324,7 @@ async fn throughput_unthrottled() {
 /// (HTTP status and the start of the body, timeout, refused).
 async fn rest_outcome(rest: &FlinkRest) -> String {
     match rest.job().await {
-        Ok(Some(job)) => format!("{:?} ({:?})", job.state, job.streamd_state()),
+        Ok(Some(job)) => format!("{:?} ({:?})", job.head.state, job.streamd_state()),
         Ok(None) => "no job".into(),
         Err(RestError::Status { status, body, .. }) => {
             // A 500's body is Flink's stack trace: its first line names the cause.
@@ -422,8 +422,8 @@ async fn drive_ha(docker: &Docker, cluster: &FlinkCluster, input: &Path, tag: &s
         wait_job(&leader_rest, Duration::from_secs(120), "the job RUNNING", |j| j.streamd_state() == JobState::Running)
             .await
             .map_err(e)?;
-    let mut r = HaRun { first_leader: first.node.clone(), job_id_fixed: job.jid == ha.job_id, ..HaRun::default() };
-    eprintln!("[{tag}] job {} RUNNING (configured id {}); standby {standby}'s REST: {}", job.jid, ha.job_id, rest_outcome(&standby_rest).await);
+    let mut r = HaRun { first_leader: first.node.clone(), job_id_fixed: job.head.jid == ha.job_id, ..HaRun::default() };
+    eprintln!("[{tag}] job {} RUNNING (configured id {}); standby {standby}'s REST: {}", job.head.jid, ha.job_id, rest_outcome(&standby_rest).await);
 
     // Pauses shorter than the ZooKeeper session: who answers job queries meanwhile. A
     // probe only (the kill below is the test): a pause the daemon refuses is reported and
@@ -451,7 +451,7 @@ async fn drive_ha(docker: &Docker, cluster: &FlinkCluster, input: &Path, tag: &s
     // scratch instead of the last checkpoint would commit updates twice.
     tokio::time::sleep((t_running + Duration::from_secs(6)).saturating_duration_since(Instant::now())).await;
     let before = loop {
-        let c = leader_rest.checkpoints(&job.jid).await.map_err(|e| e.to_string())?;
+        let c = leader_rest.checkpoints(&job.head.jid).await.map_err(|e| e.to_string())?;
         if c.counts.completed >= 2 {
             break c;
         }
@@ -526,7 +526,7 @@ async fn drive_ha(docker: &Docker, cluster: &FlinkCluster, input: &Path, tag: &s
     let (done, _) = wait_job(&standby_rest, Duration::from_secs(600), "FINISHED", |j| j.streamd_state() == JobState::Finished)
         .await
         .map_err(e)?;
-    r.restored = standby_rest.checkpoints(&done.jid).await.map_err(|e| e.to_string())?.counts.restored;
+    r.restored = standby_rest.checkpoints(&done.head.jid).await.map_err(|e| e.to_string())?.counts.restored;
     let zk_rss = rss_mib(docker, &format!("{id}-{ZOOKEEPER}")).await.unwrap_or(-1.0);
     let oracle = oracle(&OracleInput::File(input.to_path_buf())).map_err(|e| e.to_string())?;
     let committed = read_committed(&cluster.output_dir()).map_err(e)?;

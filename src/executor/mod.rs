@@ -3,10 +3,18 @@
 //! hands the facts to the verdict and the reports.
 //!
 //! - [`run`](mod@run): one scenario, start to verdict.
+//! - [`drive`]: the run loop's shell: samples the job, carries out the schedule's
+//!   decisions (apply, check network rules, undo, end), undoes what is left.
 //! - [`schedule`]: the run loop's decisions (which fault fires, is undone, when the run
-//!   ends), apart from any I/O (pure).
+//!   ends, Ctrl-C), apart from any I/O (pure).
+//! - [`observe`]: what the loop saw of the job: samples, news for the progress line (pure).
+//! - [`findings`]: the faults judged after the loop: report rows, recovery failures,
+//!   `fault_effective` (pure).
 //! - [`recovery`]: per-fault timings from the jobmanager's history (pure).
 
+pub mod drive;
+pub mod findings;
+pub mod observe;
 pub mod recovery;
 pub mod schedule;
 #[path = "run.rs"]
@@ -18,6 +26,7 @@ use crate::report::{self, RunReport};
 use crate::runtime::docker::DockerRuntime;
 use crate::runtime::process::ProcessRuntime;
 use crate::runtime::RuntimeKind;
+use crate::scenario::Plan;
 use std::path::PathBuf;
 
 /// Report formats beyond the terminal summary and the always-written report.json.
@@ -68,55 +77,19 @@ pub async fn run(opts: RunOptions) -> Result<u8, ChaosError> {
     };
     crate::host::preflight(&plans, opts.runtime, docker.as_ref()).await?;
     let progress = report::terminal::Progress::new();
-    let mut reports: Vec<RunReport> = Vec::new();
-    match opts.runtime {
+    let reports = match opts.runtime {
         RuntimeKind::Process => {
             let bin = streamd_binary().await?;
+            let mut reports = Vec::new();
             for plan in &plans {
                 let mut rt = ProcessRuntime::new(bin.clone());
                 reports.push(run_one::run_plan(&mut rt, plan, &opts, &progress, None, None).await?);
                 print_summary(reports.last());
             }
+            reports
         }
-        RuntimeKind::Docker => {
-            let docker = crate::runtime::docker::connect_docker().await?;
-            let on = |e: Engine| plans.iter().any(|p| p.cluster.engine == e);
-            let image = match on(Engine::Streamd) {
-                true => {
-                    let bin = streamd_binary().await?;
-                    progress.set_phase("building the streamd image");
-                    Some(crate::images::ensure_streamd_image(&docker, &bin).await?)
-                }
-                false => None,
-            };
-            let flink_image = match on(Engine::Flink) {
-                true => {
-                    progress.set_phase("building the Flink image (the first time, Flink is downloaded from PyPI)");
-                    Some(crate::flink::image::ensure_flink_image(&docker, &crate::flink::cache_dir()).await?)
-                }
-                false => None,
-            };
-            // Rules a crashed earlier run left behind are undone first.
-            if let Err(e) = crate::netfault::undo_all_runs(&docker, &crate::current::runs_dir()).await {
-                tracing::warn!("undoing earlier runs' network rules: {e}");
-            }
-            let needs_net = plans.iter().any(|p| p.faults.iter().any(|f| crate::host::is_network_fault(&f.action)));
-            let net = if needs_net {
-                progress.set_phase("building the network-fault sidecar image");
-                Some(crate::fault::net::NetContext::new(docker.clone()).await?)
-            } else {
-                None
-            };
-            for plan in &plans {
-                let mut rt = DockerRuntime::with_docker(docker.clone(), None);
-                if let Some(image) = &image {
-                    rt = rt.with_image(image.clone());
-                }
-                reports.push(run_one::run_plan(&mut rt, plan, &opts, &progress, net.as_ref(), flink_image.as_deref()).await?);
-                print_summary(reports.last());
-            }
-        }
-    }
+        RuntimeKind::Docker => run_on_docker(&plans, &opts, &progress).await?,
+    };
     progress.finish();
     if opts.engines.len() > 1 {
         println!("{}", report::terminal::comparison(&reports));
@@ -131,6 +104,49 @@ pub async fn run(opts: RunOptions) -> Result<u8, ChaosError> {
     }
     let failed = reports.iter().filter(|r| r.verdict == report::Outcome::Fail).count();
     Ok(if failed > 0 { exit::FAIL } else { exit::PASS })
+}
+
+/// The plans on docker: the images they need are built once (streamd's, Flink's, the
+/// network-fault sidecar), then each plan runs on a cluster of its own.
+async fn run_on_docker(plans: &[Plan], opts: &RunOptions, progress: &report::terminal::Progress) -> Result<Vec<RunReport>, ChaosError> {
+    let mut reports = Vec::new();
+    let docker = crate::runtime::docker::connect_docker().await?;
+    let on = |e: Engine| plans.iter().any(|p| p.cluster.engine == e);
+    let image = match on(Engine::Streamd) {
+        true => {
+            let bin = streamd_binary().await?;
+            progress.set_phase("building the streamd image");
+            Some(crate::images::ensure_streamd_image(&docker, &bin).await?)
+        }
+        false => None,
+    };
+    let flink_image = match on(Engine::Flink) {
+        true => {
+            progress.set_phase("building the Flink image (the first time, Flink is downloaded from PyPI)");
+            Some(crate::flink::image::ensure_flink_image(&docker, &crate::flink::cache_dir()).await?)
+        }
+        false => None,
+    };
+    // Rules a crashed earlier run left behind are undone first.
+    if let Err(e) = crate::netfault::undo_all_runs(&docker, &crate::current::runs_dir()).await {
+        tracing::warn!("undoing earlier runs' network rules: {e}");
+    }
+    let needs_net = plans.iter().any(|p| p.faults.iter().any(|f| crate::host::is_network_fault(&f.action)));
+    let net = if needs_net {
+        progress.set_phase("building the network-fault sidecar image");
+        Some(crate::fault::net::NetContext::new(docker.clone()).await?)
+    } else {
+        None
+    };
+    for plan in plans {
+        let mut rt = DockerRuntime::with_docker(docker.clone(), None);
+        if let Some(image) = &image {
+            rt = rt.with_image(image.clone());
+        }
+        reports.push(run_one::run_plan(&mut rt, plan, opts, progress, net.as_ref(), flink_image.as_deref()).await?);
+        print_summary(reports.last());
+    }
+    Ok(reports)
 }
 
 fn print_summary(r: Option<&RunReport>) {

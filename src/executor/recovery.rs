@@ -237,7 +237,7 @@ mod tests {
             cause: "jobmanager failover: jobmanager-2 took over from jobmanager-1".into(),
         };
         let (jm1, jm2) = (nodes(&["jobmanager-1"]), nodes(&["jobmanager-2"]));
-        let r = recovery(&Applied { applied_ms: 100, nodes: &jm1, ..Applied::default() }, &history, &[failover.clone()], &[]);
+        let r = recovery(&Applied { applied_ms: 100, nodes: &jm1, ..Applied::default() }, &history, std::slice::from_ref(&failover), &[]);
         assert_eq!((r.detected_ms, r.running_ms), (Some(2100), Some(2600)));
         let r = recovery(&Applied { applied_ms: 100, nodes: &jm2, ..Applied::default() }, &history, &[failover], &[]);
         assert_eq!(r.detected_ms, None, "the new leader is named too, but it is not the one that failed");

@@ -1,24 +1,21 @@
 //! One scenario run: prepare the run directory, start the cluster, wait for readiness,
-//! drive the fault timeline while sampling REST, wait for the end, undo what is still
-//! applied, judge, report, tear down.
+//! drive the fault timeline ([`super::drive`]), tear down, judge the output, report.
 //!
-//! The loop turns every input (a REST sample, a due fault, a due undo, Ctrl-C) into one
-//! decision per tick; timings are read back from the jobmanager's own history afterwards
-//! (see [`super::recovery`]).
+//! The engines differ at two points only, both here: how the cluster starts (streamd's
+//! nodes through the runtime, Flink's through its own cluster code) and what the
+//! committed output can show (the verdict's checks).
 
-use super::recovery::{recovery, Applied, JobAtFault, Sample};
-use super::schedule::{Decision, End, Observed, Schedule};
+use super::drive::{Driven, Env};
 use super::{ChaosError, RunOptions};
 use crate::client::StreamdClient;
 use crate::engine::{Engine, JobView};
 use crate::flink::watch::FlinkWatch;
-use crate::report::{self, EventKind, FaultReport, Outcome, RunReport, TimelineEvent};
+use crate::report::{self, Outcome, RunReport};
 use crate::runtime::Runtime;
-use crate::scenario::{Action, OutputExpectation, Plan, PlannedFault};
+use crate::scenario::{OutputExpectation, Plan};
 use crate::verdict::{self, Expectation, OracleInput};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
-use streamd_contract::api::{now_ms, JobDetails, JobState};
+use streamd_contract::api::now_ms;
 use tokio::time::Instant;
 
 /// Everything prepared before a cluster starts.
@@ -63,22 +60,6 @@ pub fn prepare(plan: &Plan) -> Result<Prepared, ChaosError> {
 
 fn sanitize(s: &str) -> String {
     s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' }).collect()
-}
-
-/// A fault of the plan as the run goes: fired or not, undone or not, what it did.
-struct FaultState {
-    planned: PlannedFault,
-    targets: Vec<String>,
-    applied_ms: Option<u64>,
-    inject_latency_ms: Option<u64>,
-    undone_ms: Option<u64>,
-    records_before: u64,
-    error: Option<String>,
-    undo: Option<crate::fault::Undo>,
-    /// Network faults: the effect, measured while the fault holds (RTT and loss probes).
-    measure: Option<tokio::task::JoinHandle<Option<serde_json::Value>>>,
-    /// Network faults: their journal ids (to match reconcile outcomes).
-    undo_ids: Option<Vec<String>>,
 }
 
 /// Runs one plan on `rt`. Never leaves the cluster behind unless `opts.keep`.
@@ -131,7 +112,8 @@ pub async fn run_plan<R: Runtime>(
     };
     // Network faults act through sidecars in the nodes' namespaces (docker only).
     let nf = net.map(|n| n.for_cluster(&prepared.cluster_id, &prepared.run_dir));
-    let driven = drive(rt, plan, &prepared, &mut rep, progress, t_up, nf.as_ref(), flink.as_ref()).await;
+    let env = Env { rt: &*rt, nf: nf.as_ref(), plan, progress, flink: flink.as_ref() };
+    let driven = drive(&env, &prepared, &mut rep, t_up).await;
     if let Some(nf) = &nf {
         // Whatever drive left (an error path), take every rule back before teardown.
         if let Err(e) = nf.heal().await {
@@ -160,375 +142,41 @@ pub async fn run_plan<R: Runtime>(
     Ok(rep)
 }
 
-/// Starts the job and the timeline; fills the report's run facts.
-#[allow(clippy::too_many_arguments)]
-async fn drive<R: Runtime>(
-    rt: &mut R,
-    plan: &Plan,
-    prepared: &Prepared,
-    rep: &mut RunReport,
-    progress: &report::terminal::Progress,
-    t_up: Instant,
-    nf: Option<&crate::netfault::NetFaults>,
-    flink: Option<&crate::flink::plan::Started>,
-) -> Result<Driven, ChaosError> {
-    let injector = crate::fault::Injector::new(&*rt, nf);
+/// Starts the job and the timeline on a started cluster (`t_up`: when it started); fills
+/// the report's run facts.
+async fn drive<R: Runtime>(env: &Env<'_, R>, prepared: &Prepared, rep: &mut RunReport, t_up: Instant) -> Result<Driven, ChaosError> {
+    let mut job = connect(env.rt, env.plan, prepared).await?;
+    rep.cluster_start_ms = Some(t_up.elapsed().as_millis() as u64);
+    env.progress.set_phase(&format!("{}: waiting for the job", env.plan.name));
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    super::drive::drive(env, &mut job, ctrl_c, rep).await
+}
+
+/// The job's view, once the cluster is ready (its taskmanagers registered).
+async fn connect<R: Runtime>(rt: &R, plan: &Plan, prepared: &Prepared) -> Result<JobView, ChaosError> {
     let engine = plan.cluster.engine;
     let url = rt.rest_url("jobmanager-1").await?;
     let rest_err = |e: crate::client::ClientError| ChaosError::Other(e.to_string());
-    let (mut client, ready) = match engine {
-        Engine::Streamd => (
-            JobView::Streamd { client: StreamdClient::new(url).map_err(rest_err)?, job_id: plan.job.job_id.clone() },
-            plan.cluster.taskmanagers,
-        ),
+    // Committed output is watched on disk (the run directory is every node's /data).
+    let output_dir = prepared.run_dir.join(engine.output_dir(&plan.job.job_id));
+    let (view, ready) = match engine {
+        Engine::Streamd => {
+            let client = StreamdClient::new(url).map_err(rest_err)?;
+            (JobView::streamd(client, plan.job.job_id.clone(), output_dir), plan.cluster.taskmanagers)
+        }
         Engine::Flink => {
             let rest = crate::flink::rest::FlinkRest::new(url).map_err(rest_err)?;
             let lines = plan.job.input.generate.as_ref().map(|g| g.lines);
-            (JobView::Flink(FlinkWatch::new(rest, plan.job.parallelism, lines)), crate::flink::plan::busy_taskmanagers(plan))
+            let watch = FlinkWatch::new(rest, plan.job.parallelism, lines);
+            (JobView::flink(watch, output_dir), crate::flink::plan::busy_taskmanagers(plan))
         }
     };
-    // Flink's JVMs take longer to come up than streamd's static binaries.
-    let ready_within = Duration::from_secs(if engine == Engine::Flink { 120 } else { 60 });
-    client
-        .wait_ready(ready as usize, ready_within)
+    view.wait_ready(ready as usize, super::drive::ready_within(engine))
         .await
         .map_err(|e| ChaosError::Infrastructure(format!("the cluster did not become ready: {e}")))?;
-    rep.cluster_start_ms = Some(t_up.elapsed().as_millis() as u64);
-    progress.set_phase(&format!("{}: waiting for the job", plan.name));
-    let job_id = plan.job.job_id.clone();
-    // RUNNING for the first time: t0 of every fault time.
-    let deadline = Instant::now() + ready_within;
-    // Spare taskmanagers (Flink) join as soon as every task has its slot: early, since a
-    // JVM takes seconds to start, but never before (see flink::plan).
-    let mut spares_started = false;
-    let t0 = loop {
-        if Instant::now() > deadline {
-            return Err(ChaosError::Other(format!("the job did not reach RUNNING within {} s", ready_within.as_secs())));
-        }
-        if let Ok(d) = client.job().await {
-            if let (Some(f), false, true) = (flink, spares_started, client.tasks_placed()) {
-                f.add_spares().await?;
-                spares_started = true;
-            }
-            if let Some(h) = d.history.iter().find(|h| h.state == JobState::Running) {
-                break h.at_ms;
-            }
-            if d.state == JobState::Failed {
-                return Err(ChaosError::Other(format!("the job FAILED at start: {}", d.failure_cause.unwrap_or_default())));
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    };
-    if let (Some(f), false) = (flink, spares_started) {
-        f.add_spares().await?;
-    }
-    let start = Instant::now() - Duration::from_millis(now_ms().saturating_sub(t0));
-    let mut schedule = Schedule::new(&plan.faults, start, plan.expect.timeout);
-    let mut faults: Vec<FaultState> = plan
-        .faults
-        .iter()
-        .map(|f| FaultState {
-            planned: f.clone(),
-            targets: Vec::new(),
-            applied_ms: None,
-            inject_latency_ms: None,
-            undone_ms: None,
-            records_before: 0,
-            error: None,
-            undo: None,
-            measure: None,
-            undo_ids: None,
-        })
-        .collect();
-    let mut samples: Vec<Sample> = Vec::new();
-    // Committed output is watched on disk (the run directory is every node's /data).
-    let output_dir = prepared.run_dir.join(engine.output_dir(&job_id));
-    let mut last: Option<JobDetails> = None;
-    let mut max_records = 0u64;
-    let mut last_ckpts = 0u64;
-    let mut last_attempt = 1u64;
-    let mut run_failures: Vec<(String, String)> = Vec::new();
-    let ctrl_c = tokio::signal::ctrl_c();
-    tokio::pin!(ctrl_c);
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
-    let mut interrupted = false;
-    let mut reconciled: Vec<crate::netfault::Reconciled> = Vec::new();
-    'run: loop {
-        tokio::select! {
-            _ = &mut ctrl_c => { interrupted = true; }
-            _ = tick.tick() => {}
-        }
-        if interrupted {
-            eprintln!("interrupted: undoing faults and tearing down");
-            break;
-        }
-        // With HA on Flink the leader is looked up twice a second (see JobView::track_leader).
-        if plan.cluster.ha() && engine == Engine::Flink && samples.len().is_multiple_of(5) {
-            client.track_leader(rt).await;
-        }
-        // Sample.
-        match client.job().await {
-            Ok(d) => {
-                max_records = max_records.max(d.records_in);
-                let committed = crate::engine::committed_units(engine, &output_dir).unwrap_or_else(|e| {
-                    tracing::debug!("counting committed output: {e}");
-                    samples.last().map_or(0, |s| s.committed)
-                });
-                samples.push(Sample {
-                    at_ms: d.now_ms,
-                    records_in: d.records_in,
-                    state: d.state,
-                    checkpoint: d.last_completed_checkpoint,
-                    committed,
-                });
-                rep.timeline.samples.push(report::Sample {
-                    t_ms: d.now_ms.saturating_sub(t0),
-                    records_in: d.records_in,
-                    records_out: d.records_out,
-                    state: format!("{:?}", d.state).to_uppercase(),
-                    checkpoints: d.checkpoints_completed,
-                });
-                if let Some(total) = d.input_lines {
-                    progress.set_input(d.records_in, total);
-                }
-                while last_ckpts < d.checkpoints_completed {
-                    last_ckpts += 1;
-                    progress.inc_checkpoints();
-                }
-                if d.attempt > last_attempt {
-                    last_attempt = d.attempt;
-                    progress.restart();
-                }
-                last = Some(d);
-            }
-            Err(e) => {
-                tracing::debug!("REST sample failed: {e}");
-                // HA: the jobmanager asked may be gone or frozen (a killed or paused
-                // leader): follow the one that leads now.
-                if e.is_unreachable() && plan.cluster.ha() {
-                    client.follow_leader(rt).await;
-                }
-            }
-        }
-        let observed = Observed {
-            state: last.as_ref().map(|d| d.state),
-            last_checkpoint: last.as_ref().and_then(|d| d.last_completed_checkpoint),
-        };
-        for decision in schedule.decide(Instant::now(), observed) {
-            match decision {
-                Decision::Fire(i) => {
-                    let f = &mut faults[i];
-                    f.records_before = max_records;
-                    let targets = crate::fault::resolve_targets(rt, &f.planned.targets).await;
-                    f.targets = targets.clone();
-                    let label = format!("{} {}", f.planned.action.name(), targets.join(","));
-                    progress.fault(&label);
-                    // The fault takes effect somewhere inside the API call: its start is
-                    // when it was applied (what the jobmanager notices can't be earlier),
-                    // the call's duration is the injection latency.
-                    match injector.apply(&f.planned.action, &targets).await {
-                        Ok(applied) => {
-                            f.applied_ms = Some(applied.called_ms);
-                            f.inject_latency_ms = Some(applied.latency.as_millis() as u64);
-                            f.undo_ids = applied.undo.as_ref().map(|u| u.net_ids()).filter(|ids| !ids.is_empty());
-                            let holds_net = matches!(applied.undo, Some(crate::fault::Undo::Net(_)));
-                            schedule.applied(i, Instant::now(), true, applied.undo.is_some(), holds_net);
-                            f.undo = applied.undo;
-                            f.measure = injector.measure(&f.planned.action, &targets);
-                            rep.timeline.events.push(TimelineEvent { t_ms: now_ms().saturating_sub(t0), kind: EventKind::Fault, label });
-                        }
-                        Err(e) => {
-                            tracing::warn!("fault {label} failed: {e}");
-                            schedule.applied(i, Instant::now(), false, false, false);
-                            f.error = Some(e.to_string());
-                            run_failures.push(("faults".into(), format!("{label}: {e}")));
-                        }
-                    }
-                }
-                Decision::Reconcile => {
-                    if let Some(nf) = nf {
-                        match nf.reconcile(crate::netfault::ReconcilePolicy::Reapply).await {
-                            Ok(r) => reconciled.extend(r.into_iter().filter(|r| r.action != crate::netfault::ReconcileAction::Intact)),
-                            Err(e) => tracing::warn!("reconciling network faults: {e}"),
-                        }
-                    }
-                }
-                Decision::Undo(i) => {
-                    undo(&injector, &mut faults[i], t0, rep).await;
-                    schedule.undone(i);
-                }
-                Decision::End(End::Timeout) => {
-                    run_failures.push((
-                        "timeout".into(),
-                        format!(
-                            "the job was not FINISHED within {} (state {:?})",
-                            streamd_contract::duration::format_duration(plan.expect.timeout),
-                            observed.state
-                        ),
-                    ));
-                    break 'run;
-                }
-                Decision::End(End::Done | End::Failed) => break 'run,
-            }
-        }
-    }
-    // Undo whatever is still applied (pauses, network rules).
-    for f in faults.iter_mut() {
-        if f.undo.is_some() && f.undone_ms.is_none() {
-            undo(&injector, f, t0, rep).await;
-        }
-    }
-    if interrupted {
-        return Err(ChaosError::Interrupted);
-    }
-    if plan.cluster.ha() {
-        client.follow_leader(rt).await;
-    }
-    let d = match client.job().await {
-        Ok(d) => d,
-        Err(_) => last.clone().ok_or_else(|| ChaosError::Other("no answer from the jobmanager".into()))?,
-    };
-    if d.state == JobState::Failed {
-        run_failures.push(("job".into(), format!("the job FAILED: {}", d.failure_cause.clone().unwrap_or_default())));
-    }
-    // Per-fault facts from the jobmanager's own history.
-    let mut ineffective: Vec<String> = Vec::new();
-    let mut judged = 0usize;
-    for i in 0..faults.len() {
-        let measured = match faults[i].measure.take() {
-            Some(h) => tokio::time::timeout(Duration::from_secs(20), h).await.ok().and_then(|r| r.ok()).flatten(),
-            None => None,
-        };
-        let f = &faults[i];
-        let net_ids: Vec<String> = match &f.undo_ids {
-            Some(ids) => ids.clone(),
-            None => vec![],
-        };
-        let notes: Vec<&crate::netfault::Reconciled> = reconciled.iter().filter(|r| net_ids.contains(&r.fault)).collect();
-        let measured = match (measured, notes.is_empty()) {
-            (m, true) => m,
-            (m, false) => Some(serde_json::json!({ "probe": m, "reconciled": notes })),
-        };
-        let mut fr = FaultReport {
-            measured,
-            action: f.planned.action.name().to_string(),
-            target: f.targets.join(","),
-            at: f.planned.trigger.to_string(),
-            error: f.error.clone(),
-            inject_latency_ms: f.inject_latency_ms,
-            ..FaultReport::default()
-        };
-        if let Some(a) = f.applied_ms {
-            // Later faults: on the same nodes (their failures are theirs), and of any kind.
-            let later = || faults.iter().filter_map(|g| g.applied_ms.filter(|&t| t > a).map(|t| (t, g)));
-            let facts = Applied {
-                applied_ms: a,
-                nodes: &f.targets,
-                records_before: f.records_before,
-                next_on_same_nodes_ms: later().filter(|(_, g)| g.targets.iter().any(|n| f.targets.contains(n))).map(|(t, _)| t).min(),
-                next_ms: later().map(|(t, _)| t).min(),
-            };
-            let r = recovery(&facts, &d.history, &d.failures, &samples);
-            let rel = |t: Option<u64>| t.map(|t| t.saturating_sub(t0));
-            fr.applied_ms = rel(Some(a));
-            fr.undone_ms = rel(f.undone_ms);
-            fr.detected_ms = rel(r.detected_ms);
-            fr.running_ms = rel(r.running_ms);
-            fr.caught_up_ms = rel(r.caught_up_ms);
-            fr.recovery_ms = r.recovered_ms.map(|t| t.saturating_sub(a));
-            // Restoring actions (start, unpause) are not tests of their own.
-            let disruptive = !matches!(f.planned.action, Action::Start | Action::Unpause);
-            let label = format!("{} {} at {} ms", fr.action, fr.target, a.saturating_sub(t0));
-            if disruptive {
-                judged += 1;
-                match r.job_at_fault {
-                    JobAtFault::Live => {}
-                    JobAtFault::NotStarted => ineffective.push(format!("{label}: the job was not running yet")),
-                    JobAtFault::Ended { state, at_ms } => ineffective.push(format!(
-                        "{label}: the job was already {} (at {} ms)",
-                        format!("{state:?}").to_uppercase(),
-                        at_ms.saturating_sub(t0)
-                    )),
-                }
-            }
-            if disruptive && r.job_at_fault == JobAtFault::Live {
-                // Judged from the undo when the fault lasted and brought nothing down.
-                let from = f.undone_ms.filter(|_| r.running_ms.is_none() && r.detected_ms.is_none()).unwrap_or(a);
-                let limit = plan.expect.recovery_within.as_millis() as u64;
-                match r.recovered_ms {
-                    Some(t) if t.saturating_sub(from) <= limit => {}
-                    Some(t) => run_failures.push((
-                        "recovery".into(),
-                        format!(
-                            "{} {}: a checkpoint completed and output was committed only {} ms after it, more than recovery_within {} ms",
-                            fr.action,
-                            fr.target,
-                            t - from,
-                            limit
-                        ),
-                    )),
-                    None => run_failures.push((
-                        "recovery".into(),
-                        format!("{} {}: no checkpoint completed with committed output after it", fr.action, fr.target),
-                    )),
-                }
-            }
-        }
-        rep.faults.push(fr);
-    }
-    // Faults that hit nothing make the run test nothing: a required check of its own.
-    let effective = if judged == 0 {
-        None
-    } else if ineffective.is_empty() {
-        Some(crate::verdict::Check::new(true, format!("{judged} fault(s), each hit a running job")))
-    } else {
-        Some(crate::verdict::Check::new(false, format!("nothing was tested: {}", ineffective.join("; "))))
-    };
-    for h in &d.history {
-        let kind = match h.state {
-            JobState::Running => EventKind::Running,
-            JobState::Restarting => EventKind::Restart,
-            _ => continue,
-        };
-        rep.timeline.events.push(TimelineEvent { t_ms: h.at_ms.saturating_sub(t0), kind, label: h.reason.clone() });
-    }
-    if let Ok(c) = client.checkpoints().await {
-        for s in c.completed {
-            rep.timeline.events.push(TimelineEvent {
-                t_ms: s.complete_ms.saturating_sub(t0),
-                kind: EventKind::Checkpoint,
-                label: format!("checkpoint {} ({} ms)", s.id, s.duration_ms),
-            });
-        }
-    }
-    rep.timeline.events.sort_by_key(|e| e.t_ms);
-    rep.restarts = d.restarts;
-    rep.checkpoints_completed = d.checkpoints_completed;
-    rep.final_state = Some(format!("{:?}", d.state).to_uppercase());
-    let end = d.history.iter().rev().find(|h| h.state == JobState::Finished).map(|h| h.at_ms).unwrap_or(d.now_ms);
-    rep.duration_ms = end.saturating_sub(t0);
-    Ok(Driven { failures: run_failures, fault_effective: effective })
-}
-
-/// What a run's drive found besides the output: run-level failures (each a failed check)
-/// and, when there were faults to judge, the `fault_effective` check.
-struct Driven {
-    failures: Vec<(String, String)>,
-    fault_effective: Option<crate::verdict::Check>,
-}
-
-async fn undo<R: Runtime>(injector: &crate::fault::Injector<'_, R>, f: &mut FaultState, t0: u64, rep: &mut RunReport) {
-    let Some(u) = f.undo.take() else { return };
-    let res = injector.undo(u).await;
-    f.undone_ms = Some(now_ms());
-    if let Err(e) = res {
-        f.error.get_or_insert(format!("undo failed: {e}"));
-    }
-    rep.timeline.events.push(TimelineEvent {
-        t_ms: now_ms().saturating_sub(t0),
-        kind: EventKind::Undo,
-        label: format!("undo {} {}", f.planned.action.name(), f.targets.join(",")),
-    });
+    Ok(view)
 }
 
 /// The verdict: oracle, committed output, the checks (the epoch checks with the cuts the

@@ -1,8 +1,9 @@
 //! The run loop's decisions, apart from any I/O: given the time and what the jobmanager
-//! last reported, which faults fire, which are undone, whether network rules are checked
-//! after a container restart, and whether the run ends. `run.rs` samples, carries the
-//! decisions out and reports back ([`Schedule::applied`], [`Schedule::undone`]); this file
-//! decides. Being pure, every rule of the timeline is unit-tested here.
+//! last reported (or Ctrl-C), which faults fire, which are undone, whether network rules
+//! are checked after a container restart, whether the run ends, and what is left to undo
+//! when it does. `drive.rs` samples, carries the decisions out and reports back
+//! ([`Schedule::applied`], [`Schedule::undone`]); this file decides. Being pure, every rule
+//! of the timeline is unit-tested here.
 
 use std::time::Duration;
 
@@ -46,6 +47,8 @@ pub enum End {
     Failed,
     /// `expect.timeout` passed.
     Timeout,
+    /// Ctrl-C: undo what is applied, tear down, exit 130.
+    Interrupted,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -53,7 +56,8 @@ enum Phase {
     Pending,
     /// Being applied (decided, not yet reported back).
     Firing,
-    Applied { undo_due: Option<Instant>, holds_net: bool },
+    /// `lasts`: something to undo (a pause, network rules), by `undo_due` or at the end.
+    Applied { undo_due: Option<Instant>, holds_net: bool, lasts: bool },
     Undone,
     /// Its application failed: it will not be retried.
     Failed,
@@ -133,7 +137,7 @@ impl Schedule {
     pub fn applied(&mut self, i: usize, now: Instant, ok: bool, lasts: bool, holds_net: bool) {
         let (_, undo_after, restarts) = self.faults[i];
         self.phases[i] = if ok {
-            Phase::Applied { undo_due: undo_after.filter(|_| lasts).map(|d| now + d), holds_net }
+            Phase::Applied { undo_due: undo_after.filter(|_| lasts).map(|d| now + d), holds_net, lasts }
         } else {
             Phase::Failed
         };
@@ -148,9 +152,19 @@ impl Schedule {
         self.phases[i] = Phase::Undone;
     }
 
-    /// Faults applied and not undone (to undo at the end of the run).
+    /// Ctrl-C: the run ends now, whatever is due (what is applied is still undone, see
+    /// [`Schedule::still_applied`]).
+    pub fn interrupt(&mut self) -> Vec<Decision> {
+        if std::mem::replace(&mut self.ended, true) {
+            return Vec::new();
+        }
+        vec![Decision::End(End::Interrupted)]
+    }
+
+    /// Faults applied, with something to undo, and not undone: what the end of the run
+    /// takes back (whichever way it ended), in plan order.
     pub fn still_applied(&self) -> Vec<usize> {
-        (0..self.phases.len()).filter(|&i| matches!(self.phases[i], Phase::Applied { .. })).collect()
+        (0..self.phases.len()).filter(|&i| matches!(self.phases[i], Phase::Applied { lasts: true, .. })).collect()
     }
 }
 
@@ -262,5 +276,45 @@ mod tests {
         s.undone(0);
         // No rules held: no more checks.
         assert!(s.decide(t0 + S(13), RUNNING).is_empty());
+    }
+
+    #[test]
+    fn ctrl_c_ends_the_run_at_once_and_leaves_what_lasts_to_undo() {
+        let t0 = Instant::now();
+        let faults = [
+            fault(Trigger::At(S(1)), Action::Kill { signal: crate::signal::Signal::KILL }, None),
+            fault(Trigger::At(S(2)), Action::Pause, Some(S(30))),
+            fault(Trigger::At(S(50)), Action::Pause, None),
+        ];
+        let mut s = Schedule::new(&faults, t0, S(60));
+        assert_eq!(s.decide(t0 + S(2), RUNNING), vec![Decision::Fire(0), Decision::Fire(1)]);
+        s.applied(0, t0 + S(2), true, false, false);
+        s.applied(1, t0 + S(2), true, true, false);
+        assert_eq!(s.interrupt(), vec![Decision::End(End::Interrupted)]);
+        // The kill has nothing to undo; the pause is taken back although its `for` is not
+        // over; the fault that never fired is not.
+        assert_eq!(s.still_applied(), vec![1]);
+        // Ended: nothing fires any more, and a second Ctrl-C decides nothing.
+        assert!(s.decide(t0 + S(55), RUNNING).is_empty());
+        assert!(s.interrupt().is_empty());
+    }
+
+    #[test]
+    fn what_lasts_is_left_to_undo_at_a_timeout_and_at_the_end() {
+        let t0 = Instant::now();
+        let mut s = Schedule::new(&[fault(Trigger::At(S(1)), Action::Pause, Some(S(100)))], t0, S(10));
+        assert_eq!(s.decide(t0 + S(1), RUNNING), vec![Decision::Fire(0)]);
+        s.applied(0, t0 + S(1), true, true, false);
+        assert_eq!(s.decide(t0 + S(10), RUNNING), vec![Decision::End(End::Timeout)]);
+        assert_eq!(s.still_applied(), vec![0]);
+        s.undone(0);
+        assert!(s.still_applied().is_empty());
+    }
+
+    #[test]
+    fn a_fault_due_with_the_timeout_fires_before_the_run_ends() {
+        let t0 = Instant::now();
+        let mut s = Schedule::new(&[fault(Trigger::At(S(10)), Action::Pause, None)], t0, S(10));
+        assert_eq!(s.decide(t0 + S(10), RUNNING), vec![Decision::Fire(0), Decision::End(End::Timeout)]);
     }
 }

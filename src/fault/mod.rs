@@ -210,68 +210,8 @@ pub async fn resolve_targets<R: Runtime>(rt: &R, targets: &[crate::scenario::Tar
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::{self, ClusterDef, NodeStatus};
+    use crate::runtime::fake::Recorder;
     use crate::signal::Signal;
-    use std::sync::Mutex;
-
-    /// A runtime that records what it is asked to do (no processes, no Docker).
-    #[derive(Default)]
-    struct Recorder {
-        calls: Mutex<Vec<String>>,
-        refuse: Option<&'static str>,
-    }
-
-    impl Recorder {
-        fn log(&self, call: String) -> runtime::Result<()> {
-            if self.refuse.is_some_and(|n| call.ends_with(n)) {
-                return Err(runtime::RuntimeError::Usage(format!("{call}: not running")));
-            }
-            self.calls.lock().unwrap().push(call);
-            Ok(())
-        }
-        fn calls(&self) -> Vec<String> {
-            self.calls.lock().unwrap().clone()
-        }
-    }
-
-    impl Runtime for Recorder {
-        fn name(&self) -> &'static str {
-            "recorder"
-        }
-        async fn up(&mut self, _: &ClusterDef) -> runtime::Result<()> {
-            Ok(())
-        }
-        async fn rest_url(&self, _: &str) -> runtime::Result<String> {
-            Ok("http://127.0.0.1:9".into())
-        }
-        async fn node_address(&self, _: &str) -> runtime::Result<String> {
-            Ok("127.0.0.1".into())
-        }
-        async fn kill(&self, node: &str, signal: Signal) -> runtime::Result<()> {
-            self.log(format!("kill {signal} {node}"))
-        }
-        async fn stop(&self, node: &str, grace: Duration) -> runtime::Result<()> {
-            self.log(format!("stop {}ms {node}", grace.as_millis()))
-        }
-        async fn start(&self, node: &str) -> runtime::Result<()> {
-            self.log(format!("start {node}"))
-        }
-        async fn restart(&self, node: &str, _: Duration) -> runtime::Result<()> {
-            self.log(format!("restart {node}"))
-        }
-        async fn pause(&self, node: &str) -> runtime::Result<()> {
-            self.log(format!("pause {node}"))
-        }
-        async fn unpause(&self, node: &str) -> runtime::Result<()> {
-            self.log(format!("unpause {node}"))
-        }
-        async fn nodes(&self) -> runtime::Result<Vec<NodeStatus>> {
-            Ok(Vec::new())
-        }
-        async fn down(&mut self) -> runtime::Result<()> {
-            Ok(())
-        }
-    }
 
     fn names(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()
@@ -318,7 +258,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_undo_tries_every_node_and_reports_the_first_failure() {
-        let rt = Recorder { refuse: Some("taskmanager-1"), ..Default::default() };
+        let rt = Recorder::refusing("taskmanager-1");
         let inj = Injector::new(&rt, None);
         let e = inj.undo(Undo::Unpause(names(&["taskmanager-1", "taskmanager-2"]))).await.unwrap_err();
         assert!(e.to_string().contains("taskmanager-1"), "{e}");

@@ -283,9 +283,9 @@ pub async fn wait_job(
                     return Ok((job, Instant::now()));
                 }
                 if job.streamd_state() == JobState::Failed {
-                    return Err(FlinkError::Usage(format!("job {} failed while waiting for {what}", job.jid)));
+                    return Err(FlinkError::Usage(format!("job {} failed while waiting for {what}", job.head.jid)));
                 }
-                last = format!("job {:?}, tasks {:?}", job.state, job.tasks);
+                last = format!("job {:?}, tasks {:?}", job.head.state, job.tasks);
             }
             Ok(None) => last = "no job yet".into(),
             Err(e) => last = e.to_string(),

@@ -47,9 +47,9 @@ impl FlinkJobStatus {
     }
 }
 
-/// One job of `GET /jobs/overview`.
+/// What `GET /jobs/overview` and `GET /jobs/<id>` both say of a job.
 #[derive(Debug, Clone, Deserialize)]
-pub struct JobOverview {
+pub struct JobHead {
     pub jid: String,
     pub name: String,
     pub state: FlinkJobStatus,
@@ -59,6 +59,13 @@ pub struct JobOverview {
     pub end_time: i64,
     /// Milliseconds.
     pub duration: i64,
+}
+
+/// One job of `GET /jobs/overview`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct JobOverview {
+    #[serde(flatten)]
+    pub head: JobHead,
     /// Task (subtask) counts by execution state, lower-case keys, plus `total`.
     #[serde(default)]
     pub tasks: BTreeMap<String, u32>,
@@ -69,7 +76,7 @@ impl JobOverview {
     /// leaving the job's RUNNING state, so a RUNNING job with any task not running (and
     /// not finished) counts as restarting: RUNNING means "every task runs".
     pub fn streamd_state(&self) -> JobState {
-        let state = self.state.to_streamd();
+        let state = self.head.state.to_streamd();
         if state != JobState::Running {
             return state;
         }
@@ -101,14 +108,8 @@ pub struct Vertex {
 /// `GET /jobs/<id>`.
 #[derive(Debug, Clone, Deserialize)]
 pub struct JobDetails {
-    pub jid: String,
-    pub name: String,
-    pub state: FlinkJobStatus,
-    #[serde(rename = "start-time")]
-    pub start_time: i64,
-    #[serde(rename = "end-time")]
-    pub end_time: i64,
-    pub duration: i64,
+    #[serde(flatten)]
+    pub head: JobHead,
     /// When the job entered each state it has been in (ms since the epoch).
     #[serde(default)]
     pub timestamps: BTreeMap<String, i64>,
@@ -318,12 +319,13 @@ mod tests {
             "duration":5,"last-modification":2,"state":"RUNNING",
             "tasks":{"running":4,"canceling":0,"total":6,"deploying":2,"finished":0}}]}"#;
         let o: JobsOverview = serde_json::from_str(json).unwrap();
-        assert_eq!(o.jobs[0].state, FlinkJobStatus::Running);
+        assert_eq!(o.jobs[0].head.state, FlinkJobStatus::Running);
+        assert_eq!((o.jobs[0].head.jid.as_str(), o.jobs[0].head.start_time, o.jobs[0].head.end_time), ("ab", 1, -1));
         assert_eq!(o.jobs[0].streamd_state(), JobState::Restarting, "tasks still deploying");
         let mut j = o.jobs[0].clone();
         j.tasks.insert("running".into(), 6);
         assert_eq!(j.streamd_state(), JobState::Running);
-        j.state = FlinkJobStatus::Finished;
+        j.head.state = FlinkJobStatus::Finished;
         assert_eq!(j.streamd_state(), JobState::Finished);
         assert_eq!(FlinkJobStatus::Canceled.to_streamd(), JobState::Failed);
         assert_eq!(FlinkJobStatus::Initializing.to_streamd(), JobState::Created);

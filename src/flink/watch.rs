@@ -135,15 +135,15 @@ impl FlinkWatch {
         };
         let now = now_ms();
         let state = job.streamd_state();
-        if self.jid.as_deref() != Some(job.jid.as_str()) {
-            self.jid = Some(job.jid.clone());
-            self.start_ms = job.start_time.max(0) as u64;
+        if self.jid.as_deref() != Some(job.head.jid.as_str()) {
+            self.jid = Some(job.head.jid.clone());
+            self.start_ms = job.head.start_time.max(0) as u64;
         }
         let n = |k: &str| job.tasks.get(k).copied().unwrap_or(0);
         self.placed = n("total") > 0 && n("created") + n("scheduled") == 0;
-        let reason = format!("flink {:?}, tasks {}", job.state, tasks_line(&job.tasks)).to_uppercase();
+        let reason = format!("flink {:?}, tasks {}", job.head.state, tasks_line(&job.tasks)).to_uppercase();
         self.observe(state, now, reason);
-        let jid = job.jid.clone();
+        let jid = job.head.jid.clone();
         let checkpoints = self.rest.checkpoints(&jid).await.ok();
         let failures = self.failures(&jid).await;
         self.sample_metrics(&jid).await;

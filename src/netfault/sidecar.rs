@@ -11,12 +11,13 @@ use bollard::exec::{CreateExecOptions, StartExecResults};
 use bollard::models::{ContainerCreateBody, HostConfig};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
-    RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
+    StopContainerOptionsBuilder,
 };
 use bollard::Docker;
 use futures_util::StreamExt;
 
 use super::NetfaultError;
+use crate::runtime::docker::errors::is_not_found;
 
 use crate::runtime::docker::labels::{
     CLUSTER as LABEL_CLUSTER, NODE as LABEL_NODE, ROLE as LABEL_ROLE, ROLE_SIDECAR,
@@ -44,16 +45,6 @@ pub struct Target {
 
 pub(crate) fn docker_err(what: &str) -> impl FnOnce(bollard::errors::Error) -> NetfaultError + '_ {
     move |e| NetfaultError::Docker(format!("{what}: {e}"))
-}
-
-pub(crate) fn is_not_found(e: &bollard::errors::Error) -> bool {
-    matches!(
-        e,
-        bollard::errors::Error::DockerResponseServerError {
-            status_code: 404,
-            ..
-        }
-    )
 }
 
 /// Inspects container `name_or_id`; `None` when it does not exist.
@@ -203,19 +194,9 @@ pub async fn remove(docker: &Docker, id: &str) -> Result<(), NetfaultError> {
         // Already stopped (304) or any other trouble: the forced removal below settles it.
         Err(_) => {}
     }
-    let options = RemoveContainerOptionsBuilder::default()
-        .force(true)
-        .v(true)
-        .build();
-    match docker.remove_container(id, Some(options)).await {
-        Ok(()) => Ok(()),
-        Err(e) if is_not_found(&e) => Ok(()),
-        // 409: removal already in progress.
-        Err(bollard::errors::Error::DockerResponseServerError {
-            status_code: 409, ..
-        }) => Ok(()),
-        Err(e) => Err(NetfaultError::Docker(format!("removing sidecar {id}: {e}"))),
-    }
+    crate::runtime::docker::remove_container(docker, id)
+        .await
+        .map_err(|e| NetfaultError::Docker(format!("removing sidecar {id}: {e}")))
 }
 
 /// Whether container `id` is running.

@@ -2,7 +2,7 @@
 //! fonts or URLs) that opens offline: the verdict, a timeline chart of the run (throughput,
 //! job state, checkpoints, faults, restarts), and the checks, faults and word tables.
 
-use super::{rate, secs, write_atomic, EventKind, Outcome, ReportError, RunReport, Sample};
+use super::{fault_cells, rate, secs, write_atomic, EventKind, Outcome, ReportError, RunReport, Sample};
 use crate::verdict::{top_diffs, DuplicateKind, WordDiff};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -133,21 +133,12 @@ fn faults(h: &mut String, r: &RunReport) {
         if let Some(m) = &f.measured {
             notes.push(format!("measured <code>{}</code>", esc(&m.to_string())));
         }
+        let [n, action, target, at, applied, undone, detected, running, caught_up, recovery, inject] =
+            fault_cells(i, f).map(|c| esc(&c));
         let _ = writeln!(
             h,
-            "<tr><td>{}</td><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
-             <td>{}</td><td>{}</td><td><b>{}</b></td><td>{}</td><td>{}</td></tr>",
-            i + 1,
-            esc(&f.action),
-            esc(&f.target),
-            esc(if f.at.is_empty() { "-" } else { &f.at }),
-            secs(f.applied_ms),
-            secs(f.undone_ms),
-            secs(f.detected_ms),
-            secs(f.running_ms),
-            secs(f.caught_up_ms),
-            secs(f.recovery_ms),
-            f.inject_latency_ms.map_or("-".into(), |ms| format!("{ms} ms")),
+            "<tr><td>{n}</td><td>{action}</td><td><code>{target}</code></td><td>{at}</td><td>{applied}</td><td>{undone}</td>\
+             <td>{detected}</td><td>{running}</td><td>{caught_up}</td><td><b>{recovery}</b></td><td>{inject}</td><td>{}</td></tr>",
             notes.join("<br>")
         );
     }

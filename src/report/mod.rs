@@ -275,6 +275,29 @@ pub(crate) fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> Result<(), R
 }
 
 /// Milliseconds as seconds for humans: `1.234s`; `-` for none.
+/// The cells of a fault's row in the terminal's and the HTML report's fault tables (see
+/// [`FAULT_COLUMNS`]): its number (from 1), what, where, when planned, each time in
+/// seconds since the job first ran, the injection latency.
+pub(crate) fn fault_cells(i: usize, f: &FaultReport) -> [String; 11] {
+    [
+        (i + 1).to_string(),
+        f.action.clone(),
+        f.target.clone(),
+        if f.at.is_empty() { "-".into() } else { f.at.clone() },
+        secs(f.applied_ms),
+        secs(f.undone_ms),
+        secs(f.detected_ms),
+        secs(f.running_ms),
+        secs(f.caught_up_ms),
+        secs(f.recovery_ms),
+        f.inject_latency_ms.map_or("-".into(), |ms| format!("{ms}ms")),
+    ]
+}
+
+/// The headings of [`fault_cells`].
+pub(crate) const FAULT_COLUMNS: [&str; 11] =
+    ["#", "action", "target", "at", "applied", "undone", "detected", "running", "caught up", "recovery", "inject"];
+
 pub(crate) fn secs(ms: Option<u64>) -> String {
     match ms {
         Some(ms) => format!("{:.2}s", ms as f64 / 1000.0),

@@ -2,7 +2,7 @@
 //! stderr and hidden when stderr is not a terminal) and the summary table printed after
 //! it ([`summary`]): verdict first, then checks, faults, and the figures.
 
-use super::{rate, secs, Outcome, RunReport};
+use super::{fault_cells, rate, secs, Outcome, RunReport, FAULT_COLUMNS};
 use crate::verdict::{top_diffs, DuplicateKind, WordDiff};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::collections::BTreeMap;
@@ -106,24 +106,8 @@ pub fn summary(r: &RunReport) -> String {
 
     if !r.faults.is_empty() {
         let _ = writeln!(s, "\nfaults (seconds since the job started running)");
-        let mut rows = vec![["#", "action", "target", "at", "applied", "undone", "detected", "running", "caught up", "recovery", "inject"]
-            .map(String::from)
-            .to_vec()];
-        for (i, f) in r.faults.iter().enumerate() {
-            rows.push(vec![
-                (i + 1).to_string(),
-                f.action.clone(),
-                f.target.clone(),
-                if f.at.is_empty() { "-".into() } else { f.at.clone() },
-                secs(f.applied_ms),
-                secs(f.undone_ms),
-                secs(f.detected_ms),
-                secs(f.running_ms),
-                secs(f.caught_up_ms),
-                secs(f.recovery_ms),
-                f.inject_latency_ms.map_or("-".into(), |ms| format!("{ms}ms")),
-            ]);
-        }
+        let mut rows = vec![FAULT_COLUMNS.map(String::from).to_vec()];
+        rows.extend(r.faults.iter().enumerate().map(|(i, f)| fault_cells(i, f).to_vec()));
         table(&mut s, "  ", &rows);
         for (i, f) in r.faults.iter().enumerate() {
             if let Some(e) = &f.error {

@@ -16,7 +16,7 @@ mod inventory;
 pub mod labels;
 pub mod spec;
 
-pub use inventory::{discover, down_all, ClusterInfo, DownSummary};
+pub use inventory::{discover, down_all, remove_container, ClusterInfo, DownSummary};
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -24,13 +24,13 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, KillContainerOptionsBuilder, ListNetworksOptionsBuilder,
+    CreateContainerOptionsBuilder, KillContainerOptionsBuilder,
     StopContainerOptionsBuilder,
 };
 use bollard::Docker;
 use futures_util::future::join_all;
 
-use inventory::{list_containers, node_status, remove_labelled, role_of_name, sort_nodes};
+use inventory::{list_containers, list_networks, node_status, remove_labelled, role_of_name, sort_nodes};
 
 use super::{ClusterDef, NodeDef, NodeState, NodeStatus, Result, Role, Runtime, RuntimeError};
 
@@ -280,15 +280,7 @@ impl DockerRuntime {
         }
         let filter = labels::filter_eq(labels::CLUSTER, &def.id);
         let leftovers = list_containers(&self.docker, filter.clone()).await?;
-        let networks = self
-            .docker
-            .list_networks(Some(
-                ListNetworksOptionsBuilder::default()
-                    .filters(&filter)
-                    .build(),
-            ))
-            .await
-            .map_err(|e| errors::map("listing networks", e))?;
+        let networks = list_networks(&self.docker, &filter).await?;
         if !leftovers.is_empty() || !networks.is_empty() {
             return Err(RuntimeError::Usage(format!(
                 "cluster {} already exists ({} containers, {} networks): remove it with \

@@ -3,9 +3,12 @@
 //! local processes on 127.0.0.1 ports: fast tests, machines without Docker).
 //!
 //! Both implement [`Runtime`]; the executor and the interactive commands are written
-//! against the trait only.
+//! against the trait only. Tests use `fake` (compiled for tests only): a runtime that
+//! records every call.
 
 pub mod docker;
+#[cfg(test)]
+pub mod fake;
 pub mod process;
 
 use std::path::PathBuf;

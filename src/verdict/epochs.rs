@@ -26,7 +26,6 @@ use std::io;
 use std::path::{Path, PathBuf};
 use streamd_contract::cuts::Cut;
 use streamd_contract::output::{parse_in_progress_name, parse_name, Transaction};
-use streamd_contract::tokenizer::for_each_token;
 use streamd_contract::window::{self, WindowClock};
 
 /// Every committed epoch, cut by cut, equals the oracle over the input before the cut.
@@ -200,12 +199,7 @@ fn running_buckets(ev: &EpochEvidence, cuts: &[&Cut], p: usize) -> Result<Vec<Ha
             index += 1;
             let c = cuts.partition_point(|c| c.positions[s] <= k);
             if let Some(b) = buckets.get_mut(c) {
-                for_each_token(line, |t| match b.get_mut(t) {
-                    Some(n) => *n += 1,
-                    None => {
-                        b.insert(t.to_string(), 1);
-                    }
-                });
+                super::count_tokens(line, b);
             }
         })
         .map_err(|e| format!("cannot read the input: {e}"))?;
@@ -431,7 +425,9 @@ mod tests {
     #[test]
     fn windowed_epochs_hold_exactly_the_windows_their_cut_closed() {
         let clock = WindowClock { width_ms: 2, per_line_ms: 1 };
-        let windows: [(u64, u64, &[(&str, u64)]); 4] = [
+        // (checkpoint that commits it, window start, its counts)
+        type Window = (u64, u64, &'static [(&'static str, u64)]);
+        let windows: [Window; 4] = [
             (2, 0, &[("a", 1), ("b", 2), ("c", 1)]),
             (5, 2, &[("#end", 1), ("a", 1), ("c", 2)]),
             (5, 4, &[("d", 1), ("a", 1), ("b", 1), ("#end", 1)]),

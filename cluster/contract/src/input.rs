@@ -313,7 +313,7 @@ mod tests {
         assert_eq!(r.next_line().unwrap(), ReadOutcome::Line(0));
         assert_eq!(r.next_line().unwrap(), ReadOutcome::Pending);
         let mut f = std::fs::OpenOptions::new().append(true).open(&p).unwrap();
-        write!(f, " line\n").unwrap();
+        writeln!(f, " line").unwrap();
         assert_eq!(r.next_line().unwrap(), ReadOutcome::Line(1));
         assert_eq!(r.text, "half line");
         assert!(r.has_more().unwrap(), "a followed file may grow");

@@ -127,7 +127,8 @@ pub fn create_dir_all_durable(dir: &Path) -> io::Result<Vec<PathBuf>> {
     Ok(missing)
 }
 
-/// A transaction's records, and whether the file was complete (`Err(reason)` if not).
+/// One transaction file as read: the records up to the first defect, and the defect
+/// (`Err`) if the file is not well formed.
 pub type ReadTransaction = (Vec<(String, u64)>, Result<(), String>);
 
 /// Reads and checks one transaction file.

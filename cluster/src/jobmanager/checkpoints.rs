@@ -81,6 +81,7 @@ impl Coordinator {
 
     /// Records an acknowledgement. Returns the completed metadata once all `expected`
     /// tasks acknowledged and `_metadata` is durably written.
+    #[allow(clippy::too_many_arguments)]
     pub fn ack(
         &mut self,
         data: &Path,

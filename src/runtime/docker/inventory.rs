@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
-use bollard::models::{ContainerSummary, ContainerSummaryStateEnum};
+use bollard::models::{ContainerSummary, ContainerSummaryStateEnum, Network};
 use bollard::query_parameters::{
     ListContainersOptionsBuilder, ListImagesOptionsBuilder, ListNetworksOptionsBuilder,
     RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder,
@@ -75,6 +75,23 @@ pub async fn down_all(docker: &Docker, include_images: bool) -> Result<DownSumma
         summary.images = remove_images(docker).await?;
     }
     Ok(summary)
+}
+
+/// The networks matching `filters`.
+pub(super) async fn list_networks(docker: &Docker, filters: &HashMap<String, Vec<String>>) -> Result<Vec<Network>> {
+    let options = ListNetworksOptionsBuilder::default().filters(filters).build();
+    docker.list_networks(Some(options)).await.map_err(|e| errors::map("listing networks", e))
+}
+
+/// Removes container `id` and its anonymous volumes, whatever its state (nodes and
+/// sidecars alike). One already gone, or whose removal is already under way, counts as
+/// removed.
+pub async fn remove_container(docker: &Docker, id: &str) -> std::result::Result<(), bollard::errors::Error> {
+    let options = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
+    match docker.remove_container(id, Some(options)).await {
+        Err(e) if !errors::is_not_found(&e) && !is_removal_in_progress(&e) => Err(e),
+        _ => Ok(()),
+    }
 }
 
 pub(super) async fn list_containers(
@@ -159,15 +176,7 @@ pub(super) async fn remove_labelled(
         .iter()
         .filter_map(|c| c.id.as_deref())
         .map(|id| async move {
-            let options = RemoveContainerOptionsBuilder::default()
-                .force(true)
-                .v(true)
-                .build();
-            match docker.remove_container(id, Some(options)).await {
-                Ok(()) => Ok(()),
-                Err(e) if errors::is_not_found(&e) || is_removal_in_progress(&e) => Ok(()),
-                Err(e) => Err(errors::map(&format!("removing container {id}"), e)),
-            }
+            remove_container(docker, id).await.map_err(|e| errors::map(&format!("removing container {id}"), e))
         });
     for result in join_all(removals).await {
         match result {
@@ -176,15 +185,7 @@ pub(super) async fn remove_labelled(
         }
     }
 
-    let networks = docker
-        .list_networks(Some(
-            ListNetworksOptionsBuilder::default()
-                .filters(&filters)
-                .build(),
-        ))
-        .await
-        .map_err(|e| errors::map("listing networks", e))?;
-    for net in networks {
+    for net in list_networks(docker, &filters).await? {
         let Some(id) = net.id.as_deref() else {
             continue;
         };

@@ -204,10 +204,9 @@ impl JobMaster {
             TmToJm::Deployed { attempt } if attempt == current => {
                 self.deployed.insert(tm.to_string());
                 let needed: BTreeSet<String> = self.placement.iter().map(|a| a.taskmanager.clone()).collect();
-                if self.state == JobState::Restarting || self.state == JobState::Created {
-                    if needed.is_subset(&self.deployed) {
-                        self.set_state(JobState::Running, &format!("attempt {current} deployed on {} taskmanagers", needed.len()));
-                    }
+                let deploying = self.state == JobState::Restarting || self.state == JobState::Created;
+                if deploying && needed.is_subset(&self.deployed) {
+                    self.set_state(JobState::Running, &format!("attempt {current} deployed on {} taskmanagers", needed.len()));
                 }
             }
             TmToJm::Ack { attempt, checkpoint, task, handle, lines } => {
