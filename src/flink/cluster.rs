@@ -23,7 +23,7 @@ use streamd_contract::api::JobState;
 
 use super::config::{zookeeper_command, FlinkSettings, ZooKeeperHa, CONF_DIR, ZOO_CFG, ZK_DATA_DIR};
 use super::rest::{FlinkRest, JobOverview};
-use super::{ha, io_err, FlinkError, Result};
+use super::{io_err, zk, FlinkError, Result};
 use crate::runtime::docker::{labels, spec, DockerRuntime};
 use crate::runtime::{Role, Runtime};
 
@@ -175,7 +175,7 @@ impl FlinkCluster {
         for (node, role) in cluster.def.nodes() {
             let started = match start_node(&docker, &cluster.def, &run_dir, &node, role).await {
                 Ok(()) if role == Role::Zookeeper => match cluster.zookeeper_address().await {
-                    Ok(zk) => ha::wait_zookeeper(&zk, ZOOKEEPER_START_TIMEOUT).await,
+                    Ok(zk) => zk::wait_zookeeper(&zk, ZOOKEEPER_START_TIMEOUT).await,
                     Err(e) => Err(e),
                 },
                 other => other,
@@ -236,7 +236,7 @@ impl FlinkCluster {
             .and_then(|e| e.ip_address)
             .filter(|ip| !ip.is_empty())
             .ok_or_else(|| FlinkError::Usage(format!("{ZOOKEEPER} has no address on {network} (not running?)")))?;
-        Ok(ha::zk_address(&ip))
+        Ok(zk::zk_address(&ip))
     }
 
     /// The committed output directory on the host.

@@ -46,18 +46,15 @@
 //! The first job query a standby forwards after it starts may take longer than 2 s too
 //! (it opens its RPC connection to the leader then).
 
-use std::time::{Duration, Instant};
 
 use super::cluster::FlinkCluster;
-use super::config::{ZooKeeperHa, ZK_CLIENT_PORT};
-use super::zk::{ZkError, ZkSession};
+use super::config::ZooKeeperHa;
+use super::zk::{ZkError, ZkSession, ZK_TIMEOUT};
 use super::{FlinkError, Result};
 
 /// The component whose published address names the leader: the dispatcher (owner of the
 /// job; every REST handler asks it).
 pub const LEADER_COMPONENT: &str = "dispatcher";
-/// Per-step timeout of a ZooKeeper read.
-pub const ZK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The leader as published in ZooKeeper.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,35 +135,6 @@ pub async fn published_address(zk: &str, ha: &ZooKeeperHa, component: &str) -> s
             .map(Some)
             .map_err(|message| ZkError::Protocol { server: zk.to_string(), message: format!("{path}: {message}") }),
     }
-}
-
-/// Waits until ZooKeeper at `zk` serves reads (the jobmanagers' Curator gives up after a
-/// few retries, so it must be up before they start).
-pub async fn wait_zookeeper(zk: &str, timeout: Duration) -> Result<()> {
-    let start = Instant::now();
-    let mut last;
-    loop {
-        match ZkSession::connect(zk, ZK_TIMEOUT).await {
-            Ok(mut s) => {
-                let root = s.get_children("/").await;
-                s.close().await;
-                match root {
-                    Ok(_) => return Ok(()),
-                    Err(e) => last = e.to_string(),
-                }
-            }
-            Err(e) => last = e.to_string(),
-        }
-        if start.elapsed() > timeout {
-            return Err(FlinkError::Timeout(format!("ZooKeeper at {zk} serving within {timeout:?} (last: {last})")));
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// `<ip>:<client port>` of a ZooKeeper node with IP `ip`.
-pub fn zk_address(ip: &str) -> String {
-    format!("{ip}:{ZK_CLIENT_PORT}")
 }
 
 fn zk_err(e: ZkError) -> FlinkError {

@@ -7,7 +7,7 @@
 //! Errors say which server and znode; a server that answers something malformed is an
 //! error, never a panic.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -235,6 +235,38 @@ impl<'a> Reader<'a> {
     fn rest(&self) -> &'a [u8] {
         &self.buf[self.pos.min(self.buf.len())..]
     }
+}
+
+/// Per-step timeout of a ZooKeeper read.
+pub const ZK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Waits until ZooKeeper at `zk` serves reads (the jobmanagers' Curator gives up after a
+/// few retries, so it must be up before they start).
+pub async fn wait_zookeeper(zk: &str, timeout: Duration) -> super::Result<()> {
+    let start = Instant::now();
+    let mut last;
+    loop {
+        match ZkSession::connect(zk, ZK_TIMEOUT).await {
+            Ok(mut s) => {
+                let root = s.get_children("/").await;
+                s.close().await;
+                match root {
+                    Ok(_) => return Ok(()),
+                    Err(e) => last = e.to_string(),
+                }
+            }
+            Err(e) => last = e.to_string(),
+        }
+        if start.elapsed() > timeout {
+            return Err(super::FlinkError::Timeout(format!("ZooKeeper at {zk} serving within {timeout:?} (last: {last})")));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// `<ip>:<client port>` of a ZooKeeper node with IP `ip`.
+pub fn zk_address(ip: &str) -> String {
+    format!("{ip}:{}", super::config::ZK_CLIENT_PORT)
 }
 
 #[cfg(test)]
