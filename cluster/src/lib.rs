@@ -16,7 +16,8 @@
 //!   leader epochs that fence stale leaders, the checkpoint pointer, REST forwarding.
 //! - [`bench`]: `streamd bench`, the COST-baseline comparison.
 
-pub use streamd_contract::{api, cuts, duration, input, output, spec, tokenizer};
+pub use streamd_contract::{api, cuts, duration, input, lines, output, spec, tokenizer};
+pub mod line_server;
 pub mod bench;
 pub mod ha;
 pub mod jobmanager;
