@@ -129,6 +129,9 @@ impl Runtime for Live {
     async fn node_address(&self, node: &str) -> runtime::Result<String> {
         on_runtime!(self, rt => rt.node_address(node).await)
     }
+    async fn feed_address(&self, node: &str) -> runtime::Result<String> {
+        on_runtime!(self, rt => rt.feed_address(node).await)
+    }
     async fn kill(&self, node: &str, signal: Signal) -> runtime::Result<()> {
         on_runtime!(self, rt => rt.kill(node, signal).await)
     }

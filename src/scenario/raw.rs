@@ -126,11 +126,20 @@ pub struct RawHeartbeat {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a mapping with generate or file, and rate")]
+#[serde(deny_unknown_fields, expecting = "a mapping with generate or file, socket, and rate")]
 pub struct RawInput {
     pub generate: Option<RawGenerate>,
     pub file: Option<String>,
+    /// Deliver the input through a line server (`nc -l <port>`) instead of a replayable
+    /// source; `generate` or `file` is then what chaos feeds into it.
+    pub socket: Option<RawSocket>,
     pub rate: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping like `{ port: 9000 }`")]
+pub struct RawSocket {
+    pub port: u16,
 }
 
 #[derive(Debug, Deserialize)]
@@ -206,6 +215,7 @@ pub struct RawRepeat {
 pub enum RawOutput {
     ExactlyOnce,
     AtLeastOnce,
+    AtMostOnce,
     Any,
 }
 

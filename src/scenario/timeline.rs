@@ -65,15 +65,23 @@ impl Plan {
             },
             fd(j.heartbeat.timeout)
         ));
-        let rate = if j.input.rate == 0 { "as fast as possible".to_string() } else { format!("at {} lines/s", j.input.rate) };
-        if let Some(g) = &j.input.generate {
-            let span = if j.input.rate > 0 { format!(" (~{:.1}s)", g.lines as f64 / j.input.rate as f64) } else { String::new() };
+        // With a socket, the input is what chaos feeds the line server.
+        let input = self.feed.as_ref().unwrap_or(&j.input);
+        if let Some(s) = &j.input.socket {
+            out.push_str(&format!(
+                "input: socket {}:{} (the line server; source subtask 0 reads it, at most once), fed by chaos:\n",
+                s.host, s.port
+            ));
+        }
+        let rate = if input.rate == 0 { "as fast as possible".to_string() } else { format!("at {} lines/s", input.rate) };
+        if let Some(g) = &input.generate {
+            let span = if input.rate > 0 { format!(" (~{:.1}s)", g.lines as f64 / input.rate as f64) } else { String::new() };
             out.push_str(&format!(
                 "input: {} generated lines x {} words (vocabulary {}, seed {}) {rate}{span}\n",
                 g.lines, g.words_per_line, g.vocabulary, g.seed
             ));
         }
-        if let (Some(f), Some(src)) = (&j.input.file, &self.input_source) {
+        if let (Some(f), Some(src)) = (&input.file, &self.input_source) {
             out.push_str(&format!("input: {} (copied to /data/{}) {rate}\n", src.display(), f.path));
         }
         out.push_str(&format!(
