@@ -247,6 +247,9 @@ mod tests {
         async fn node_address(&self, _: &str) -> runtime::Result<String> {
             Ok("127.0.0.1".into())
         }
+        async fn feed_address(&self, _: &str) -> runtime::Result<String> {
+            Ok("127.0.0.1:9".into())
+        }
         async fn kill(&self, node: &str, signal: Signal) -> runtime::Result<()> {
             self.log(format!("kill {signal} {node}"))
         }

@@ -205,3 +205,116 @@ pub fn explain(v: &mut Verdict, ev: &SocketEvidence) {
     }
     v.socket_losses = ranges;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::verdict::{verdict, MONOTONIC};
+    use std::path::PathBuf;
+    use streamd_contract::output::Transaction;
+
+    fn txn(subtask: u32, epoch: u64, records: &[(&str, u64)]) -> Transaction {
+        Transaction {
+            subtask,
+            epoch,
+            part: 0,
+            path: PathBuf::from(format!("{subtask}/committed-{epoch}.tsv")),
+            records: records.iter().map(|(w, c)| (w.to_string(), *c)).collect(),
+            well_formed: Ok(()),
+        }
+    }
+
+    fn oracle() -> HashMap<String, u64> {
+        [("to", 4), ("be", 4), ("or", 2), ("not", 2)].iter().map(|(w, c)| (w.to_string(), *c)).collect()
+    }
+
+    fn failed(v: &Verdict) -> Vec<&str> {
+        v.checks.iter().filter(|(_, c)| !c.ok && c.required).map(|(k, _)| k.as_str()).collect()
+    }
+
+    /// Lines of the first failed attempt were lost: fewer counts, each committed once.
+    fn lossy() -> Vec<Transaction> {
+        vec![txn(0, 1, &[("to", 2), ("be", 2)]), txn(1, 1, &[("or", 1)]), txn(0, 3, &[("to", 3), ("be", 3)]), txn(1, 3, &[("not", 1)])]
+    }
+
+    #[test]
+    fn loss_passes_at_most_once_and_fails_exactly_once() {
+        let v = verdict(&oracle(), &lossy(), Expectation::AtMostOnce, vec![]);
+        assert!(v.pass, "{:?}", v.checks);
+        assert!(v.checks[AT_MOST_ONCE].ok);
+        assert!(!v.checks[FINAL_COUNTS].required, "loss is allowed");
+        let v = verdict(&oracle(), &lossy(), Expectation::ExactlyOnce, vec![]);
+        assert_eq!(failed(&v), vec![FINAL_COUNTS]);
+    }
+
+    #[test]
+    fn a_duplicate_commit_fails_at_most_once() {
+        let mut t = lossy();
+        t.push(txn(0, 4, &[("to", 3)])); // the same count committed again: a replay
+        let v = verdict(&oracle(), &t, Expectation::AtMostOnce, vec![]);
+        assert!(!v.pass);
+        assert_eq!(failed(&v), vec![MONOTONIC]);
+    }
+
+    #[test]
+    fn an_unexpected_or_overcounted_word_fails_at_most_once() {
+        let mut t = lossy();
+        t.push(txn(1, 4, &[("question", 1)]));
+        let v = verdict(&oracle(), &t, Expectation::AtMostOnce, vec![]);
+        assert_eq!(failed(&v), vec![AT_MOST_ONCE]);
+        assert!(v.checks[AT_MOST_ONCE].details.contains("unexpected"), "{}", v.checks[AT_MOST_ONCE].details);
+        let mut t = lossy();
+        t.push(txn(1, 4, &[("or", 3)])); // above the oracle's 2: counted twice somewhere
+        let v = verdict(&oracle(), &t, Expectation::AtMostOnce, vec![]);
+        assert_eq!(failed(&v), vec![AT_MOST_ONCE]);
+        assert!(v.checks[AT_MOST_ONCE].details.contains("over-counted"));
+    }
+
+    /// The journal of a run whose source was on a stopped taskmanager: connection 1 was sent
+    /// lines 0..4 and closed; attempt 2 restored line 2 and got lines from 4 on.
+    fn evidence() -> SocketEvidence {
+        let t0 = 1_000_000;
+        SocketEvidence {
+            journal: vec![
+                Event::Start { t_ms: t0 - 500, fed: 0, cursor: 0 },
+                Event::Open { t_ms: t0, conn: 1, peer: "tm1".into(), attempt: 1, restored: 0, first: 0 },
+                Event::Close { t_ms: t0 + 5050, conn: 1, sent: 4, reason: "the source closed the connection".into() },
+                Event::Open { t_ms: t0 + 5400, conn: 2, peer: "tm2".into(), attempt: 2, restored: 2, first: 4 },
+                Event::Ended { t_ms: t0 + 9000, lines: 6 },
+            ],
+            fed: ["to be", "or not", "to be", "or not", "to be", "to be"].iter().map(|s| s.to_string()).collect(),
+            faults: vec![
+                FaultFact { label: "stop taskmanager-1".into(), applied_ms: t0 + 5000 },
+                FaultFact { label: "start taskmanager-1".into(), applied_ms: t0 + 12000 },
+            ],
+            failures: vec![
+                FailureEvent { at_ms: t0 + 5060, attempt: 1, taskmanager: Some("taskmanager-1".into()), jobmanager: None, cause: "connection closed".into() },
+                FailureEvent { at_ms: t0 + 5070, attempt: 1, taskmanager: Some("taskmanager-3".into()), jobmanager: None, cause: "input lost".into() },
+            ],
+            t0_ms: t0,
+        }
+    }
+
+    #[test]
+    fn lost_lines_are_attributed_to_their_connection_failure_and_fault() {
+        let r = lost_ranges(&evidence());
+        assert_eq!(r.len(), 1);
+        assert_eq!((r[0].from, r[0].to, r[0].words, r[0].attempt), (2, 4, 4, 2));
+        for needle in ["connection 1, closed at 5.05 s", "attempt 1 failed at 5.06 s (taskmanager-1: connection closed)", "fault: stop taskmanager-1 at 5.00 s"] {
+            assert!(r[0].cause.contains(needle), "{needle}: {}", r[0].cause);
+        }
+    }
+
+    #[test]
+    fn exactly_once_names_the_loss_and_why() {
+        // Lines 2..4 ("to be", "or not") never counted.
+        let t = vec![txn(0, 1, &[("to", 3), ("be", 3)]), txn(1, 1, &[("or", 1), ("not", 1)])];
+        let mut v = verdict(&oracle(), &t, Expectation::ExactlyOnce, vec![]);
+        explain(&mut v, &evidence());
+        let d = &v.checks[FINAL_COUNTS].details;
+        assert!(!v.pass);
+        assert!(d.contains("lines 2..4 (2 lines, 4 words)") && d.contains(WHY), "{d}");
+        assert!(!d.contains("accounts for"), "every lost word is in the lost lines: {d}");
+        assert_eq!(v.socket_losses.len(), 1);
+    }
+}
