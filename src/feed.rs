@@ -46,17 +46,17 @@ async fn finish(mut c: Conn) -> Result<u64, String> {
     }
 }
 
-/// Writes `lines` to the line server at `addr` once, as they come (nothing is held back:
-/// typed lines reach the job at once). Returns the lines the server holds afterwards.
-pub async fn feed_once(addr: &str, lines: impl IntoIterator<Item = String>) -> Result<u64, String> {
-    let c = connect(addr).await?;
+/// Writes each line from `lines` to the line server at `addr` as it comes (nothing is held
+/// back: a typed line reaches the job at once, as through `nc`), until the channel closes.
+/// Returns the lines the server holds afterwards.
+pub async fn feed_channel(addr: &str, mut lines: tokio::sync::mpsc::Receiver<String>) -> Result<u64, String> {
+    let mut c = connect(addr).await?;
     if c.ended {
         return Err("the input has ended (`chaos verify` ends it): start a new cluster to feed more".into());
     }
-    let mut c = c;
     {
         let w = c.stream.get_mut();
-        for mut l in lines {
+        while let Some(mut l) = lines.recv().await {
             l.push('\n');
             w.write_all(l.as_bytes()).await.map_err(|e| format!("feeding the line server: {e}"))?;
         }

@@ -68,6 +68,9 @@ enum Role {
     LineServer {
         #[arg(long, default_value = "/data")]
         data_dir: PathBuf,
+        /// The node's name (in logs, and how the process runtime knows its process).
+        #[arg(long, default_value = streamd::lines::NODE)]
+        id: String,
         /// Where sources connect (default: `0.0.0.0:<input.socket.port of --job>`).
         #[arg(long)]
         bind: Option<String>,
@@ -171,7 +174,8 @@ fn main() -> ExitCode {
                 let cfg = streamd::taskmanager::TmConfig { id, jobmanager, slots, data_dir, data_bind, advertise, line_server, ha };
                 streamd::taskmanager::run(cfg, terminated()).await.map(|_| ExitCode::SUCCESS)
             }
-            Role::LineServer { data_dir, bind, job, feed_bind } => {
+            Role::LineServer { data_dir, id, bind, job, feed_bind } => {
+                tracing::info!("line server {id}");
                 let bind = match bind {
                     Some(b) => b,
                     None => match streamd::spec::JobSpec::load(&job).map(|j| j.input.socket) {

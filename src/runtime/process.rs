@@ -497,6 +497,8 @@ impl ProcessRuntime {
             let (lines, feed) = (next()?, next()?);
             let args = [
                 "line-server".to_string(),
+                "--id".into(),
+                n.name.clone(),
                 "--data-dir".into(),
                 data_dir.clone(),
                 "--bind".into(),

@@ -161,9 +161,11 @@ pub fn lost_ranges(ev: &SocketEvidence) -> Vec<LostRange> {
             parts.push(format!("attempt {} failed at {} ({node}{})", f.attempt, rel(f.at_ms), f.cause));
             by = by.max(f.at_ms);
         }
+        // (Interactive runs know no faults: `chaos kill` was another invocation.)
         match ev.faults.iter().filter(|f| f.applied_ms <= by).max_by_key(|f| f.applied_ms) {
             Some(f) => parts.push(format!("fault: {} at {}", f.label, rel(f.applied_ms))),
-            None => parts.push("no fault of the run before it".into()),
+            None if !ev.faults.is_empty() => parts.push("no fault of the run before it".into()),
+            None => {}
         }
         out.push(LostRange { from, to, words, attempt: *attempt, cause: parts.join("; ") });
     }

@@ -69,6 +69,8 @@ pub fn node_command(node: &NodeDef, jobmanager: &str) -> Result<Vec<String>> {
         // Its source port is the job's `input.socket.port`, read from the job spec.
         Role::Lines => vec![
             "line-server".into(),
+            "--id".into(),
+            name.into(),
             "--data-dir".into(),
             DATA_DIR.into(),
             "--job".into(),
