@@ -28,13 +28,14 @@ impl Plan {
         }
         let plural = |n: u32, w: &str| if n == 1 { format!("{n} {w}") } else { format!("{n} {w}s") };
         out.push_str(&format!(
-            "cluster: {}{}{}, {} x {} slots ({} slots)\n",
+            "cluster: {}{}{}, {} x {} slots ({} slots){}\n",
             if c.engine == crate::engine::Engine::Streamd { String::new() } else { format!("{} ", c.engine) },
             plural(c.jobmanagers, "jobmanager"),
             c.coordinator().map(|n| format!(" (HA, with {n})")).unwrap_or_default(),
             plural(c.taskmanagers, "taskmanager"),
             c.slots,
-            c.total_slots()
+            c.total_slots(),
+            if c.lines { format!(", line server {}", streamd_contract::lines::NODE) } else { String::new() }
         ));
         for (node, r) in &c.resources {
             let mut parts = Vec::new();
