@@ -53,12 +53,15 @@ impl LineServer {
         std::fs::create_dir_all(lines::dir(data))?;
         let fed_path = lines::fed_path(data);
         let lines = read_fed(&fed_path)?;
-        let ended = lines::read_journal(&lines::journal_path(data))?.iter().any(|e| matches!(e, Event::Ended { .. }));
+        let journal = lines::read_journal(&lines::journal_path(data))?;
+        let ended = journal.iter().any(|e| matches!(e, Event::Ended { .. }));
+        // Connection ids go on across restarts, so the journal names each connection once.
+        let conns = journal.iter().filter_map(|e| if let Event::Open { conn, .. } = e { Some(*conn) } else { None }).max().unwrap_or(0);
         let fed_file = std::fs::OpenOptions::new().create(true).append(true).open(&fed_path)?;
         let journal = std::fs::OpenOptions::new().create(true).append(true).open(lines::journal_path(data))?;
         let n = lines.len() as u64;
         let server = Arc::new(LineServer {
-            state: Mutex::new(State { lines, cursor: n, ended, conns: 0, fed_file, journal }),
+            state: Mutex::new(State { lines, cursor: n, ended, conns, fed_file, journal }),
             fed: Notify::new(),
             current: watch::channel(0).0,
         });
@@ -449,12 +452,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(lines::dir(dir.path())).unwrap();
         std::fs::write(lines::fed_path(dir.path()), "a\nb\nhal").unwrap();
+        let open = Event::Open { t_ms: 1, conn: 3, peer: "p".into(), attempt: 1, restored: 0, first: 0 };
+        std::fs::write(lines::journal_path(dir.path()), format!("{}\n", serde_json::to_string(&open).unwrap())).unwrap();
         let s = LineServer::open(dir.path()).unwrap();
+        assert_eq!(s.lock().conns, 3, "connection ids go on from the journal's");
         assert_eq!(s.fed(), (2, false));
         assert_eq!(std::fs::read_to_string(lines::fed_path(dir.path())).unwrap(), "a\nb\n");
         assert!(s.feed(vec![lines::END.to_string()]).is_err());
         s.end();
         drop(s);
-        assert_eq!(LineServer::open(dir.path()).unwrap().fed(), (2, true));
+        let s = LineServer::open(dir.path()).unwrap();
+        assert_eq!(s.fed(), (2, true));
+        assert_eq!(s.lock().cursor, 2, "what a previous life did not send is not sent");
     }
 }
