@@ -164,7 +164,15 @@ impl LineServer {
                     outcome = Err(format!("a line over {MAX_LINE} bytes"));
                     break;
                 }
-                let line = buf.strip_suffix(b"\n").unwrap_or(&buf);
+                let Some(line) = buf.strip_suffix(b"\n") else {
+                    // A last line without its newline is a write cut short (a feeder that
+                    // died mid-line): not stored, so a resumed feed sends it whole.
+                    tracing::warn!("a feeder closed mid-line; {} bytes dropped", buf.len());
+                    if !batch.is_empty() {
+                        outcome = self.feed(std::mem::take(&mut batch));
+                    }
+                    break;
+                };
                 let line = String::from_utf8_lossy(line).into_owned();
                 if line == lines::END {
                     if !batch.is_empty() {
@@ -399,6 +407,9 @@ mod tests {
         assert_eq!(opens, vec![(1, 0, 0), (2, 1, 2)]);
         assert!(journal.iter().any(|e| matches!(e, Event::Close { conn: 1, sent: 2, .. })), "{journal:?}");
         assert_eq!(std::fs::read_to_string(lines::fed_path(dir.path())).unwrap(), "a b\nc\nd\n");
+        // A feeder that dies mid-line: the half line is not stored.
+        assert_eq!(feed(&fa, "e\nhal").await, "ok 4\n");
+        assert_eq!(std::fs::read_to_string(lines::fed_path(dir.path())).unwrap(), "a b\nc\nd\ne\n");
     }
 
     #[tokio::test]

@@ -247,6 +247,10 @@ impl JobSpec {
             if s.port == 0 {
                 return Err("input.socket.port: expected 1..=65535, got 0".into());
             }
+            // The line server serves sources and feeders side by side.
+            if s.port == crate::lines::FEED_PORT {
+                return Err(format!("input.socket.port: {} is the line server's feed port: expected another", s.port));
+            }
             if s.host.is_empty() {
                 return Err("input.socket.host: expected a host name".into());
             }
@@ -334,6 +338,7 @@ mod tests {
         let e = JobSpec::parse("parallelism: 1\ninput: { socket: { port: 9000 }, file: { path: x } }\n").unwrap_err();
         assert!(e.contains("exactly one"), "{e}");
         assert!(JobSpec::parse("parallelism: 1\ninput: { socket: { port: 0 } }\n").unwrap_err().contains("input.socket.port"));
+        assert!(JobSpec::parse("parallelism: 1\ninput: { socket: { port: 6125 } }\n").unwrap_err().contains("feed port"));
         assert!(JobSpec::parse("parallelism: 1\ninput: { socket: { port: 9000, hots: x } }\n").unwrap_err().contains("hots"));
         assert!(JobSpec::parse("parallelism: 1\ncheckpoint_interval: 5 parsecs\ninput: { file: { path: x } }\n")
             .unwrap_err()

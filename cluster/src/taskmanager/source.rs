@@ -106,7 +106,9 @@ pub async fn run(
         let mut pending = false;
         while n < chunk_lines && chunk.len() < CHUNK_BYTES {
             match next_line(&mut lines, &mut chunk)? {
-                ReadOutcome::Line(_) => {
+                // `_index`: the line's global index in the whole input (feed order for a
+                // socket), whatever the source: what event time derives from.
+                ReadOutcome::Line(_index) => {
                     chunk.push('\n');
                     n += 1;
                 }
