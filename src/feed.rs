@@ -76,15 +76,17 @@ pub async fn end(addr: &str) -> Result<u64, String> {
 
 /// Feeds all of `input` at `rate` lines/s (0: as fast as possible), then ends the input.
 /// Retries while the line server is unreachable and resumes after the lines it holds,
-/// until `give_up` passes. Returns the lines fed.
-pub async fn feed_all(addr: &str, input: &[String], rate: u64, give_up: Instant) -> Result<u64, String> {
+/// until `give_up` passes. `addr` is where the server is now: a restarted container may
+/// come back on another address, which the run loop then sends. Returns the lines fed.
+pub async fn feed_all(addr: tokio::sync::watch::Receiver<String>, input: &[String], rate: u64, give_up: Instant) -> Result<u64, String> {
     let start = Instant::now();
     let mut last_err = String::new();
     loop {
         if Instant::now() > give_up {
             return Err(format!("feeding stopped: {last_err}"));
         }
-        let c = match connect(addr).await {
+        let now = addr.borrow().clone();
+        let c = match connect(&now).await {
             Ok(c) => c,
             Err(e) => {
                 last_err = e;

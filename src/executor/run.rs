@@ -253,14 +253,14 @@ async fn drive<R: Runtime>(
     let start = Instant::now() - Duration::from_millis(now_ms().saturating_sub(t0));
     // Socket input: the job runs, its source waits on the line server; feed it now, at
     // the input's rate, so the input and the fault timeline share their start.
-    let feeder = match (&prepared.feed, &plan.feed) {
+    let (feeder, feed_addr) = match (&prepared.feed, &plan.feed) {
         (Some(lines), Some(input)) => {
-            let addr = rt.feed_address(streamd_contract::lines::NODE).await?;
+            let (addr, rx) = tokio::sync::watch::channel(rt.feed_address(streamd_contract::lines::NODE).await?);
             let (lines, rate) = (lines.clone(), input.rate);
             let give_up = start + plan.expect.timeout;
-            Some(tokio::spawn(async move { crate::feed::feed_all(&addr, &lines, rate, give_up).await }))
+            (Some(tokio::spawn(async move { crate::feed::feed_all(rx, &lines, rate, give_up).await })), Some(addr))
         }
-        _ => None,
+        _ => (None, None),
     };
     let mut schedule = Schedule::new(&plan.faults, start, plan.expect.timeout);
     let mut faults: Vec<FaultState> = plan
@@ -374,6 +374,13 @@ async fn drive<R: Runtime>(
                             schedule.applied(i, Instant::now(), true, applied.undo.is_some(), holds_net);
                             f.undo = applied.undo;
                             f.measure = injector.measure(&f.planned.action, &targets);
+                            // A line server (re)started may have a new address: the feeder
+                            // reconnects to wherever it is now.
+                            if let (Some(addr), true) = (&feed_addr, targets.iter().any(|t| t == streamd_contract::lines::NODE)) {
+                                if let Ok(a) = rt.feed_address(streamd_contract::lines::NODE).await {
+                                    addr.send_replace(a);
+                                }
+                            }
                             rep.timeline.events.push(TimelineEvent { t_ms: now_ms().saturating_sub(t0), kind: EventKind::Fault, label });
                         }
                         Err(e) => {

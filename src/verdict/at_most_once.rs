@@ -137,19 +137,22 @@ pub fn lost_ranges(ev: &SocketEvidence) -> Vec<LostRange> {
         // before `to` (earlier connections can only hold earlier lines).
         let carrier = opens.iter().filter(|(_, f, at)| *f < to && at < t_ms).max_by_key(|(_, _, at)| *at);
         let mut parts = Vec::new();
-        // The moment the loss happened, as late as the evidence goes: the fault that
-        // caused it was applied before it.
-        let mut by = *t_ms;
+        // The first sign of the loss (the carrier closing, the attempt failing, the server
+        // restarting; at the latest the reconnection): the fault that caused it came before.
+        let mut signs = vec![*t_ms];
         match carrier.map(|(conn, _, _)| (conn, closes.get(conn))) {
             Some((conn, Some((closed, _, reason)))) => {
                 parts.push(format!("read by connection {conn}, closed at {} ({reason})", rel(*closed)));
-                by = *closed;
+                signs.push(*closed);
             }
             Some((conn, None)) => parts.push(format!("read by connection {conn}, which the line server never saw close")),
             None => parts.push("never sent to a source".into()),
         }
-        if let Some(r) = restarts.iter().filter(|&&r| r <= *t_ms).max() {
+        // A restart of the server while the carrier was its connection (or before any).
+        let since = carrier.map_or(0, |(_, _, at)| *at);
+        if let Some(r) = restarts.iter().filter(|&&r| r > since && r <= *t_ms).max() {
             parts.push(format!("the line server restarted at {}", rel(*r)));
+            signs.push(*r);
         }
         // The failure that ended the attempt which read them: the latest attempt before
         // this one that failed.
@@ -159,8 +162,9 @@ pub fn lost_ranges(ev: &SocketEvidence) -> Vec<LostRange> {
         if let Some(f) = ev.failures.iter().filter(|f| Some(f.attempt) == failed).min_by_key(|f| f.at_ms) {
             let node = f.taskmanager.as_deref().or(f.jobmanager.as_deref()).map(|n| format!("{n}: ")).unwrap_or_default();
             parts.push(format!("attempt {} failed at {} ({node}{})", f.attempt, rel(f.at_ms), f.cause));
-            by = by.max(f.at_ms);
+            signs.push(f.at_ms);
         }
+        let by = signs.into_iter().min().unwrap_or(*t_ms);
         // (Interactive runs know no faults: `chaos kill` was another invocation.)
         match ev.faults.iter().filter(|f| f.applied_ms <= by).max_by_key(|f| f.applied_ms) {
             Some(f) => parts.push(format!("fault: {} at {}", f.label, rel(f.applied_ms))),
@@ -303,6 +307,33 @@ mod tests {
         assert_eq!(r.len(), 1);
         assert_eq!((r[0].from, r[0].to, r[0].words, r[0].attempt), (2, 4, 4, 2));
         for needle in ["connection 1, closed at 5.05 s", "attempt 1 failed at 5.06 s (taskmanager-1: connection closed)", "fault: stop taskmanager-1 at 5.00 s"] {
+            assert!(r[0].cause.contains(needle), "{needle}: {}", r[0].cause);
+        }
+    }
+
+    /// The line server stopped (the attempt fails at once) and started later: the loss is
+    /// the stop's, not the start's, though the start came before the reconnection.
+    #[test]
+    fn the_fault_named_is_the_one_before_the_first_sign_of_the_loss() {
+        let t0 = 1_000_000;
+        let ev = SocketEvidence {
+            journal: vec![
+                Event::Start { t_ms: t0 - 500, fed: 0, cursor: 0 },
+                Event::Open { t_ms: t0, conn: 1, peer: "tm1".into(), attempt: 1, restored: 0, first: 0 },
+                Event::Start { t_ms: t0 + 5200, fed: 6, cursor: 6 },
+                Event::Open { t_ms: t0 + 5300, conn: 2, peer: "tm2".into(), attempt: 2, restored: 2, first: 6 },
+            ],
+            fed: ["to be"; 6].iter().map(|s| s.to_string()).collect(),
+            faults: vec![
+                FaultFact { label: "stop lines-1".into(), applied_ms: t0 + 3000 },
+                FaultFact { label: "start lines-1".into(), applied_ms: t0 + 5000 },
+            ],
+            failures: vec![FailureEvent { at_ms: t0 + 3020, attempt: 1, taskmanager: None, jobmanager: None, cause: "input lost".into() }],
+            t0_ms: t0,
+        };
+        let r = lost_ranges(&ev);
+        assert_eq!((r[0].from, r[0].to), (2, 6));
+        for needle in ["never saw close", "restarted at 5.20 s", "fault: stop lines-1 at 3.00 s"] {
             assert!(r[0].cause.contains(needle), "{needle}: {}", r[0].cause);
         }
     }
