@@ -164,6 +164,10 @@ pub struct UpArgs {
     pub slots: u32,
     #[arg(long, value_enum, default_value = "docker", env = "CHAOS_RUNTIME")]
     pub runtime: RuntimeKind,
+    /// The job reads a socket on this port (default 9000), like Flink's socketTextStream
+    /// reading `nc -l 9000`: `chaos feed` writes to the line server lines-1.
+    #[arg(long, value_name = "PORT", num_args = 0..=1, default_missing_value = "9000", conflicts_with = "scenario")]
+    pub socket: Option<u16>,
 }
 
 /// `chaos netem`.
@@ -271,6 +275,7 @@ pub async fn run(cli: Cli) -> Result<u8, ChaosError> {
                 taskmanagers: a.taskmanagers,
                 slots: a.slots,
                 runtime: a.runtime,
+                socket: a.socket,
             })
             .await
         }

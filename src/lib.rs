@@ -10,6 +10,7 @@
 //!   and recovery timings), carried out by an async shell (`executor::drive`).
 //! - [`fault`]: every fault action applied, undone, held and measured, for the run loop
 //!   and the interactive commands alike.
+//! - [`feed`]: feeding the line server of a socket input (`nc -l 9000`'s other end).
 //! - [`live`]: the live cluster of `chaos up`: find it, resolve node names, feed its
 //!   input, read its counts, remove it.
 //! - [`nodes`], [`signal`]: node names and aliases (and the leader lookup); signals. One
@@ -26,7 +27,7 @@
 //! - [`client`]: the streamd REST client; [`current`]: which cluster is live.
 //! - [`verdict`]: the oracle and the checks on the committed output (final counts, well-formed,
 //!   monotonic; per epoch: consistent cuts, epochs complete; on Flink, every update
-//!   committed once).
+//!   committed once; for a socket input, at-most-once and which fault lost what).
 //! - [`report`]: terminal summary and progress, JSON, JUnit, HTML.
 //!
 //! The command line itself (`src/main.rs`, `src/cli.rs`, `src/cli/`) is part of the binary,
@@ -37,6 +38,7 @@ pub mod engine;
 pub mod error;
 pub mod executor;
 pub mod fault;
+pub mod feed;
 pub mod flink;
 pub mod host;
 pub mod images;

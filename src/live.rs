@@ -129,6 +129,9 @@ impl Runtime for Live {
     async fn node_address(&self, node: &str) -> runtime::Result<String> {
         on_runtime!(self, rt => rt.node_address(node).await)
     }
+    async fn feed_address(&self, node: &str) -> runtime::Result<String> {
+        on_runtime!(self, rt => rt.feed_address(node).await)
+    }
     async fn kill(&self, node: &str, signal: Signal) -> runtime::Result<()> {
         on_runtime!(self, rt => rt.kill(node, signal).await)
     }
@@ -333,6 +336,9 @@ pub struct UpOptions {
     pub taskmanagers: u32,
     pub slots: u32,
     pub runtime: RuntimeKind,
+    /// Without a scenario: the job reads a socket on this port (the line server `lines-1`,
+    /// fed by `chaos feed` as `nc -l <port>` is by typing).
+    pub socket: Option<u16>,
 }
 
 /// `chaos up`: starts a cluster and its job, leaves it running, records it as current.
@@ -347,9 +353,10 @@ pub async fn up(opts: UpOptions) -> Result<u8, ChaosError> {
     let mut plan = match &opts.scenario {
         Some(p) => crate::scenario::load(p, None).map_err(|e| ChaosError::Usage(e.to_string()))?,
         None => {
+            let socket = opts.socket.map(|p| format!("socket: {{ port: {p} }}, ")).unwrap_or_default();
             let text = format!(
                 "name: interactive\ncluster: {{ jobmanagers: {}, taskmanagers: {}, slots: {} }}\n\
-                 job: {{ parallelism: {} }}\ninput: {{ generate: {{ lines: 1 }} }}\n",
+                 job: {{ parallelism: {} }}\ninput: {{ {socket}generate: {{ lines: 1 }} }}\n",
                 opts.jobmanagers,
                 opts.taskmanagers,
                 opts.slots,
@@ -369,8 +376,10 @@ pub async fn up(opts: UpOptions) -> Result<u8, ChaosError> {
             plan.file.display()
         )));
     }
-    // Interactive input: a growing file the sources follow until `chaos verify` ends it.
-    if plan.job.input.generate.is_none() || opts.scenario.is_none() {
+    // Interactive input: a growing file the sources follow until `chaos verify` ends it, or
+    // the line server, which `chaos feed` writes to (nothing else is fed to it here).
+    let socket = plan.job.input.socket.clone();
+    if socket.is_none() && (plan.job.input.generate.is_none() || opts.scenario.is_none()) {
         plan.job.input.generate = None;
         plan.job.input.file = Some(streamd_contract::spec::FileSpec { path: "input/input.txt".into(), follow: true });
     }
@@ -411,6 +420,14 @@ pub async fn up(opts: UpOptions) -> Result<u8, ChaosError> {
         .map_err(|e| ChaosError::Infrastructure(format!("the cluster did not become ready: {e}")))?;
     println!("cluster {} up in {} ms: {}", prepared.cluster_id, t.elapsed().as_millis(), plan.cluster.describe_nodes());
     println!("REST: {url}   run dir: {}", prepared.run_dir.display());
+    if let Some(s) = socket {
+        println!(
+            "the job reads a socket: `chaos feed` writes to the line server {} (port {}), as typing into `nc -l {}` would",
+            streamd_contract::lines::NODE,
+            s.port,
+            s.port
+        );
+    }
     println!("feed lines with `chaos feed`, break things with `chaos kill tm2`, check with `chaos verify`, clean up with `chaos down`");
     Ok(exit::PASS)
 }
@@ -422,8 +439,14 @@ pub async fn verify() -> Result<u8, ChaosError> {
         .map_err(|e| ChaosError::Other(e.to_string()))?
         .ok_or_else(|| ChaosError::Usage("no live cluster: start one with `chaos up`".into()))?;
     let job = streamd_contract::spec::JobSpec::load(&cur.run_dir.join("job.yaml")).map_err(|e| ChaosError::Other(e.to_string()))?;
-    let url = crate::live::Live::connect(cur.runtime, &cur.cluster_id, &cur.run_dir).await?.rest_url("jobmanager-1").await?;
-    let oracle_input = if let Some(g) = &job.input.generate {
+    let live = crate::live::Live::connect(cur.runtime, &cur.cluster_id, &cur.run_dir).await?;
+    let url = live.rest_url("jobmanager-1").await?;
+    let oracle_input = if job.input.socket.is_some() {
+        // The line server ends the input; the oracle is everything it was fed.
+        let addr = live.feed_address(streamd_contract::lines::NODE).await?;
+        crate::feed::end(&addr).await.map_err(|e| ChaosError::Other(format!("cannot end the input: {e}")))?;
+        crate::verdict::OracleInput::File(streamd_contract::lines::fed_path(&cur.run_dir))
+    } else if let Some(g) = &job.input.generate {
         crate::verdict::OracleInput::Generate(g.clone())
     } else if let Some(f) = &job.input.file {
         let path = cur.run_dir.join(&f.path);
@@ -458,15 +481,29 @@ pub async fn verify() -> Result<u8, ChaosError> {
         failures.push(("job".to_string(), format!("the job FAILED: {}", d.failure_cause.unwrap_or_default())));
     }
     let finished = d.state == JobState::Finished;
-    let epochs = match crate::verdict::EpochEvidence::read(&cur.run_dir, &job.job_id, oracle_input.clone(), job.parallelism, finished) {
-        Ok(e) => Some(e.windowed(job.window_clock())),
-        Err(e) => {
-            failures.push((crate::verdict::CONSISTENT_CUTS.into(), format!("cannot read the checkpoints' cuts: {e}")));
-            None
+    let socket = job.input.socket.is_some();
+    // A socket source cannot replay: at most once, without the epoch checks (see run.rs).
+    let epochs = if socket {
+        None
+    } else {
+        match crate::verdict::EpochEvidence::read(&cur.run_dir, &job.job_id, oracle_input.clone(), job.parallelism, finished) {
+            Ok(e) => Some(e.windowed(job.window_clock())),
+            Err(e) => {
+                failures.push((crate::verdict::CONSISTENT_CUTS.into(), format!("cannot read the checkpoints' cuts: {e}")));
+                None
+            }
         }
     };
-    let expect = crate::verdict::Expectation::ExactlyOnce;
-    let v = crate::verdict::verdict_with(&oracle, &txns, expect, epochs.as_ref(), failures);
+    let expect = if socket { crate::verdict::Expectation::AtMostOnce } else { crate::verdict::Expectation::ExactlyOnce };
+    let mut v = crate::verdict::verdict_with(&oracle, &txns, expect, epochs.as_ref(), failures);
+    if socket {
+        // Faults were applied by other invocations: only the jobmanager's failures are known.
+        let t0 = d.history.iter().find(|h| h.state == JobState::Running).map_or(d.start_ms, |h| h.at_ms);
+        match crate::verdict::at_most_once::SocketEvidence::read(&cur.run_dir, Vec::new(), d.failures.clone(), t0) {
+            Ok(ev) => crate::verdict::at_most_once::explain(&mut v, &ev),
+            Err(e) => tracing::warn!("cannot read the line server's journal: {e}"),
+        }
+    }
     let counts = cur.run_dir.join("counts.tsv");
     crate::verdict::write_counts(&counts, &v.finals).map_err(|e| ChaosError::Other(e.to_string()))?;
     let mut r = crate::report::RunReport { scenario: "interactive".into(), run_dir: cur.run_dir.clone(), counts_file: counts, ..crate::report::RunReport::default() };

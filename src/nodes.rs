@@ -6,11 +6,12 @@ use crate::runtime::{NodeState, Role, Runtime};
 
 /// Roles and the spellings that name them: `taskmanager-2`, `taskmanager2`, `tm-2`, `tm2`,
 /// in any case. Longer prefixes first, so `taskmanager2` is not read as `t` + ...
-const ROLES: [(&[&str], &str); 4] = [
+const ROLES: [(&[&str], &str); 5] = [
     (&["taskmanager-", "taskmanager", "tm-", "tm"], "taskmanager"),
     (&["jobmanager-", "jobmanager", "jm-", "jm"], "jobmanager"),
     (&["etcd-", "etcd"], "etcd"),
     (&["zookeeper-", "zookeeper", "zk-", "zk"], "zookeeper"),
+    (&["lines-", "lines"], "lines"),
 ];
 
 /// The canonical name of a node alias, by syntax alone (no cluster needed):
@@ -99,6 +100,7 @@ mod tests {
         assert_eq!(c("etcd1").as_deref(), Some("etcd-1"));
         assert_eq!(c("etcd-1").as_deref(), Some("etcd-1"));
         assert_eq!(c("zk1").as_deref(), Some("zookeeper-1"));
+        assert_eq!(c("lines1").as_deref(), Some("lines-1"));
     }
 
     #[test]

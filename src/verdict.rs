@@ -21,7 +21,9 @@ use streamd_contract::spec::{GenerateSpec, JobSpec};
 use streamd_contract::tokenizer::for_each_token;
 use streamd_contract::window::{self, WindowClock};
 
+pub mod at_most_once;
 pub mod epochs;
+pub use at_most_once::AT_MOST_ONCE;
 pub use epochs::{EpochEvidence, CONSISTENT_CUTS, EPOCHS_COMPLETE};
 
 /// Rule names, as they appear in `checks` of the report.
@@ -135,6 +137,9 @@ pub enum Expectation {
     ExactlyOnce,
     /// Well-formed and nothing lost; overcounts and duplicated commits are allowed.
     AtLeastOnce,
+    /// Well-formed, nothing counted twice, nothing above the oracle; loss is allowed
+    /// (a source that cannot replay; see [`at_most_once`]).
+    AtMostOnce,
     /// Only well-formed transactions are required.
     Any,
 }
@@ -144,6 +149,7 @@ impl std::fmt::Display for Expectation {
         f.write_str(match self {
             Expectation::ExactlyOnce => "exactly-once",
             Expectation::AtLeastOnce => "at-least-once",
+            Expectation::AtMostOnce => "at-most-once",
             Expectation::Any => "any",
         })
     }
@@ -268,6 +274,8 @@ pub struct Verdict {
     pub transactions: usize,
     /// Sum of the oracle's counts (words in the input).
     pub oracle_words: u64,
+    /// Socket input: the lines lost at each restart, with their cause.
+    pub socket_losses: Vec<at_most_once::LostRange>,
 }
 
 /// Checks committed `transactions` (as [`streamd_contract::output::read_committed`] returns them)
@@ -417,6 +425,7 @@ pub fn verdict_with(
     add(MONOTONIC, v.duplicates_total == 0, details);
 
     add_at_least_once(&v, oracle, expectation, &mut add);
+    at_most_once::add_check(&v, oracle, expectation, &mut add);
 
     if let Some(ev) = epochs {
         for (rule, c) in epochs::checks(ev, transactions) {
@@ -434,6 +443,7 @@ fn required(expectation: Expectation, rule: &str) -> bool {
     match expectation {
         Expectation::ExactlyOnce => rule != AT_LEAST_ONCE,
         Expectation::AtLeastOnce => rule == WELL_FORMED || rule == AT_LEAST_ONCE,
+        Expectation::AtMostOnce => rule == WELL_FORMED || rule == MONOTONIC || rule == AT_MOST_ONCE,
         Expectation::Any => rule == WELL_FORMED,
     }
 }
@@ -587,6 +597,7 @@ pub fn verdict_updates(
     };
     add(COMPLETE_HISTORY, ok, details);
     add_at_least_once(&v, oracle, expectation, &mut add);
+    at_most_once::add_check(&v, oracle, expectation, &mut add);
     v.checks = checks;
     finish(&mut v, run_failures);
     v

@@ -257,3 +257,45 @@ async fn a_windowed_job_under_a_kill_commits_every_window_once() {
     assert!(r.checks["final_counts"].details.starts_with("60 windows,"), "{}", r.checks["final_counts"].details);
     assert!(r.restarts >= 1, "the kill must have restarted the job");
 }
+
+/// A socket input (the line server `lines-1`, like `nc -l 9000`) under faults: at most once.
+fn socket_scenario(name: &str, faults: &str) -> String {
+    format!(
+        "name: {name}\nseed: 5\ncluster: {{ jobmanagers: 1, taskmanagers: 3, slots: 2 }}\n\
+         job: {{ parallelism: 4, checkpoint_interval: 1s, restart: {{ strategy: fixed-delay, attempts: 10, delay: 200ms }} }}\n\
+         input: {{ socket: {{ port: 9000 }}, generate: {{ lines: 20000, words_per_line: 6, vocabulary: 500 }}, rate: 4000 }}\n\
+         faults:\n{faults}\
+         expect: {{ output: at-most-once, recovery_within: 15s, timeout: 60s }}\n"
+    )
+}
+
+/// What a socket run must show: nothing counted twice or unexpected, and every lost word
+/// inside the lines the line server's journal says were lost.
+fn assert_at_most_once(r: &RunReport) {
+    assert_eq!(r.verdict, Outcome::Pass, "failed checks: {:?}", r.failed_checks());
+    for rule in ["well_formed", "monotonic", "at_most_once"] {
+        assert!(r.checks.get(rule).is_some_and(|c| c.ok), "{rule} must hold");
+    }
+    assert!(r.overcounted.is_empty() && r.unexpected.is_empty());
+    let lost: u64 = r.lost.values().map(|d| d.expected - d.got).sum();
+    let in_lines: u64 = r.lost_lines.iter().map(|l| l.words).sum();
+    assert_eq!(lost, in_lines, "every lost word is in the lost lines: {:?}", r.lost_lines);
+    assert_eq!(r.final_state.as_deref(), Some("FINISHED"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_socket_source_loses_only_what_it_read_after_its_checkpoint() {
+    // taskmanager-1 runs source subtask 0, the one that reads the socket.
+    let r = run(&socket_scenario("engine-socket-kill", "  - { at: 2500ms, action: kill, target: taskmanager-1 }\n")).await;
+    assert_at_most_once(&r);
+    assert!(r.restarts >= 1);
+    assert!(!r.lost_lines.is_empty(), "lines read after the last checkpoint are lost");
+    assert!(r.lost_lines[0].cause.contains("kill taskmanager-1"), "{:?}", r.lost_lines);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restarted_line_server_is_found_again_by_the_source_and_the_feeder() {
+    let r = run(&socket_scenario("engine-socket-restart-lines", "  - { at: 2s, action: restart, target: lines-1, grace: 1s }\n")).await;
+    assert_at_most_once(&r);
+    assert!(r.restarts >= 1, "the source's connection broke: the job restarted");
+}

@@ -134,6 +134,37 @@ fn flink_at_least_once_caught() {
     assert!(o.stdout.contains("committed twice"), "the summary says why:\n{}", o.stdout);
 }
 
+/// Flink's classic demo with a socket source (`nc -l 9000` is the line server lines-1):
+/// the taskmanager reading the socket is stopped; what its source read after the last
+/// checkpoint is lost. At-most-once passes, and the report names the lost lines and the
+/// fault that lost them.
+#[test]
+fn socket_stop_tm() {
+    let Some(o) = run("socket-stop-tm.yaml") else { return };
+    assert_eq!(o.code, 0, "chaos run socket-stop-tm.yaml must pass:\n{}", o.stdout);
+    assert_eq!(o.report["verdict"], "pass");
+    assert_eq!(o.report["checks"]["at_most_once"]["ok"], true, "{}", o.report["checks"]);
+    assert_eq!(o.report["checks"]["monotonic"]["ok"], true, "{}", o.report["checks"]);
+    let lost = o.report["lost_lines"].as_array().cloned().unwrap_or_default();
+    assert!(!lost.is_empty(), "the stop lost lines read after the last checkpoint: {}", o.report);
+    assert!(lost.iter().any(|r| r["cause"].as_str().is_some_and(|c| c.contains("stop taskmanager-1"))), "{lost:?}");
+    assert!(o.stdout.contains("cannot replay"), "the summary says why:\n{}", o.stdout);
+}
+
+/// The same run judged exactly-once: exit 1, and `final_counts` names the loss and its cause.
+#[test]
+fn socket_stop_tm_exactly_once_names_the_loss() {
+    let Some(o) = run("socket-stop-tm-exactly-once.yaml") else { return };
+    assert_eq!(o.code, 1, "chaos must exit 1 on socket-stop-tm-exactly-once:\n{}", o.stdout);
+    assert_eq!(o.report["verdict"], "fail");
+    let fc = &o.report["checks"]["final_counts"];
+    assert_eq!(fc["ok"], false, "{fc}");
+    let details = fc["details"].as_str().unwrap_or("");
+    for needle in ["lost at the restart", "stop taskmanager-1", "cannot replay"] {
+        assert!(details.contains(needle), "final_counts names the loss ({needle}): {details}");
+    }
+}
+
 /// The checker can fail: at-least-once under a kill, judged as exactly-once, exits 1 and
 /// names duplicated commits or over-counted words.
 #[test]

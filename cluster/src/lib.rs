@@ -1,7 +1,7 @@
 //! `streamd`: a small stream cluster in Apache Flink's mould.
 //!
 //! # Layout
-//! - [`spec`], [`duration`], [`tokenizer`], [`input`], [`output`], [`cuts`], [`api`]: the contract
+//! - [`spec`], [`duration`], [`tokenizer`], [`input`], [`lines`], [`output`], [`cuts`], [`api`]: the contract
 //!   shared with `chaos` (job spec, tokenizer, input, committed output format, REST types).
 //!   They live in the small crate `streamd-contract` (`cluster/contract/`), so that the CLI
 //!   builds without the engine's server side; re-exported here under the same names.
@@ -15,8 +15,11 @@
 //! - [`ha`]: jobmanager high availability through etcd: leader election with a lease,
 //!   leader epochs that fence stale leaders, the checkpoint pointer, REST forwarding.
 //! - [`bench`]: `streamd bench`, the COST-baseline comparison.
+//! - [`line_server`]: `streamd line-server`, the `nc -l 9000` a socket input reads (its
+//!   protocol is [`lines`]; the source's side is `taskmanager::socket`).
 
-pub use streamd_contract::{api, cuts, duration, input, output, spec, tokenizer, window};
+pub use streamd_contract::{api, cuts, duration, input, lines, output, spec, tokenizer, window};
+pub mod line_server;
 pub mod bench;
 pub mod ha;
 pub mod jobmanager;

@@ -8,7 +8,7 @@ use streamd::duration::parse_duration;
 use streamd::ha::HaConfig;
 
 #[derive(Parser)]
-#[command(name = "streamd", version, about = "A Flink-style stream cluster: jobmanager, taskmanager, bench")]
+#[command(name = "streamd", version, about = "A Flink-style stream cluster: jobmanager, taskmanager, line server, bench")]
 struct Cli {
     #[command(subcommand)]
     role: Role,
@@ -57,8 +57,29 @@ enum Role {
         /// `<data-dir>/job.yaml`).
         #[arg(long)]
         job_id: Option<String>,
+        /// Where this taskmanager reaches the line server (`host:port`), when not at the
+        /// job's `input.socket` address (the process runtime's ports are not the job's).
+        #[arg(long, env = "STREAMD_LINE_SERVER")]
+        line_server: Option<String>,
         #[command(flatten)]
         ha: HaArgs,
+    },
+    /// Run the line server a socket input reads, like `nc -l 9000` (see streamd::lines).
+    LineServer {
+        #[arg(long, default_value = "/data")]
+        data_dir: PathBuf,
+        /// The node's name (in logs, and how the process runtime knows its process).
+        #[arg(long, default_value = streamd::lines::NODE)]
+        id: String,
+        /// Where sources connect (default: `0.0.0.0:<input.socket.port of --job>`).
+        #[arg(long)]
+        bind: Option<String>,
+        /// The job spec whose `input.socket.port` to serve when `--bind` is not given.
+        #[arg(long, default_value = "/data/job.yaml")]
+        job: PathBuf,
+        /// Where lines are fed in.
+        #[arg(long, default_value_t = format!("0.0.0.0:{}", streamd::lines::FEED_PORT))]
+        feed_bind: String,
     },
     /// Measure throughput against the single-threaded COST baseline.
     Bench(streamd::bench::BenchArgs),
@@ -141,7 +162,7 @@ fn main() -> ExitCode {
                 let cfg = streamd::jobmanager::JmConfig { id, job, data_dir, rpc_bind, rest_bind, rpc_advertise, rest_url, ha };
                 streamd::jobmanager::run(cfg, terminated()).await.map(|_| ExitCode::SUCCESS)
             }
-            Role::Taskmanager { jobmanager, slots, data_dir, id, data_bind, advertise, job_id, ha } => {
+            Role::Taskmanager { jobmanager, slots, data_dir, id, data_bind, advertise, job_id, line_server, ha } => {
                 let advertise = advertise.unwrap_or_else(|| data_bind.clone());
                 let ha = match ha.config().and_then(|c| c.map(|c| tm_ha(c, job_id, &data_dir)).transpose()) {
                     Ok(h) => h,
@@ -150,8 +171,26 @@ fn main() -> ExitCode {
                         return Ok(ExitCode::from(2));
                     }
                 };
-                let cfg = streamd::taskmanager::TmConfig { id, jobmanager, slots, data_dir, data_bind, advertise, ha };
+                let cfg = streamd::taskmanager::TmConfig { id, jobmanager, slots, data_dir, data_bind, advertise, line_server, ha };
                 streamd::taskmanager::run(cfg, terminated()).await.map(|_| ExitCode::SUCCESS)
+            }
+            Role::LineServer { data_dir, id, bind, job, feed_bind } => {
+                tracing::info!("line server {id}");
+                let bind = match bind {
+                    Some(b) => b,
+                    None => match streamd::spec::JobSpec::load(&job).map(|j| j.input.socket) {
+                        Ok(Some(s)) => format!("0.0.0.0:{}", s.port),
+                        Ok(None) => {
+                            eprintln!("streamd: {}: the job has no input.socket: expected one, or --bind", job.display());
+                            return Ok(ExitCode::from(2));
+                        }
+                        Err(e) => {
+                            eprintln!("streamd: {e}");
+                            return Ok(ExitCode::from(2));
+                        }
+                    },
+                };
+                streamd::line_server::run(&data_dir, &bind, &feed_bind, terminated()).await.map(|_| ExitCode::SUCCESS)
             }
             Role::Bench(args) => streamd::bench::run(args).await.map(|_| ExitCode::SUCCESS),
         }

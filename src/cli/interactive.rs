@@ -152,6 +152,12 @@ pub(super) async fn fault(action: Action, nodes: &[String], for_: Option<Duratio
 /// per complete line, so the sources see each line as soon as it is typed.
 pub(super) async fn feed() -> Result<u8, ChaosError> {
     let cluster = LiveCluster::find().await?;
+    // A job that reads a socket is fed through its line server; any other (or a cluster
+    // whose spec cannot be read) through the followed input file.
+    let job = streamd_contract::spec::JobSpec::load(&cluster.run_dir.join("job.yaml")).ok();
+    if job.is_some_and(|j| j.input.socket.is_some()) {
+        return feed_socket(&cluster).await;
+    }
     let input = cluster.run_dir.join(FOLLOW_INPUT);
     if !input.is_file() {
         return Err(ChaosError::Usage(format!(
@@ -173,6 +179,33 @@ pub(super) async fn feed() -> Result<u8, ChaosError> {
         .map_err(other)?
         .map_err(|e| ChaosError::Other(format!("feeding {}: {e}", input.display())))?;
     eprintln!("fed {lines} line{} to {}", if lines == 1 { "" } else { "s" }, input.display());
+    Ok(exit::PASS)
+}
+
+/// `chaos feed` when the job reads a socket: stdin's lines go to the line server as they
+/// are typed, as into `nc -l 9000`.
+async fn feed_socket(cluster: &LiveCluster) -> Result<u8, ChaosError> {
+    let rt = cluster.connect().await?;
+    let addr = rt.feed_address(streamd_contract::lines::NODE).await?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<String>(1024);
+    // stdin blocks: a thread reads it, line by line, and hands each line on at once.
+    let reader = tokio::task::spawn_blocking(move || -> std::io::Result<u64> {
+        let mut n = 0;
+        for line in std::io::BufRead::lines(std::io::stdin().lock()) {
+            if tx.blocking_send(line?).is_err() {
+                break;
+            }
+            n += 1;
+        }
+        Ok(n)
+    });
+    let total = chaos::feed::feed_channel(&addr, rx).await.map_err(ChaosError::Other)?;
+    let n = reader.await.map_err(other)?.map_err(|e| ChaosError::Other(format!("reading stdin: {e}")))?;
+    eprintln!(
+        "fed {n} line{} to the line server {} ({total} in all)",
+        if n == 1 { "" } else { "s" },
+        streamd_contract::lines::NODE
+    );
     Ok(exit::PASS)
 }
 

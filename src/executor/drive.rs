@@ -49,6 +49,8 @@ pub struct Env<'a, R: Runtime> {
     pub progress: &'a Progress,
     /// Flink: the cluster whose spare taskmanagers join once every task has its slot.
     pub flink: Option<&'a crate::flink::plan::Started>,
+    /// Socket input: the lines chaos feeds the line server (at the plan's feed rate).
+    pub feed: Option<&'a [String]>,
 }
 
 /// What a run's drive found besides the output: run-level failures (each a failed check)
@@ -57,7 +59,12 @@ pub struct Env<'a, R: Runtime> {
 pub struct Driven {
     pub failures: Vec<Failure>,
     pub fault_effective: Option<Check>,
+    /// Socket input: what says which fault lost which lines (see `verdict::at_most_once`).
+    pub socket: Option<SocketFacts>,
 }
+
+/// The run's faults as applied, the jobmanager's failures and t0.
+pub type SocketFacts = (Vec<crate::verdict::at_most_once::FaultFact>, Vec<streamd_contract::api::FailureEvent>, u64);
 
 /// Runs the plan's timeline on a ready cluster's job, until the job ends, the timeout,
 /// or `interrupt` (Ctrl-C: [`ChaosError::Interrupted`], after undoing). Fills the report's
@@ -70,7 +77,9 @@ pub async fn drive<R: Runtime, J: JobSource>(
 ) -> Result<Driven, ChaosError> {
     let t0 = wait_running(env, job).await?;
     let mut run = Loop::new(env, job, t0);
+    run.start_feed().await?;
     let end = run.run(interrupt).await;
+    run.stop_feed().await;
     if end == End::Interrupted {
         eprintln!("interrupted: undoing faults and tearing down");
     }
@@ -137,6 +146,10 @@ struct Loop<'a, R: Runtime, J> {
     failures: Vec<Failure>,
     /// Faults and undos for the timeline.
     events: Vec<TimelineEvent>,
+    /// Socket input: the task feeding the line server, and where it is (a fault on the
+    /// line server may move it).
+    feeder: Option<tokio::task::JoinHandle<Result<u64, String>>>,
+    feed_addr: Option<tokio::sync::watch::Sender<String>>,
 }
 
 impl<'a, R: Runtime, J: JobSource> Loop<'a, R, J> {
@@ -157,6 +170,33 @@ impl<'a, R: Runtime, J: JobSource> Loop<'a, R, J> {
             reconciled: Vec::new(),
             failures: Vec::new(),
             events: Vec::new(),
+            feeder: None,
+            feed_addr: None,
+        }
+    }
+
+    /// Socket input: the job runs and its source waits on the line server; feed it now,
+    /// at the input's rate, so the input and the fault timeline share their start.
+    async fn start_feed(&mut self) -> Result<(), ChaosError> {
+        let (Some(lines), Some(input)) = (self.env.feed, self.env.plan.feed.as_ref()) else { return Ok(()) };
+        let (tx, rx) = tokio::sync::watch::channel(self.env.rt.feed_address(streamd_contract::lines::NODE).await?);
+        let (lines, rate) = (lines.to_vec(), input.rate);
+        let give_up = Instant::now() + self.env.plan.expect.timeout;
+        self.feeder = Some(tokio::spawn(async move { crate::feed::feed_all(rx, &lines, rate, give_up).await }));
+        self.feed_addr = Some(tx);
+        Ok(())
+    }
+
+    /// Stops the feeder (if the run ended first) and records a feed that failed.
+    async fn stop_feed(&mut self) {
+        let Some(feeder) = self.feeder.take() else { return };
+        if !feeder.is_finished() {
+            feeder.abort();
+        }
+        match feeder.await {
+            Ok(Err(e)) => self.failures.push(("feed".into(), format!("the input was not all fed: {e}"))),
+            Err(e) if !e.is_cancelled() => self.failures.push(("feed".into(), format!("the feeder failed: {e}"))),
+            _ => {}
         }
     }
 
@@ -235,6 +275,13 @@ impl<'a, R: Runtime, J: JobSource> Loop<'a, R, J> {
                 self.schedule.applied(i, Instant::now(), true, applied.undo.is_some(), holds_net);
                 self.undos[i] = applied.undo;
                 self.measures[i] = self.injector.measure(&f.planned.action, &f.targets);
+                // A line server (re)started may have a new address: the feeder reconnects
+                // to wherever it is now.
+                if let (Some(addr), true) = (&self.feed_addr, f.targets.iter().any(|t| t == streamd_contract::lines::NODE)) {
+                    if let Ok(a) = self.env.rt.feed_address(streamd_contract::lines::NODE).await {
+                        addr.send_replace(a);
+                    }
+                }
                 self.events.push(TimelineEvent { t_ms: now_ms().saturating_sub(self.t0), kind: EventKind::Fault, label });
             }
             Err(e) => {
@@ -296,7 +343,15 @@ impl<'a, R: Runtime, J: JobSource> Loop<'a, R, J> {
         rep.final_state = Some(format!("{:?}", d.state).to_uppercase());
         let end = d.history.iter().rev().find(|h| h.state == JobState::Finished).map(|h| h.at_ms).unwrap_or(d.now_ms);
         rep.duration_ms = end.saturating_sub(self.t0);
-        Ok(Driven { failures: self.failures, fault_effective: found.effective })
+        let socket = plan.feed.as_ref().map(|_| {
+            let facts = self
+                .faults
+                .iter()
+                .filter_map(|f| f.applied_ms.map(|applied_ms| crate::verdict::at_most_once::FaultFact { label: f.label(), applied_ms }))
+                .collect();
+            (facts, d.failures.clone(), self.t0)
+        });
+        Ok(Driven { failures: self.failures, fault_effective: found.effective, socket })
     }
 }
 

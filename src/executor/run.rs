@@ -23,6 +23,8 @@ pub struct Prepared {
     pub run_dir: PathBuf,
     pub cluster_id: String,
     pub oracle_input: OracleInput,
+    /// Socket input: the lines to feed the line server, in order.
+    pub feed: Option<Vec<String>>,
 }
 
 /// Creates `target/chaos/runs/<run-id>/` with `job.yaml` and the input.
@@ -37,10 +39,12 @@ pub fn prepare(plan: &Plan) -> Result<Prepared, ChaosError> {
     let run_dir = run_dir.canonicalize().unwrap_or(run_dir);
     let mut job = plan.job.clone();
     job.wait_for_taskmanagers = plan.cluster.taskmanagers;
-    let oracle_input = match (&job.input.generate, &plan.input_source) {
+    // What the input is: read by the job itself, or fed to the line server by chaos.
+    let content = plan.feed.as_ref().unwrap_or(&job.input);
+    let oracle_input = match (&content.generate, &plan.input_source) {
         (Some(g), _) => OracleInput::Generate(g.clone()),
         (None, Some(src)) => {
-            let name = job.input.file.as_ref().map(|f| f.path.clone()).unwrap_or_else(|| "input/input.txt".into());
+            let name = content.file.as_ref().map(|f| f.path.clone()).unwrap_or_else(|| "input/input.txt".into());
             let dst = run_dir.join(&name);
             std::fs::copy(src, &dst).map_err(|e| {
                 ChaosError::Infrastructure(format!("cannot copy input {} to {}: {e}", src.display(), dst.display()))
@@ -48,14 +52,38 @@ pub fn prepare(plan: &Plan) -> Result<Prepared, ChaosError> {
             OracleInput::File(dst)
         }
         (None, None) => {
-            let name = job.input.file.as_ref().map(|f| f.path.clone()).unwrap_or_else(|| "input/input.txt".into());
+            let name = content.file.as_ref().map(|f| f.path.clone()).unwrap_or_else(|| "input/input.txt".into());
             OracleInput::File(run_dir.join(name))
         }
+    };
+    // A socket run's oracle is what the line server stored: everything fed.
+    let (oracle_input, feed) = match plan.feed {
+        Some(_) => {
+            let lines = input_lines(&oracle_input)
+                .map_err(|e| ChaosError::Infrastructure(format!("cannot read the input to feed: {e}")))?;
+            (OracleInput::File(streamd_contract::lines::fed_path(&run_dir)), Some(lines))
+        }
+        None => (oracle_input, None),
     };
     let yaml = serde_yaml::to_string(&job).map_err(|e| ChaosError::Other(format!("cannot encode job spec: {e}")))?;
     std::fs::write(run_dir.join("job.yaml"), yaml)
         .map_err(|e| ChaosError::Infrastructure(format!("cannot write job.yaml: {e}")))?;
-    Ok(Prepared { run_dir, cluster_id, oracle_input })
+    Ok(Prepared { run_dir, cluster_id, oracle_input, feed })
+}
+
+/// Every line of an input, in order.
+fn input_lines(input: &OracleInput) -> std::io::Result<Vec<String>> {
+    match input {
+        OracleInput::Generate(spec) => {
+            let g = streamd_contract::input::Generator::new(spec);
+            Ok((0..g.lines()).map(|i| g.line(i)).collect())
+        }
+        OracleInput::File(path) => {
+            let mut lines = Vec::new();
+            streamd_contract::input::for_each_file_line(path, |l| lines.push(l.to_string()))?;
+            Ok(lines)
+        }
+    }
 }
 
 fn sanitize(s: &str) -> String {
@@ -112,7 +140,7 @@ pub async fn run_plan<R: Runtime>(
     };
     // Network faults act through sidecars in the nodes' namespaces (docker only).
     let nf = net.map(|n| n.for_cluster(&prepared.cluster_id, &prepared.run_dir));
-    let env = Env { rt: &*rt, nf: nf.as_ref(), plan, progress, flink: flink.as_ref() };
+    let env = Env { rt: &*rt, nf: nf.as_ref(), plan, progress, flink: flink.as_ref(), feed: prepared.feed.as_deref() };
     let driven = drive(&env, &prepared, &mut rep, t_up).await;
     if let Some(nf) = &nf {
         // Whatever drive left (an error path), take every rule back before teardown.
@@ -189,6 +217,7 @@ fn judge(plan: &Plan, prepared: &Prepared, rep: &mut RunReport, driven: Driven) 
     let expectation = match plan.expect.output {
         OutputExpectation::ExactlyOnce => Expectation::ExactlyOnce,
         OutputExpectation::AtLeastOnce => Expectation::AtLeastOnce,
+        OutputExpectation::AtMostOnce => Expectation::AtMostOnce,
         OutputExpectation::Any => Expectation::Any,
     };
     // The other place the engines differ: what their committed output can show.
@@ -198,11 +227,18 @@ fn judge(plan: &Plan, prepared: &Prepared, rep: &mut RunReport, driven: Driven) 
                 .map_err(|e| ChaosError::Other(format!("cannot read committed output in {}: {e}", out.display())))?;
             let finished = rep.final_state.as_deref() == Some("FINISHED");
             let input = prepared.oracle_input.clone();
-            let epochs = match verdict::EpochEvidence::read(&prepared.run_dir, &plan.job.job_id, input, plan.job.parallelism, finished) {
-                Ok(e) => Some(e.windowed(plan.job.window_clock())),
-                Err(e) => {
-                    run_failures.push((verdict::CONSISTENT_CUTS.into(), format!("cannot read the checkpoints' cuts: {e}")));
-                    None
+            // The cuts of a socket source are global line indices, and lost lines make
+            // every later cut differ from the oracle by design: the epoch checks are for
+            // replayable inputs.
+            let epochs = if plan.feed.is_some() {
+                None
+            } else {
+                match verdict::EpochEvidence::read(&prepared.run_dir, &plan.job.job_id, input, plan.job.parallelism, finished) {
+                    Ok(e) => Some(e.windowed(plan.job.window_clock())),
+                    Err(e) => {
+                        run_failures.push((verdict::CONSISTENT_CUTS.into(), format!("cannot read the checkpoints' cuts: {e}")));
+                        None
+                    }
                 }
             };
             verdict::verdict_with(&oracle, &txns, expectation, epochs.as_ref(), run_failures)
@@ -211,6 +247,12 @@ fn judge(plan: &Plan, prepared: &Prepared, rep: &mut RunReport, driven: Driven) 
     };
     if let Some(c) = driven.fault_effective {
         v.add_check(verdict::FAULT_EFFECTIVE, c);
+    }
+    if let Some((faults, failures, t0)) = driven.socket {
+        match verdict::at_most_once::SocketEvidence::read(&prepared.run_dir, faults, failures, t0) {
+            Ok(ev) => verdict::at_most_once::explain(&mut v, &ev),
+            Err(e) => tracing::warn!("cannot read the line server's journal: {e}"),
+        }
     }
     verdict::write_counts(&rep.counts_file, &v.finals)
         .map_err(|e| ChaosError::Other(format!("cannot write {}: {e}", rep.counts_file.display())))?;

@@ -105,6 +105,7 @@ pub fn container_body(def: &FlinkClusterDef, run_dir: &Path, node: &str, role: R
         Role::Taskmanager => def.settings.taskmanager_command(node),
         Role::Zookeeper => zookeeper_command(),
         Role::Etcd => return Err(FlinkError::Usage(format!("{node}: a Flink cluster has no etcd node"))),
+        Role::Lines => return Err(FlinkError::Usage(format!("{node}: a Flink job here reads no socket"))),
     };
     let network = spec::network_name(&def.id);
     Ok(ContainerCreateBody {

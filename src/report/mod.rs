@@ -129,6 +129,9 @@ pub struct RunReport {
     pub duplicates_total: u64,
     #[serde(default)]
     pub malformed: Vec<Malformed>,
+    /// Socket input: the lines lost at each restart of the source, with their cause.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lost_lines: Vec<crate::verdict::at_most_once::LostRange>,
     /// Samples and events for the timeline chart.
     #[serde(default)]
     pub timeline: Timeline,
@@ -223,6 +226,7 @@ impl RunReport {
         self.duplicates = v.duplicates.clone();
         self.duplicates_total = v.duplicates_total as u64;
         self.malformed = v.malformed.clone();
+        self.lost_lines = v.socket_losses.clone();
         self.transactions = v.transactions as u64;
         self.words_distinct = v.finals.len() as u64;
         if self.words_total == 0 {

@@ -391,6 +391,11 @@ impl Runtime for DockerRuntime {
         self.ip_in(node, info)
     }
 
+    async fn feed_address(&self, node: &str) -> Result<String> {
+        // On Linux the host reaches container addresses on the bridge network directly.
+        Ok(format!("{}:{}", self.node_address(node).await?, streamd_contract::lines::FEED_PORT))
+    }
+
     async fn kill(&self, node: &str, signal: crate::signal::Signal) -> Result<()> {
         let options = KillContainerOptionsBuilder::default()
             .signal(&signal.name())

@@ -66,6 +66,9 @@ impl Runtime for Recorder {
     async fn node_address(&self, _: &str) -> Result<String> {
         Ok("127.0.0.1".into())
     }
+    async fn feed_address(&self, _: &str) -> Result<String> {
+        Ok("127.0.0.1:9".into())
+    }
     async fn kill(&self, node: &str, signal: Signal) -> Result<()> {
         self.log(format!("kill {signal} {node}"))
     }

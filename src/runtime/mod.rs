@@ -23,6 +23,8 @@ pub enum Role {
     Etcd,
     /// A Flink cluster's ZooKeeper (its HA services); streamd clusters have none.
     Zookeeper,
+    /// The line server a socket input reads (`streamd line-server`, `lines-1`).
+    Lines,
 }
 
 impl Role {
@@ -32,6 +34,7 @@ impl Role {
             Role::Taskmanager => "taskmanager",
             Role::Etcd => "etcd",
             Role::Zookeeper => "zookeeper",
+            Role::Lines => "lines",
         }
     }
 }
@@ -146,6 +149,9 @@ pub trait Runtime {
 
     /// The IP address other nodes (and this host) reach `node` at.
     async fn node_address(&self, node: &str) -> Result<String>;
+
+    /// `host:port` where this host feeds lines to the line server `node`.
+    async fn feed_address(&self, node: &str) -> Result<String>;
 
     /// Sends `signal` to the node's main process.
     async fn kill(&self, node: &str, signal: crate::signal::Signal) -> Result<()>;

@@ -100,6 +100,12 @@ pub struct NodePorts {
     /// etcd peer port (etcd's 2380).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub etcd_peer: Option<u16>,
+    /// Line server: where sources connect (the job's `input.socket.port` on Docker).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub lines: Option<u16>,
+    /// Line server: where chaos feeds lines.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub feed: Option<u16>,
 }
 
 /// One node as recorded in `cluster.json`.
@@ -427,6 +433,10 @@ impl ProcessRuntime {
         let etcds: Vec<_> = def.nodes.iter().filter(|n| n.role == Role::Etcd).collect();
         let jms: Vec<_> = def.nodes.iter().filter(|n| n.role == Role::Jobmanager).collect();
         let tms: Vec<_> = def.nodes.iter().filter(|n| n.role == Role::Taskmanager).collect();
+        let line_servers: Vec<_> = def.nodes.iter().filter(|n| n.role == Role::Lines).collect();
+        if line_servers.len() > 1 {
+            return Err(RuntimeError::Usage(format!("{} line servers: the process runtime runs one", line_servers.len())));
+        }
         if jms.is_empty() {
             return Err(RuntimeError::Usage("a cluster needs a jobmanager".into()));
         }
@@ -439,7 +449,7 @@ impl ProcessRuntime {
                 jms.len()
             )));
         }
-        let mut ports = free_ports(2 * etcds.len() + 2 * jms.len() + tms.len())
+        let mut ports = free_ports(2 * etcds.len() + 2 * jms.len() + tms.len() + 2 * line_servers.len())
             .map_err(|e| RuntimeError::Infrastructure(format!("cannot find free 127.0.0.1 ports: {e}")))?
             .into_iter();
         let mut next = || ports.next().ok_or_else(|| RuntimeError::Other("ran out of allocated ports".into()));
@@ -479,6 +489,32 @@ impl ProcessRuntime {
                 pid: None,
             });
             ha_args = vec!["--etcd".into(), client_url];
+        }
+        // The line server: its ports are not the job's (many clusters share 127.0.0.1), so
+        // taskmanagers are told where it is (`--line-server`).
+        let mut tm_lines: Vec<String> = Vec::new();
+        for n in &line_servers {
+            let (lines, feed) = (next()?, next()?);
+            let args = [
+                "line-server".to_string(),
+                "--id".into(),
+                n.name.clone(),
+                "--data-dir".into(),
+                data_dir.clone(),
+                "--bind".into(),
+                format!("127.0.0.1:{lines}"),
+                "--feed-bind".into(),
+                format!("127.0.0.1:{feed}"),
+            ];
+            records.push(NodeRecord {
+                name: n.name.clone(),
+                role: n.role,
+                args: args.to_vec(),
+                program: None,
+                ports: NodePorts { lines: Some(lines), feed: Some(feed), ..NodePorts::default() },
+                pid: None,
+            });
+            tm_lines = vec!["--line-server".into(), format!("127.0.0.1:{lines}")];
         }
         let mut jm_rpc = None;
         for n in &jms {
@@ -536,7 +572,7 @@ impl ProcessRuntime {
             records.push(NodeRecord {
                 name: n.name.clone(),
                 role: n.role,
-                args: args.iter().map(|s| s.to_string()).chain(ha_args.iter().cloned()).collect(),
+                args: args.iter().map(|s| s.to_string()).chain(ha_args.iter().cloned()).chain(tm_lines.iter().cloned()).collect(),
                 program: None,
                 ports: NodePorts { data: Some(data), ..NodePorts::default() },
                 pid: None,
@@ -604,6 +640,14 @@ impl Runtime for ProcessRuntime {
     async fn node_address(&self, node: &str) -> Result<String> {
         // Every node listens on loopback (its own ports).
         self.record(node).map(|_| "127.0.0.1".to_string())
+    }
+
+    async fn feed_address(&self, node: &str) -> Result<String> {
+        let rec = self.record(node)?;
+        match rec.ports.feed {
+            Some(port) => Ok(format!("127.0.0.1:{port}")),
+            None => Err(RuntimeError::Usage(format!("{node} is a {}: only the line server takes lines", rec.role.as_str()))),
+        }
     }
 
     async fn kill(&self, node: &str, signal: Signal) -> Result<()> {

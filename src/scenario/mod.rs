@@ -29,12 +29,16 @@
 //!   the defaults); a paused taskmanager is declared lost after `timeout`.
 //! - **Input**: `generate: { lines, words_per_line (8), vocabulary (2000) }` is seeded by
 //!   the scenario's seed; `file: text.txt` is relative to the scenario file, must exist, and
-//!   is copied into the run directory as `input/<basename>`.
+//!   is copied into the run directory as `input/<basename>`. `socket: { port: 9000 }` with
+//!   either of them: the job reads a line server (`lines-1`, like `nc -l 9000`) and chaos
+//!   feeds it that input at `rate`; the job spec then holds only the socket. streamd only
+//!   (Flink: an error at `input.socket`); the port may not be the feed port (6125).
 //! - **Resources**: `cluster.resources: { taskmanager-3: { cpus: 0.5, memory: 256m } }`,
 //!   keyed by node name or alias; memory in docker's binary units (`512k`, `256m`, `1g`, or
 //!   bytes), at least 6m.
 //! - **Nodes**: `jobmanager-N` (alias `jmN`), `taskmanager-N` (`tmN`), `etcd-1` (exists
-//!   when `jobmanagers > 1`), and `leader`: the jobmanager leading when the fault fires.
+//!   when `jobmanagers > 1`), `lines-1` (with `input.socket`), and `leader`: the jobmanager
+//!   leading when the fault fires.
 //! - **Triggers**: `at: 4s` (since the job first reached RUNNING) or `at: { checkpoint: N }`
 //!   (when checkpoint N has completed).
 //! - **Actions** and the fields each takes (any other field is an error at its key):

@@ -26,6 +26,9 @@ pub struct Plan {
     pub job: JobSpec,
     /// For `input.file`: the absolute host path to copy to `<run dir>/input/<basename>`.
     pub input_source: Option<PathBuf>,
+    /// With `input.socket`: what chaos feeds the line server (`generate` or `file`) and at
+    /// what rate; `job.input` is then the socket. `None`: the job reads the input itself.
+    pub feed: Option<streamd_contract::spec::InputSpec>,
     /// Faults in file order; a `repeat` expands in place into one fault per occurrence.
     pub faults: Vec<PlannedFault>,
     pub expect: Expectations,
@@ -57,6 +60,8 @@ pub struct ClusterPlan {
     pub slots: u32,
     /// cgroup limits by canonical node name (only nodes that have some).
     pub resources: BTreeMap<String, Resources>,
+    /// A line server node (`lines-1`): the job reads `input.socket`.
+    pub lines: bool,
 }
 
 impl ClusterPlan {
@@ -80,6 +85,9 @@ impl ClusterPlan {
         }
         names.extend((1..=self.jobmanagers).map(|i| format!("jobmanager-{i}")));
         names.extend((1..=self.taskmanagers).map(|i| format!("taskmanager-{i}")));
+        if self.lines {
+            names.push(streamd_contract::lines::NODE.to_string());
+        }
         names
     }
 
@@ -92,7 +100,7 @@ impl ClusterPlan {
         if let Some(n) = num("jobmanager-") {
             return (1..=self.jobmanagers).contains(&n);
         }
-        self.coordinator() == Some(canonical)
+        self.coordinator() == Some(canonical) || (self.lines && canonical == streamd_contract::lines::NODE)
     }
 
     /// Slots of all taskmanagers.
@@ -106,6 +114,9 @@ impl ClusterPlan {
         let mut parts = vec![range("jobmanager", self.jobmanagers), range("taskmanager", self.taskmanagers)];
         if let Some(c) = self.coordinator() {
             parts.push(c.into());
+        }
+        if self.lines {
+            parts.push(streamd_contract::lines::NODE.into());
         }
         parts.join(", ")
     }
@@ -283,6 +294,9 @@ pub enum OutputExpectation {
     ExactlyOnce,
     /// Nothing lost (over-counting allowed), transactions well-formed.
     AtLeastOnce,
+    /// Nothing counted twice, no word above the oracle, well-formed; loss allowed (a
+    /// source that cannot replay: `input.socket`).
+    AtMostOnce,
     /// No output check: only recovery and the timeout count.
     Any,
 }
@@ -292,6 +306,7 @@ impl OutputExpectation {
         match self {
             OutputExpectation::ExactlyOnce => "exactly-once",
             OutputExpectation::AtLeastOnce => "at-least-once",
+            OutputExpectation::AtMostOnce => "at-most-once",
             OutputExpectation::Any => "any",
         }
     }
@@ -322,6 +337,8 @@ impl Plan {
                     Role::Taskmanager
                 } else if name.starts_with("jobmanager-") {
                     Role::Jobmanager
+                } else if name == streamd_contract::lines::NODE {
+                    Role::Lines
                 } else {
                     Role::Etcd
                 };

@@ -128,12 +128,21 @@ pub struct RawHeartbeat {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a mapping with generate or file, rate, and event_time_per_line")]
+#[serde(deny_unknown_fields, expecting = "a mapping with generate or file, socket, rate, and event_time_per_line")]
 pub struct RawInput {
     pub generate: Option<RawGenerate>,
     pub file: Option<String>,
+    /// Deliver the input through a line server (`nc -l <port>`) instead of a replayable
+    /// source; `generate` or `file` is then what chaos feeds into it.
+    pub socket: Option<RawSocket>,
     pub rate: Option<u64>,
     pub event_time_per_line: Option<Dur>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping like `{ port: 9000 }`")]
+pub struct RawSocket {
+    pub port: u16,
 }
 
 #[derive(Debug, Deserialize)]
@@ -209,6 +218,7 @@ pub struct RawRepeat {
 pub enum RawOutput {
     ExactlyOnce,
     AtLeastOnce,
+    AtMostOnce,
     Any,
 }
 

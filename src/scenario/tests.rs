@@ -472,3 +472,39 @@ fn a_windowed_job_and_its_errors_at_their_keys() {
     let e = err(&BASE.replace("  slots: 2\n", "  slots: 2\n  engine: flink\n").replace("  parallelism: 4\n", "  kind: window-wordcount\n  window: 5s\n  parallelism: 4\n"));
     check(&e, 8, 9, &["job.kind: window-wordcount runs on streamd only"]);
 }
+
+/// `input.socket`: the engine reads the line server (`lines-1`, a node faults can target);
+/// `generate`/`file` is what chaos feeds it, at `rate`.
+#[test]
+fn a_socket_input_adds_the_line_server_and_feeds_the_input() {
+    let text = BASE.replace("  generate: { lines: 1000 }\n", "  socket: { port: 9000 }\n  generate: { lines: 1000 }\n  rate: 500\n")
+        + "  - at: 6s\n    action: pause\n    target: lines1\n    for: 1s\n"
+        + "expect: { output: at-most-once }\n";
+    let p = ok(&text);
+    let socket = p.job.input.socket.as_ref().expect("the job reads the socket");
+    assert_eq!((socket.host.as_str(), socket.port), ("lines-1", 9000));
+    assert!(p.job.input.generate.is_none() && p.job.input.file.is_none(), "the engine's spec has only the socket");
+    assert_eq!(p.job.input.rate, 0, "the source is not paced: the feed is");
+    let feed = p.feed.as_ref().expect("chaos feeds the generated input");
+    assert_eq!((feed.generate.as_ref().map(|g| g.lines), feed.rate), (Some(1000), 500));
+    assert_eq!(p.expect.output, OutputExpectation::AtMostOnce);
+    assert_eq!(p.faults[1].targets, vec![Target::Node("lines-1".into())]);
+    let def = p.cluster_def("c", "/tmp/r".into());
+    assert!(def.nodes.iter().any(|n| n.name == "lines-1" && n.role == Role::Lines));
+    assert!(p.timeline().contains("socket lines-1:9000"));
+    // Without a socket there is no line server to target.
+    check(&err(&BASE.replace("target: taskmanager-2", "target: lines-1")), 13, 13, &["lines-1"]);
+}
+
+#[test]
+fn socket_errors_are_placed_at_their_key() {
+    let with = |socket: &str| BASE.replace("  generate: { lines: 1000 }\n", &format!("  socket: {socket}\n  generate: {{ lines: 1000 }}\n"));
+    check(&err(&with("{ port: 0 }")), 9, 19, &["input.socket.port", "expected 1 to 65535"]);
+    check(&err(&with("{ port: 6125 }")), 9, 19, &["feed port"]);
+    check(&err(&with("{ port: 70000 }")), 9, 19, &["70000"]);
+    check(&err(&with("{ prot: 9000 }")), 9, 13, &["prot"]);
+    let alone = BASE.replace("  generate: { lines: 1000 }\n", "  socket: { port: 9000 }\n");
+    check(&err(&alone), 9, 3, &["missing input", "what chaos feeds"]);
+    let flink = with("{ port: 9000 }").replace("  slots: 2\n", "  slots: 2\n  engine: flink\n");
+    check(&err(&flink), 10, 3, &["input.socket", "flink engine has no socket source"]);
+}

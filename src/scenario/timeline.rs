@@ -29,13 +29,14 @@ impl Plan {
         }
         let plural = |n: u32, w: &str| if n == 1 { format!("{n} {w}") } else { format!("{n} {w}s") };
         out.push_str(&format!(
-            "cluster: {}{}{}, {} x {} slots ({} slots)\n",
+            "cluster: {}{}{}, {} x {} slots ({} slots){}\n",
             if c.engine == crate::engine::Engine::Streamd { String::new() } else { format!("{} ", c.engine) },
             plural(c.jobmanagers, "jobmanager"),
             c.coordinator().map(|n| format!(" (HA, with {n})")).unwrap_or_default(),
             plural(c.taskmanagers, "taskmanager"),
             c.slots,
-            c.total_slots()
+            c.total_slots(),
+            if c.lines { format!(", line server {}", streamd_contract::lines::NODE) } else { String::new() }
         ));
         for (node, r) in &c.resources {
             let mut parts = Vec::new();
@@ -66,11 +67,19 @@ impl Plan {
             },
             fd(j.heartbeat.timeout)
         ));
+        // With a socket, the input is what chaos feeds the line server.
+        let input = self.feed.as_ref().unwrap_or(&j.input);
+        if let Some(s) = &j.input.socket {
+            out.push_str(&format!(
+                "input: socket {}:{} (the line server; source subtask 0 reads it, at most once), fed by chaos:\n",
+                s.host, s.port
+            ));
+        }
         if let Some(c) = j.window_clock() {
-            let windows = j.input.generate.as_ref().map(|g| {
+            let windows = input.generate.as_ref().map(|g| {
                 let last = c.window_of_line(g.lines.saturating_sub(1));
-                let wall = if j.input.rate > 0 {
-                    format!(", one fires every ~{:.2}s of wall time", c.width_ms as f64 / c.per_line_ms as f64 / j.input.rate as f64)
+                let wall = if input.rate > 0 {
+                    format!(", one fires every ~{:.2}s of wall time", c.width_ms as f64 / c.per_line_ms as f64 / input.rate as f64)
                 } else {
                     String::new()
                 };
@@ -83,15 +92,15 @@ impl Plan {
                 windows.unwrap_or_default()
             ));
         }
-        let rate = if j.input.rate == 0 { "as fast as possible".to_string() } else { format!("at {} lines/s", j.input.rate) };
-        if let Some(g) = &j.input.generate {
-            let span = if j.input.rate > 0 { format!(" (~{:.1}s)", g.lines as f64 / j.input.rate as f64) } else { String::new() };
+        let rate = if input.rate == 0 { "as fast as possible".to_string() } else { format!("at {} lines/s", input.rate) };
+        if let Some(g) = &input.generate {
+            let span = if input.rate > 0 { format!(" (~{:.1}s)", g.lines as f64 / input.rate as f64) } else { String::new() };
             out.push_str(&format!(
                 "input: {} generated lines x {} words (vocabulary {}, seed {}) {rate}{span}\n",
                 g.lines, g.words_per_line, g.vocabulary, g.seed
             ));
         }
-        if let (Some(f), Some(src)) = (&j.input.file, &self.input_source) {
+        if let (Some(f), Some(src)) = (&input.file, &self.input_source) {
             out.push_str(&format!("input: {} (copied to /data/{}) {rate}\n", src.display(), f.path));
         }
         out.push_str(&format!(

@@ -6,7 +6,7 @@ use super::faults;
 use super::locate::{fmt_d, keypath, unknown_node, Ctx};
 use super::plan::{ClusterPlan, Expectations, FlinkPlan, OutputExpectation, Plan};
 use super::pos::Seg;
-use super::raw::{RawCluster, RawExpect, RawFlink, RawInput, RawJob, RawOutput, RawRestart, RawScenario, StrategyName};
+use super::raw::{RawCluster, RawExpect, RawFlink, RawInput, RawJob, RawOutput, RawRestart, RawScenario, RawSocket, StrategyName};
 use crate::engine::Engine;
 use super::ScenarioError;
 use crate::nodes::canonical as canonical_name;
@@ -14,7 +14,7 @@ use crate::runtime::Resources;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use streamd_contract::spec::{Delivery, FileSpec, GenerateSpec, HeartbeatSpec, InputSpec, JobKind, JobSpec, RestartStrategy};
+use streamd_contract::spec::{Delivery, FileSpec, GenerateSpec, HeartbeatSpec, InputSpec, JobKind, JobSpec, RestartStrategy, SocketSpec};
 
 /// Validates a deserialized scenario into a plan.
 pub(super) fn plan(raw: RawScenario, cx: &Ctx<'_>, seed_override: Option<u64>) -> Result<Plan, ScenarioError> {
@@ -33,9 +33,18 @@ pub(super) fn plan(raw: RawScenario, cx: &Ctx<'_>, seed_override: Option<u64>) -
             .unwrap_or_else(|| "scenario".into()),
     };
     let seed = seed_override.or(raw.seed).unwrap_or(0);
-    let cluster = cluster(raw.cluster, cx)?;
+    let mut cluster = cluster(raw.cluster, cx)?;
     let expect = expect(raw.expect, cx)?;
-    let (input, input_source) = input(raw.input, seed, cx)?;
+    let socket = socket(raw.input.socket.as_ref(), &cluster, cx)?;
+    let (fed, input_source) = input(raw.input, seed, cx)?;
+    // With a socket the engine reads the line server, and chaos feeds it the input.
+    let (input, feed) = match socket {
+        Some(s) => {
+            cluster.lines = true;
+            (InputSpec { generate: None, file: None, socket: Some(s), rate: 0, event_time_per_line: fed.event_time_per_line }, Some(fed))
+        }
+        None => (fed, None),
+    };
     let heartbeat_given = raw.job.heartbeat.is_some();
     let job = job(raw.job, input, &cluster, cx)?;
     let flink = flink(raw.flink, &cluster, heartbeat_given.then(|| job.heartbeat.clone()), cx)?;
@@ -48,6 +57,7 @@ pub(super) fn plan(raw: RawScenario, cx: &Ctx<'_>, seed_override: Option<u64>) -
         cluster,
         job,
         input_source,
+        feed,
         faults,
         expect,
         flink,
@@ -95,6 +105,7 @@ fn cluster(raw: Option<RawCluster>, cx: &Ctx<'_>) -> Result<ClusterPlan, Scenari
         taskmanagers: in_range(cx, &keypath!["cluster", "taskmanagers"], raw.taskmanagers.unwrap_or(3), 1, 64)?,
         slots: in_range(cx, &keypath!["cluster", "slots"], raw.slots.unwrap_or(2), 1, 64)?,
         resources: BTreeMap::new(),
+        lines: false,
     };
     for (key, res) in raw.resources.map(|m| m.0).unwrap_or_default() {
         let p = keypath!["cluster", "resources", key.as_str()];
@@ -267,6 +278,25 @@ fn restart(r: RawRestart, cx: &Ctx<'_>) -> Result<RestartStrategy, ScenarioError
 }
 
 
+/// `input.socket`: a port the line server can serve on, on an engine that has the source.
+fn socket(raw: Option<&RawSocket>, cluster: &ClusterPlan, cx: &Ctx<'_>) -> Result<Option<SocketSpec>, ScenarioError> {
+    let Some(raw) = raw else { return Ok(None) };
+    if cluster.engine != Engine::Streamd {
+        return Err(cx.at_key(
+            &keypath!["input", "socket"],
+            format!("the {} engine has no socket source here: expected `generate` or `file` without `socket`, or `cluster.engine: streamd`", cluster.engine),
+        ));
+    }
+    let p = keypath!["input", "socket", "port"];
+    if raw.port == 0 {
+        return Err(cx.at_value(&p, "0 is out of range: expected 1 to 65535"));
+    }
+    if raw.port == streamd_contract::lines::FEED_PORT {
+        return Err(cx.at_value(&p, format!("{} is the line server's feed port: expected another port", raw.port)));
+    }
+    Ok(Some(SocketSpec { host: streamd_contract::lines::NODE.into(), port: raw.port }))
+}
+
 fn input(raw: RawInput, seed: u64, cx: &Ctx<'_>) -> Result<(InputSpec, Option<PathBuf>), ScenarioError> {
     let rate = raw.rate.unwrap_or(0);
     let event_time_per_line = match raw.event_time_per_line {
@@ -278,7 +308,10 @@ fn input(raw: RawInput, seed: u64, cx: &Ctx<'_>) -> Result<(InputSpec, Option<Pa
     };
     match (raw.generate, raw.file) {
         (Some(_), Some(_)) => Err(cx.at_key(&keypath!["input", "file"], "both `generate` and `file` given: expected exactly one")),
-        (None, None) => Err(cx.at_value(&keypath!["input"], "missing input: expected `generate: { lines, words_per_line, vocabulary }` or `file: path/to/text.txt`")),
+        (None, None) => Err(cx.at_value(
+            &keypath!["input"],
+            "missing input: expected `generate: { lines, words_per_line, vocabulary }` or `file: path/to/text.txt` (with `socket`: what chaos feeds into it)",
+        )),
         (Some(g), None) => {
             if g.lines == 0 {
                 return Err(cx.at_value(&keypath!["input", "generate", "lines"], "0 is out of range: expected at least 1 line"));
@@ -292,7 +325,7 @@ fn input(raw: RawInput, seed: u64, cx: &Ctx<'_>) -> Result<(InputSpec, Option<Pa
                 return Err(cx.at_value(&keypath!["input", "generate", "vocabulary"], format!("{vocabulary} is out of range: expected 1 to 10000000")));
             }
             let generate = GenerateSpec { lines: g.lines, words_per_line, vocabulary, seed };
-            Ok((InputSpec { generate: Some(generate), file: None, rate, event_time_per_line }, None))
+            Ok((InputSpec { generate: Some(generate), file: None, socket: None, rate, event_time_per_line }, None))
         }
         (None, Some(f)) => {
             let p = keypath!["input", "file"];
@@ -308,7 +341,7 @@ fn input(raw: RawInput, seed: u64, cx: &Ctx<'_>) -> Result<(InputSpec, Option<Pa
             };
             check_input_file(&abs).map_err(|msg| cx.at_value(&p, format!("`{f}`{msg}")))?;
             let file = FileSpec { path: format!("input/{basename}"), follow: false };
-            Ok((InputSpec { generate: None, file: Some(file), rate, event_time_per_line }, Some(abs)))
+            Ok((InputSpec { generate: None, file: Some(file), socket: None, rate, event_time_per_line }, Some(abs)))
         }
     }
 }
@@ -350,6 +383,7 @@ fn expect(raw: Option<RawExpect>, cx: &Ctx<'_>) -> Result<Expectations, Scenario
     let output = match raw.output.unwrap_or(RawOutput::ExactlyOnce) {
         RawOutput::ExactlyOnce => OutputExpectation::ExactlyOnce,
         RawOutput::AtLeastOnce => OutputExpectation::AtLeastOnce,
+        RawOutput::AtMostOnce => OutputExpectation::AtMostOnce,
         RawOutput::Any => OutputExpectation::Any,
     };
     let recovery_within = raw.recovery_within.map_or(Duration::from_secs(20), |d| d.0);

@@ -5,6 +5,7 @@
 //! - [`spec`], [`duration`]: the job spec (`/data/job.yaml`) and human durations (`250ms`, `2s`).
 //! - [`tokenizer`]: the one tokenizer, used by the engine and by the oracle.
 //! - [`input`]: generated and file input, partitioned by line index.
+//! - [`lines`]: the line server (a socket input like `nc -l 9000`): protocols and journal.
 //! - [`output`]: the committed output format, written by the sink and read back by the verdict.
 //! - [`cuts`]: the source positions of every completed checkpoint, written by the
 //!   jobmanager and read back by the verdict's consistent-cut check.
@@ -18,6 +19,7 @@ pub mod api;
 pub mod cuts;
 pub mod duration;
 pub mod input;
+pub mod lines;
 pub mod output;
 pub mod spec;
 pub mod tokenizer;

@@ -166,6 +166,10 @@ pub struct InputSpec {
     pub generate: Option<GenerateSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<FileSpec>,
+    /// Lines from a line server, like Flink's `socketTextStream` reading `nc -l 9000`:
+    /// not replayable (see [`crate::lines`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socket: Option<SocketSpec>,
     /// Lines per second over all source subtasks; 0 = as fast as possible.
     #[serde(default)]
     pub rate: u64,
@@ -208,6 +212,21 @@ pub struct FileSpec {
     /// Tail the file as it grows until `<path>.end` exists (interactive feeding).
     #[serde(default)]
     pub follow: bool,
+}
+
+/// A line server to read from. Non-parallel, as Flink's socket source: source subtask 0
+/// reads it, the others end at once.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SocketSpec {
+    /// The line server's host as taskmanagers reach it (its node name on the cluster
+    /// network); a taskmanager's `--line-server` overrides host and port (process runtime).
+    #[serde(default = "default_socket_host")]
+    pub host: String,
+    pub port: u16,
+}
+fn default_socket_host() -> String {
+    crate::lines::NODE.into()
 }
 
 /// Taskmanager heartbeats (Flink: `heartbeat.interval` / `heartbeat.timeout`).
@@ -264,21 +283,36 @@ impl JobSpec {
         if self.job_id.is_empty() || !self.job_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
             return Err(format!("job_id: expected letters, digits, `-` or `_`, got `{}`", self.job_id));
         }
-        match (&self.input.generate, &self.input.file) {
-            (Some(_), Some(_)) => return Err("input: expected exactly one of `generate` or `file`, got both".into()),
-            (None, None) => return Err("input: expected one of `generate` or `file`".into()),
-            (Some(g), None) => {
-                if g.words_per_line == 0 {
-                    return Err("input.generate.words_per_line: expected at least 1".into());
-                }
-                if g.vocabulary == 0 || g.vocabulary > 10_000_000 {
-                    return Err(format!("input.generate.vocabulary: expected 1..=10000000, got {}", g.vocabulary));
-                }
+        let given = [self.input.generate.is_some(), self.input.file.is_some(), self.input.socket.is_some()];
+        if given.iter().filter(|&&g| g).count() > 1 {
+            return Err("input: expected exactly one of `generate`, `file` or `socket`, got more".into());
+        }
+        if let Some(s) = &self.input.socket {
+            if s.port == 0 {
+                return Err("input.socket.port: expected 1..=65535, got 0".into());
             }
-            (None, Some(f)) => {
-                if f.path.is_empty() {
-                    return Err("input.file.path: expected a path".into());
-                }
+            // The line server serves sources and feeders side by side.
+            if s.port == crate::lines::FEED_PORT {
+                return Err(format!("input.socket.port: {} is the line server's feed port: expected another", s.port));
+            }
+            if s.host.is_empty() {
+                return Err("input.socket.host: expected a host name".into());
+            }
+        }
+        if given.iter().all(|&g| !g) {
+            return Err("input: expected one of `generate`, `file` or `socket`".into());
+        }
+        if let Some(g) = &self.input.generate {
+            if g.words_per_line == 0 {
+                return Err("input.generate.words_per_line: expected at least 1".into());
+            }
+            if g.vocabulary == 0 || g.vocabulary > 10_000_000 {
+                return Err(format!("input.generate.vocabulary: expected 1..=10000000, got {}", g.vocabulary));
+            }
+        }
+        if let Some(f) = &self.input.file {
+            if f.path.is_empty() {
+                return Err("input.file.path: expected a path".into());
             }
         }
         self.validate_window()?;
@@ -362,6 +396,8 @@ mod tests {
         assert_eq!(s.delivery, Delivery::AtLeastOnce);
         assert_eq!(s.restart, RestartStrategy::FixedDelay { attempts: 3, delay: Duration::from_secs(1) });
         assert_eq!(s.heartbeat.timeout, Duration::from_secs(2));
+        let s = JobSpec::parse("parallelism: 2\ninput: { socket: { port: 9000 } }\n").unwrap();
+        assert_eq!(s.input.socket, Some(SocketSpec { host: "lines-1".into(), port: 9000 }));
     }
 
     #[test]
@@ -391,6 +427,11 @@ mod tests {
     fn rejects_bad_values() {
         assert!(JobSpec::parse("parallelism: 0\ninput: { file: { path: x } }\n").unwrap_err().contains("parallelism"));
         assert!(JobSpec::parse("parallelism: 1\ninput: { rate: 5 }\n").unwrap_err().contains("input"));
+        let e = JobSpec::parse("parallelism: 1\ninput: { socket: { port: 9000 }, file: { path: x } }\n").unwrap_err();
+        assert!(e.contains("exactly one"), "{e}");
+        assert!(JobSpec::parse("parallelism: 1\ninput: { socket: { port: 0 } }\n").unwrap_err().contains("input.socket.port"));
+        assert!(JobSpec::parse("parallelism: 1\ninput: { socket: { port: 6125 } }\n").unwrap_err().contains("feed port"));
+        assert!(JobSpec::parse("parallelism: 1\ninput: { socket: { port: 9000, hots: x } }\n").unwrap_err().contains("hots"));
         assert!(JobSpec::parse("parallelism: 1\ncheckpoint_interval: 5 parsecs\ninput: { file: { path: x } }\n")
             .unwrap_err()
             .contains("unknown unit"));

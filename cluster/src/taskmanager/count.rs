@@ -332,7 +332,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let job: JobSpec = serde_yaml::from_str("parallelism: 1\ninput: { generate: { lines: 10 } }").unwrap();
         let (outbox, mut out_rx) = mpsc::unbounded_channel();
-        let ctx = TaskCtx { attempt: 4, job: Arc::new(job), data_dir: d.path().to_path_buf(), outbox, counters: Arc::default() };
+        let ctx = TaskCtx { attempt: 4, job: Arc::new(job), data_dir: d.path().to_path_buf(), outbox, counters: Arc::default(), line_server: None };
         let writer = spawn_writer(ctx, TaskId::Count(0));
         // A staged path whose directory does not exist: the write fails.
         let bad = d.path().join("missing-dir").join("staged-3-4.tsv");

@@ -15,6 +15,7 @@ pub mod alignment;
 pub mod count;
 pub mod sabotage;
 pub mod sink;
+pub mod socket;
 pub mod source;
 pub mod window;
 
@@ -47,6 +48,8 @@ pub struct TmConfig {
     pub advertise: String,
     /// High availability: follow the leader published in etcd instead of `jobmanager`.
     pub ha: Option<TmHa>,
+    /// `host:port` of the line server, overriding the job's `input.socket` address.
+    pub line_server: Option<String>,
 }
 
 /// Where a taskmanager finds the leader with high availability.
@@ -75,6 +78,8 @@ pub struct TaskCtx {
     pub data_dir: PathBuf,
     pub outbox: Outbox,
     pub counters: Arc<Counters>,
+    /// See [`TmConfig::line_server`].
+    pub line_server: Option<String>,
 }
 
 /// The tasks of the attempt this taskmanager currently runs.
@@ -385,7 +390,7 @@ fn deploy(cfg: &TmConfig, routes: &SharedRoutes, outbox: &Outbox, d: Deployment)
     for &i in &d.local {
         // Count task (sink chained).
         let counters = Arc::new(Counters::default());
-        let ctx = TaskCtx { attempt: d.attempt, job: job.clone(), data_dir: cfg.data_dir.clone(), outbox: outbox.clone(), counters: counters.clone() };
+        let ctx = TaskCtx { attempt: d.attempt, job: job.clone(), data_dir: cfg.data_dir.clone(), outbox: outbox.clone(), counters: counters.clone(), line_server: cfg.line_server.clone() };
         let restore = match restore_handle(TaskId::Count(i)) {
             Some(h) => {
                 let st: count::CountState = snapshot::read_task_snapshot(&cfg.data_dir, &h).map_err(|e| (TaskId::Count(i), e.to_string()))?;
@@ -402,7 +407,7 @@ fn deploy(cfg: &TmConfig, routes: &SharedRoutes, outbox: &Outbox, d: Deployment)
 
         // Source task (tokenizer chained).
         let counters = Arc::new(Counters::default());
-        let ctx = TaskCtx { attempt: d.attempt, job: job.clone(), data_dir: cfg.data_dir.clone(), outbox: outbox.clone(), counters: counters.clone() };
+        let ctx = TaskCtx { attempt: d.attempt, job: job.clone(), data_dir: cfg.data_dir.clone(), outbox: outbox.clone(), counters: counters.clone(), line_server: cfg.line_server.clone() };
         let restore = match restore_handle(TaskId::Source(i)) {
             Some(h) => Some(snapshot::read_task_snapshot::<source::SourceState>(&cfg.data_dir, &h).map_err(|e| (TaskId::Source(i), e.to_string()))?),
             None => None,
@@ -493,6 +498,7 @@ mod tests {
             data_bind: "127.0.0.1:0".into(),
             advertise: "127.0.0.1:0".into(),
             ha: None,
+            line_server: None,
         }
     }
 

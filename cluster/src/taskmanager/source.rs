@@ -33,16 +33,22 @@ pub enum SourceCmd {
 /// A source's checkpoint state.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct SourceState {
-    /// Lines of this subtask's partition consumed so far.
+    /// Lines of this subtask's partition consumed so far. Socket input: the global index
+    /// of the next line (subtask 0; the others read nothing), which the line server is told
+    /// on reconnection so it can journal what was lost.
     pub lines: u64,
     /// File sources: where to resume reading.
     pub file: FilePosition,
 }
 
-/// Where lines come from.
+/// Where lines come from. Each read returns the line's global index (its position in
+/// the whole input, over all subtasks) with the text.
 enum Lines {
     Generate { gen: Generator, next: u64, subtask: u64, p: u64 },
     File(PartitionReader),
+    Socket(super::socket::SocketLines),
+    /// Socket input on a subtask other than 0: the socket source is non-parallel.
+    Nothing,
 }
 
 /// Bytes of text per chunk when unthrottled; a barrier can only wait this long.
@@ -58,7 +64,7 @@ pub async fn run(
     let job = ctx.job.clone();
     let p = job.parallelism;
     let mut state = restore.unwrap_or_default();
-    let mut lines = open_lines(&job.input, &ctx.data_dir, subtask, p, &state)?;
+    let mut lines = open_lines(&ctx, subtask, p, &state)?;
     ctx.counters.lines.store(state.lines, Ordering::Relaxed);
 
     let mut outs = connect_outputs(&ctx, subtask, &outputs).await?;
@@ -115,6 +121,8 @@ pub async fn run(
         let mut pending = false;
         while n < chunk_lines && chunk.len() < CHUNK_BYTES {
             match next_line(&mut lines, &mut chunk)? {
+                // `i`: the line's global index in the whole input (feed order for a
+                // socket), whatever the source: what event time derives from.
                 ReadOutcome::Line(i) => {
                     chunk.push('\n');
                     n += 1;
@@ -141,7 +149,10 @@ pub async fn run(
                 None => emit_chunk(&chunk, p, &mut frames, &mut outs).await?,
                 Some(_) => emit_window_chunk(&chunk, &segments, p, &mut frames, &mut outs).await?,
             };
-            state.lines += n as u64;
+            state.lines = match &lines {
+                Lines::Socket(s) => s.next_index(),
+                _ => state.lines + n as u64,
+            };
             if let Lines::File(r) = &lines {
                 state.file = r.position();
             }
@@ -172,8 +183,15 @@ pub async fn run(
     }
 }
 
-fn open_lines(input: &InputSpec, data: &Path, subtask: u32, p: u32, state: &SourceState) -> Result<Lines, String> {
-    if let Some(g) = &input.generate {
+fn open_lines(ctx: &TaskCtx, subtask: u32, p: u32, state: &SourceState) -> Result<Lines, String> {
+    let (input, data): (&InputSpec, &Path) = (&ctx.job.input, &ctx.data_dir);
+    if let Some(s) = &input.socket {
+        if subtask != 0 {
+            return Ok(Lines::Nothing);
+        }
+        let addr = ctx.line_server.clone().unwrap_or_else(|| format!("{}:{}", s.host, s.port));
+        Ok(Lines::Socket(super::socket::SocketLines::connect(addr, ctx.attempt, state.lines)))
+    } else if let Some(g) = &input.generate {
         Ok(Lines::Generate {
             gen: Generator::new(g),
             next: subtask as u64 + state.lines * p as u64,
@@ -209,6 +227,8 @@ fn next_line(lines: &mut Lines, out: &mut String) -> Result<ReadOutcome, String>
             }
             Ok(o)
         }
+        Lines::Socket(s) => s.next_line(out),
+        Lines::Nothing => Ok(ReadOutcome::End),
     }
 }
 
@@ -216,6 +236,10 @@ fn next_line(lines: &mut Lines, out: &mut String) -> Result<ReadOutcome, String>
 /// once no owned line is left (the generator knows its length; a file is looked ahead in).
 fn source_watermark(lines: &Lines, c: WindowClock, subtask: u32, p: u32, consumed: u64) -> Result<u64, String> {
     let total = match lines {
+        // The one socket reader owns every line: the next is the server's next index
+        // (`consumed` holds it); the other subtasks own none.
+        Lines::Socket(_) => return Ok(window::event_time(consumed, c.per_line_ms)),
+        Lines::Nothing => return Ok(END_OF_TIME),
         Lines::Generate { gen, .. } => Some(gen.lines()),
         Lines::File(r) => {
             let more = r.has_more().map_err(|e| format!("reading input: {e}"))?;

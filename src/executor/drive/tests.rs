@@ -136,7 +136,7 @@ fn plan(faults: &str, expect: &str) -> Plan {
 /// Runs the loop; `interrupt_after`: a Ctrl-C that long after the start.
 async fn run(rt: &Recorder, plan: &Plan, job: &mut ScriptedJob, interrupt_after: Option<Duration>) -> (Result<Driven, ChaosError>, RunReport) {
     let progress = Progress::hidden();
-    let env = Env { rt, nf: None, plan, progress: &progress, flink: None };
+    let env = Env { rt, nf: None, plan, progress: &progress, flink: None, feed: None };
     let interrupt = async move {
         match interrupt_after {
             Some(d) => tokio::time::sleep(d).await,

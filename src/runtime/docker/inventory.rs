@@ -116,6 +116,7 @@ pub(super) fn node_status(c: &ContainerSummary) -> Option<NodeStatus> {
         "taskmanager" => Role::Taskmanager,
         "etcd" => Role::Etcd,
         "zookeeper" => Role::Zookeeper,
+        "lines" => Role::Lines,
         _ => return None,
     };
     let state = match c.state {
@@ -134,7 +135,7 @@ pub(super) fn node_status(c: &ContainerSummary) -> Option<NodeStatus> {
 }
 
 pub(super) fn role_of_name(name: &str) -> Option<Role> {
-    [Role::Jobmanager, Role::Taskmanager, Role::Etcd, Role::Zookeeper]
+    [Role::Jobmanager, Role::Taskmanager, Role::Etcd, Role::Zookeeper, Role::Lines]
         .into_iter()
         .find(|r| {
             name.strip_prefix(r.as_str())
@@ -150,6 +151,7 @@ pub(super) fn sort_nodes(nodes: &mut [NodeStatus]) {
             Role::Jobmanager => 0,
             Role::Taskmanager => 1,
             Role::Etcd | Role::Zookeeper => 2,
+            Role::Lines => 3,
         };
         let number = n
             .name

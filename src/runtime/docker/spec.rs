@@ -66,6 +66,18 @@ pub fn node_command(node: &NodeDef, jobmanager: &str) -> Result<Vec<String>> {
         ],
         // The etcd image's own entrypoint; see `super::etcd`.
         Role::Etcd => super::etcd::etcd_command(name),
+        // Its source port is the job's `input.socket.port`, read from the job spec.
+        Role::Lines => vec![
+            "line-server".into(),
+            "--id".into(),
+            name.into(),
+            "--data-dir".into(),
+            DATA_DIR.into(),
+            "--job".into(),
+            format!("{DATA_DIR}/job.yaml"),
+            "--feed-bind".into(),
+            format!("0.0.0.0:{}", streamd_contract::lines::FEED_PORT),
+        ],
         // ZooKeeper is Flink's HA service (src/flink); streamd's HA is etcd.
         Role::Zookeeper => {
             return Err(RuntimeError::Usage(format!(
@@ -83,7 +95,7 @@ pub fn ha_args(def: &ClusterDef, node: &NodeDef) -> Vec<String> {
     let Some(etcd) = def.nodes.iter().find(|n| n.role == Role::Etcd) else { return Vec::new() };
     match node.role {
         Role::Jobmanager | Role::Taskmanager => vec!["--etcd".into(), super::etcd::client_url(&etcd.name)],
-        Role::Etcd | Role::Zookeeper => Vec::new(),
+        Role::Etcd | Role::Zookeeper | Role::Lines => Vec::new(),
     }
 }
 
