@@ -299,3 +299,16 @@ async fn a_restarted_line_server_is_found_again_by_the_source_and_the_feeder() {
     assert_at_most_once(&r);
     assert!(r.restarts >= 1, "the source's connection broke: the job restarted");
 }
+
+/// Windows over a socket: event time comes from the line server's index of each line, the
+/// one socket reader's watermark from the next index. At most once per (window, word):
+/// nothing counted twice, and every lost occurrence inside the lines the journal lost.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_windowed_socket_job_loses_only_the_lost_lines_windows() {
+    let y = socket_scenario("engine-socket-window-kill", "  - { at: 2500ms, action: kill, target: taskmanager-1 }\n")
+        .replace("job: { parallelism: 4,", "job: { kind: window-wordcount, window: 1s, parallelism: 4,");
+    let r = run(&y).await;
+    assert_at_most_once(&r);
+    assert!(r.restarts >= 1);
+    assert!(r.lost.keys().all(|k| streamd_contract::window::split_key(k).is_some()), "window keys: {:?}", r.lost.keys().take(3).collect::<Vec<_>>());
+}
