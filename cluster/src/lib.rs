@@ -1,8 +1,9 @@
 //! `streamd`: a small stream cluster in Apache Flink's mould.
 //!
 //! # Layout
-//! - [`spec`], [`duration`], [`tokenizer`], [`input`], [`lines`], [`output`], [`cuts`], [`api`]: the contract
-//!   shared with `chaos` (job spec, tokenizer, input, committed output format, REST types).
+//! - [`spec`], [`duration`], [`tokenizer`], [`input`], [`lines`], [`output`], [`window`], [`cuts`],
+//!   [`api`]: the contract shared with `chaos` (job spec, tokenizer, input, committed output
+//!   format, event time and windows, REST types).
 //!   They live in the small crate `streamd-contract` (`cluster/contract/`), so that the CLI
 //!   builds without the engine's server side; re-exported here under the same names.
 //! - [`wire`]: framing and messages: control RPC (jobmanager <-> taskmanager) and the data
@@ -10,7 +11,7 @@
 //! - [`jobmanager`]: registration, heartbeats, scheduling, the checkpoint coordinator,
 //!   restart strategies, the REST API.
 //! - [`taskmanager`]: slots, tasks (source+tokenize, count+sink), barrier alignment, the
-//!   two-phase-commit sink, snapshots.
+//!   two-phase-commit sink, snapshots, the open windows of a windowed count (`window.rs`).
 //! - [`snapshot`]: durable checkpoint storage (atomic, checksummed, metadata last).
 //! - [`ha`]: jobmanager high availability through etcd: leader election with a lease,
 //!   leader epochs that fence stale leaders, the checkpoint pointer, REST forwarding.
