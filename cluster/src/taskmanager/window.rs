@@ -118,8 +118,11 @@ mod tests {
         w.add(&window::key(0, "b"), 1).unwrap();
         w.add(&window::key(10, "a"), 5).unwrap();
         assert_eq!(w.on_watermark(0, 15), 0, "input 1 is still at 0");
+        assert!(!w.has_fired(), "nothing fired yet: at-least-once has nothing to commit eagerly");
         assert_eq!(w.on_watermark(1, 10), 1);
+        assert!(w.has_fired());
         assert_eq!(w.take_fired(), vec![(window::key(0, "a").into(), 2), (window::key(0, "b").into(), 1)]);
+        assert!(!w.has_fired(), "taken: nothing left to commit");
         assert_eq!(w.snapshot(), vec![(window::key(10, "a"), 5)]);
         // Nothing fires twice, and a record for a fired window is late.
         assert_eq!(w.on_watermark(1, 12), 0);
