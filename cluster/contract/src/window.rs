@@ -37,12 +37,6 @@ impl WindowClock {
     pub fn window_of_line(&self, index: u64) -> u64 {
         window_start(self.event_time(index), self.width_ms)
     }
-
-    /// The first line index whose window starts after `start`'s (lines are in time order).
-    pub fn first_line_after_window(&self, start: u64) -> u64 {
-        let end = start.saturating_add(self.width_ms);
-        end.div_ceil(self.per_line_ms.max(1))
-    }
 }
 
 /// Whether `d` can be a window width or a per-line event time: event times are whole
@@ -136,12 +130,10 @@ mod tests {
         assert_eq!(c.window_of_line(0), 0);
         assert_eq!(c.window_of_line(4999), 0);
         assert_eq!(c.window_of_line(5000), 5000);
-        assert_eq!(c.first_line_after_window(0), 5000);
         let c = WindowClock { width_ms: 10, per_line_ms: 3 };
         // Lines at 0, 3, 6, 9 | 12, 15, 18 | 21 ...
         assert_eq!(c.window_of_line(3), 0);
         assert_eq!(c.window_of_line(4), 10);
-        assert_eq!(c.first_line_after_window(0), 4);
     }
 
     #[test]

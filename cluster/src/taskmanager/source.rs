@@ -160,9 +160,12 @@ pub async fn run(
             ctx.counters.words.fetch_add(words, Ordering::Relaxed);
             if let Some(c) = clock {
                 let w = if ended { END_OF_TIME } else { source_watermark(&lines, c, subtask, p, state.lines)? };
+                // The chunk's frames are buffered, not flushed: one flush for both.
                 if w > watermark {
                     watermark = w;
                     send_watermark(w, &mut outs).await?;
+                } else {
+                    flush(&mut outs).await?;
                 }
             }
         }
@@ -290,17 +293,28 @@ async fn emit_window_chunk(
         window::push_key(&mut key, start, w);
         wire::push_entry(&mut frames[dest], &key, c);
     }
-    send_frames(frames, outs).await?;
+    // Flushed with the watermark that follows (see the caller).
+    write_frames(frames, outs).await?;
     Ok(words)
 }
 
 /// Sends every non-empty batch frame and flushes.
 async fn send_frames(frames: &[Vec<u8>], outs: &mut [BufWriter<OwnedWriteHalf>]) -> Result<(), String> {
+    write_frames(frames, outs).await?;
+    flush(outs).await
+}
+
+/// Writes every non-empty batch frame into the output buffers.
+async fn write_frames(frames: &[Vec<u8>], outs: &mut [BufWriter<OwnedWriteHalf>]) -> Result<(), String> {
     for (f, out) in frames.iter().zip(outs.iter_mut()) {
         if f.len() > 1 {
             wire::write_frame(out, f).await.map_err(|e| format!("sending to a count task: {e}"))?;
         }
     }
+    Ok(())
+}
+
+async fn flush(outs: &mut [BufWriter<OwnedWriteHalf>]) -> Result<(), String> {
     for out in outs.iter_mut() {
         out.flush().await.map_err(|e| format!("sending to a count task: {e}"))?;
     }

@@ -24,7 +24,8 @@ pub struct Windows {
     watermark: u64,
     /// Fired since the last barrier: `(key, count)`.
     fired: Vec<(Box<str>, u64)>,
-    /// Records for windows that had already fired (dropped, as Flink drops late data).
+    /// Records for windows that had already fired, dropped (as Flink drops late data)
+    /// since the count task last reported them.
     pub late: u64,
 }
 
