@@ -104,7 +104,7 @@ async fn main() {
     let streamd_image = chaos::images::ensure_streamd_image(&docker, &bin).await.expect("streamd image");
     let flink_image = chaos::flink::image::ensure_flink_image(&docker, &chaos::flink::cache_dir()).await.expect("Flink image");
     let progress = chaos::report::terminal::Progress::new();
-    let opts = RunOptions { scenarios: vec![], seed: None, runtime: RuntimeKind::Docker, reports: vec![], out: None, keep: false, engines: vec![] };
+    let opts = RunOptions { scenarios: vec![], seed: None, runtime: RuntimeKind::Docker, reports: vec![], out: None, keep: false, engines: vec![], disk: false };
 
     let mut rows = Vec::new();
     for engine in [Engine::Streamd, Engine::Flink] {

@@ -52,6 +52,10 @@ pub enum Command {
         /// SIGKILL, SIGTERM, TERM, 15, ...
         #[arg(long, short, default_value = "SIGKILL", value_parser = Signal::parse)]
         signal: Signal,
+        /// Power loss too: once the node is dead, every write it had not fsynced (and
+        /// every entry change of a directory not fsynced) is rolled back. Needs `chaos up --disk`.
+        #[arg(long)]
+        lose_unsynced: bool,
     },
     /// SIGTERM a node, then SIGKILL once the grace has passed.
     Stop {
@@ -59,6 +63,9 @@ pub enum Command {
         /// How long the node may take to exit after SIGTERM.
         #[arg(long, short, default_value = "10s", value_parser = duration)]
         grace: Duration,
+        /// Power loss too, once the node is down (see `chaos kill --lose-unsynced`).
+        #[arg(long)]
+        lose_unsynced: bool,
     },
     /// Start a stopped or killed node again (same name, same addresses).
     Start { node: String },
@@ -67,6 +74,9 @@ pub enum Command {
         node: String,
         #[arg(long, short, default_value = "10s", value_parser = duration)]
         grace: Duration,
+        /// Power loss while the node is down, before it starts again.
+        #[arg(long)]
+        lose_unsynced: bool,
     },
     /// Freeze every process of a node.
     Pause {
@@ -81,6 +91,9 @@ pub enum Command {
     Netem(NetemArgs),
     /// Drop traffic between groups of nodes (a group: comma-separated nodes).
     Partition(PartitionArgs),
+    /// Slow, failing or full storage under a node's /data (the cluster must have been
+    /// started with disk passthroughs: `chaos up --disk`, or a scenario with `disk` faults).
+    Disk(DiskArgs),
     /// Remove every network fault of the live cluster.
     Heal,
     /// Append stdin's lines to the live cluster's input, like typing into `nc -l 9000` for
@@ -147,6 +160,10 @@ pub struct RunArgs {
     /// other, and print one comparison table (e.g. `--engine streamd,flink`).
     #[arg(long = "engine", value_enum, value_delimiter = ',', action = ArgAction::Append)]
     pub engines: Vec<chaos::engine::Engine>,
+    /// Serve every streamd node's /data through the disk-fault passthrough even when the
+    /// scenario has no disk fault (to see what the passthrough itself costs).
+    #[arg(long)]
+    pub disk: bool,
 }
 
 /// `chaos up`.
@@ -168,6 +185,10 @@ pub struct UpArgs {
     /// reading `nc -l 9000`: `chaos feed` writes to the line server lines-1.
     #[arg(long, value_name = "PORT", num_args = 0..=1, default_missing_value = "9000", conflicts_with = "scenario")]
     pub socket: Option<u16>,
+    /// Mount every node's /data through the disk-fault passthrough, for `chaos disk` and
+    /// `--lose-unsynced` (it then also keeps the undo log a power loss needs).
+    #[arg(long)]
+    pub disk: bool,
 }
 
 /// `chaos netem`.
@@ -214,6 +235,39 @@ pub struct PartitionArgs {
     pub one_way: bool,
 }
 
+/// `chaos disk`: exactly one of --delay, --error, --full-after.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("kind").required(true).args(["delay", "error", "full_after"])))]
+pub struct DiskArgs {
+    pub node: String,
+    /// Wait this long before each operation, e.g. 20ms.
+    #[arg(long, value_parser = duration)]
+    pub delay: Option<Duration>,
+    /// Delay variation, uniform (with --delay).
+    #[arg(long, value_parser = duration, requires = "delay")]
+    pub jitter: Option<Duration>,
+    /// Fail operations: OPS=ERRNO[:PERCENT], e.g. fsync=EIO:10% (ops: open, read, write,
+    /// fsync, rename; errors: EIO, ENOSPC, EROFS).
+    #[arg(long, value_parser = chaos::diskfault::rules::parse_error_spec)]
+    pub error: Option<(Vec<chaos::diskfault::Op>, chaos::diskfault::Errno, f64)>,
+    /// ENOSPC on writes once this many bytes were written, e.g. 1m.
+    #[arg(long, value_parser = chaos::scenario::values::parse_bytes)]
+    pub full_after: Option<u64>,
+    /// With --delay: only these operations (comma-separated; default all).
+    #[arg(long, value_delimiter = ',', value_parser = op, requires = "delay")]
+    pub ops: Vec<chaos::diskfault::Op>,
+    /// Only under this directory of /data, e.g. checkpoints.
+    #[arg(long, default_value = "")]
+    pub path: String,
+    /// Undo after this long (Ctrl-C undoes at once).
+    #[arg(long = "for", value_parser = duration)]
+    pub for_: Option<Duration>,
+}
+
+fn op(s: &str) -> Result<chaos::diskfault::Op, String> {
+    chaos::diskfault::Op::parse(s).ok_or_else(|| format!("unknown operation `{s}`: expected open, read, write, fsync or rename"))
+}
+
 fn duration(s: &str) -> Result<Duration, String> {
     streamd_contract::duration::parse_duration(s)
 }
@@ -246,10 +300,17 @@ pub fn init_logging(verbose: u8) {
         2 => "debug",
         _ => "trace",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // `Targets` (`info`, `chaos=debug,warn`) rather than `EnvFilter`: the same syntax for
+    // what anyone puts in RUST_LOG here, without compiling a regex engine.
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter: tracing_subscriber::filter::Targets = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| default.parse().expect("a level parses"));
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     // `try_init`: a second initialisation (tests) is not an error worth dying for.
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::registry().with(fmt).with(filter).try_init();
 }
 
 /// Runs one parsed command; returns the process exit code (DESIGN.md section 4).
@@ -265,6 +326,7 @@ pub async fn run(cli: Cli) -> Result<u8, ChaosError> {
                 out: a.out,
                 keep: a.keep,
                 engines: dedup(a.engines),
+                disk: a.disk,
             })
             .await
         }
@@ -276,19 +338,35 @@ pub async fn run(cli: Cli) -> Result<u8, ChaosError> {
                 slots: a.slots,
                 runtime: a.runtime,
                 socket: a.socket,
+                disk: a.disk,
             })
             .await
         }
         Command::Verify => live::verify().await,
         Command::Status => i::status().await,
-        Command::Kill { node, signal } => i::fault(Action::Kill { signal }, &[node], None).await,
-        Command::Stop { node, grace } => i::fault(Action::Stop { grace }, &[node], None).await,
+        Command::Kill { node, signal, lose_unsynced } => i::fault(Action::Kill { signal, lose_unsynced }, &[node], None).await,
+        Command::Stop { node, grace, lose_unsynced } => i::fault(Action::Stop { grace, lose_unsynced }, &[node], None).await,
         Command::Start { node } => i::fault(Action::Start, &[node], None).await,
-        Command::Restart { node, grace } => i::fault(Action::Restart { grace }, &[node], None).await,
+        Command::Restart { node, grace, lose_unsynced } => i::fault(Action::Restart { grace, lose_unsynced }, &[node], None).await,
         Command::Pause { node, for_ } => i::fault(Action::Pause, &[node], for_).await,
         Command::Unpause { node } => i::fault(Action::Unpause, &[node], None).await,
         Command::Netem(a) => net::netem(a).await,
         Command::Partition(a) => net::partition(a).await,
+        Command::Disk(a) => {
+            use chaos::diskfault::{DiskFault, DiskKind};
+            if a.delay.is_none() && (a.jitter.is_some() || !a.ops.is_empty()) {
+                return Err(ChaosError::Usage("--jitter and --ops go with --delay (--error names its operations itself)".into()));
+            }
+            let (kind, ops) = match (a.delay, a.error, a.full_after) {
+                (Some(delay), _, _) => (DiskKind::Delay { delay, jitter: a.jitter.unwrap_or_default() }, a.ops),
+                (_, Some((ops, errno, probability)), _) => (DiskKind::Error { errno, probability }, ops),
+                (_, _, Some(bytes)) => (DiskKind::FullAfter { bytes }, Vec::new()),
+                _ => unreachable!("clap requires one kind"),
+            };
+            let path = chaos::diskfault::rules::fault_path(&a.path).map_err(|why| ChaosError::Usage(format!("--path: {why}")))?;
+            let fault = DiskFault { id: String::new(), kind, ops, path };
+            i::fault(Action::Disk(fault), &[a.node], a.for_).await
+        }
         Command::Heal => net::heal().await,
         Command::Feed => i::feed().await,
         Command::Counts { top } => i::counts(top).await,
@@ -330,6 +408,16 @@ mod tests {
     }
 
     #[test]
+    fn kill_stop_and_restart_can_lose_unsynced_writes() {
+        let cli = Cli::try_parse_from(["chaos", "kill", "tm2", "--lose-unsynced"]).unwrap();
+        assert!(matches!(cli.command, Command::Kill { lose_unsynced: true, .. }));
+        let cli = Cli::try_parse_from(["chaos", "restart", "tm2", "--grace", "0s", "--lose-unsynced"]).unwrap();
+        assert!(matches!(cli.command, Command::Restart { lose_unsynced: true, .. }));
+        let cli = Cli::try_parse_from(["chaos", "stop", "tm2"]).unwrap();
+        assert!(matches!(cli.command, Command::Stop { lose_unsynced: false, .. }));
+    }
+
+    #[test]
     fn up_takes_a_scenario_or_sizes_but_not_both() {
         let cli = Cli::try_parse_from(["chaos", "up", "--taskmanagers", "2", "--runtime", "process"]).unwrap();
         let Command::Up(a) = cli.command else { panic!("not up") };
@@ -350,6 +438,17 @@ mod tests {
         assert_eq!(rate("500kbit"), Ok(500_000));
         assert_eq!(rate("1mbps"), Ok(8_000_000));
         assert!(rate("1 parsec").is_err() && rate("0kbit").is_err() && rate("mbit").is_err());
+    }
+
+    #[test]
+    fn disk_takes_exactly_one_kind() {
+        let cli = Cli::try_parse_from(["chaos", "disk", "tm2", "--delay", "20ms", "--for", "10s"]).unwrap();
+        assert!(matches!(cli.command, Command::Disk(DiskArgs { delay: Some(d), for_: Some(_), .. }) if d == Duration::from_millis(20)));
+        let cli = Cli::try_parse_from(["chaos", "disk", "tm2", "--error", "fsync=EIO:10%"]).unwrap();
+        let Command::Disk(a) = cli.command else { panic!("not disk") };
+        assert_eq!(a.error, Some((vec![chaos::diskfault::Op::Fsync], chaos::diskfault::Errno::Eio, 0.1)));
+        assert!(Cli::try_parse_from(["chaos", "disk", "tm2"]).is_err(), "a kind is required");
+        assert!(Cli::try_parse_from(["chaos", "disk", "tm2", "--delay", "1ms", "--full-after", "1m"]).is_err());
     }
 
     #[test]

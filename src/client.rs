@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
-use streamd_contract::api::{CheckpointsInfo, JobDetails, Overview, TaskManagerInfo};
+use streamd_contract::api::{CheckpointsInfo, IntervalInfo, JobDetails, Overview, TaskManagerInfo};
 
 /// Per-request timeout (connect + answer).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
@@ -48,11 +48,20 @@ impl ClientError {
 
 /// JSON over HTTP GET to one base URL, with the timeouts and error classes every REST
 /// client of chaos shares (streamd's, and Flink's in `flink::rest`).
+///
+/// hyper's own client (the one bollard already builds on), not a higher-level HTTP crate:
+/// these are plain GETs to nodes we started, on local or bridge addresses (no TLS, no
+/// proxy, no redirects), and one HTTP stack less is a faster first build.
 #[derive(Debug, Clone)]
 pub struct JsonHttp {
     base: String,
-    http: reqwest::Client,
+    http: HttpClient,
 }
+
+type HttpClient = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    http_body_util::Empty<hyper::body::Bytes>,
+>;
 
 /// A client for one jobmanager's REST API.
 #[derive(Debug, Clone)]
@@ -75,10 +84,6 @@ impl StreamdClient {
         self.http.base_url()
     }
 
-    async fn get(&self, path: &str) -> Result<(String, reqwest::Response), ClientError> {
-        self.http.get(path).await
-    }
-
     async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         self.http.get_json(path).await
     }
@@ -99,6 +104,11 @@ impl StreamdClient {
         self.get_json(&format!("/jobs/{id}/checkpoints")).await
     }
 
+    /// `GET /jobs/<id>/checkpoints/interval`.
+    pub async fn interval(&self, id: &str) -> Result<IntervalInfo, ClientError> {
+        self.get_json(&format!("/jobs/{id}/checkpoints/interval")).await
+    }
+
     /// `GET /taskmanagers`.
     pub async fn taskmanagers(&self) -> Result<Vec<TaskManagerInfo>, ClientError> {
         self.get_json("/taskmanagers").await
@@ -106,8 +116,8 @@ impl StreamdClient {
 
     /// `GET /metrics` (Prometheus text).
     pub async fn metrics(&self) -> Result<String, ClientError> {
-        let (url, resp) = self.get("/metrics").await?;
-        resp.text().await.map_err(|e| transport(&url, e))
+        let (_, body) = self.http.get("/metrics").await?;
+        Ok(String::from_utf8_lossy(&body).into_owned())
     }
 
     /// Polls `/overview` every 50 ms until it answers and reports `expected_taskmanagers`
@@ -139,14 +149,12 @@ impl JsonHttp {
     /// A client for `base_url` (a trailing `/` is ignored).
     pub fn new(base_url: impl Into<String>) -> Result<JsonHttp, ClientError> {
         let base = base_url.into().trim_end_matches('/').to_string();
-        let http = reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
-            .connect_timeout(REQUEST_TIMEOUT)
-            // Requests go to nodes we start on local or bridge addresses; a proxy from the
-            // environment would only get in the way.
-            .no_proxy()
-            .build()
-            .map_err(|e| ClientError::Http { url: base.clone(), message: e.to_string() })?;
+        if let Err(e) = format!("{base}/").parse::<hyper::Uri>() {
+            return Err(ClientError::Http { url: base, message: format!("not a URL: {e}") });
+        }
+        let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        connector.set_nodelay(true);
+        let http = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector);
         Ok(JsonHttp { base, http })
     }
 
@@ -155,13 +163,24 @@ impl JsonHttp {
         &self.base
     }
 
-    /// `GET <base><path>`; a non-2xx answer is [`ClientError::Status`] with its body.
-    pub async fn get(&self, path: &str) -> Result<(String, reqwest::Response), ClientError> {
+    /// `GET <base><path>` and its whole body, connecting and answering within
+    /// [`REQUEST_TIMEOUT`]; a non-2xx answer is [`ClientError::Status`] with its body.
+    pub async fn get(&self, path: &str) -> Result<(String, hyper::body::Bytes), ClientError> {
+        use http_body_util::BodyExt;
         let url = format!("{}{path}", self.base);
-        let resp = self.http.get(&url).send().await.map_err(|e| transport(&url, e))?;
-        let status = resp.status();
+        let uri: hyper::Uri = url.parse().map_err(|e| ClientError::Http { url: url.clone(), message: format!("not a URL: {e}") })?;
+        let exchange = async {
+            let resp = self.http.get(uri).await.map_err(|e| transport(&url, &e, e.is_connect()))?;
+            let status = resp.status();
+            let body = resp.into_body().collect().await.map_err(|e| transport(&url, &e, false))?.to_bytes();
+            Ok::<_, ClientError>((status, body))
+        };
+        let (status, body) = match tokio::time::timeout(REQUEST_TIMEOUT, exchange).await {
+            Ok(r) => r?,
+            Err(_) => return Err(ClientError::Timeout { url, timeout: REQUEST_TIMEOUT }),
+        };
         if !status.is_success() {
-            let body = resp.text().await.unwrap_or_default();
+            let body = String::from_utf8_lossy(&body);
             let body = body.trim();
             // Bodies are error messages; keep the report readable if one is a page long.
             let body = if body.chars().count() > 300 {
@@ -171,30 +190,28 @@ impl JsonHttp {
             };
             return Err(ClientError::Status { url, status: status.as_u16(), body });
         }
-        Ok((url, resp))
+        Ok((url, body))
     }
 
     pub async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
-        let (url, resp) = self.get(path).await?;
-        let bytes = resp.bytes().await.map_err(|e| transport(&url, e))?;
-        serde_json::from_slice(&bytes).map_err(|e| ClientError::Json { url, message: e.to_string() })
+        let (url, body) = self.get(path).await?;
+        serde_json::from_slice(&body).map_err(|e| ClientError::Json { url, message: e.to_string() })
     }
 }
 
-/// Sorts a reqwest transport error into refused / timed out / other.
-fn transport(url: &str, e: reqwest::Error) -> ClientError {
+/// Sorts a transport error into refused (nothing to connect to) or other; timeouts are
+/// the caller's (the whole exchange has one deadline).
+fn transport(url: &str, e: &(dyn std::error::Error + 'static), connect: bool) -> ClientError {
     let url = url.to_string();
-    if e.is_timeout() {
-        ClientError::Timeout { url, timeout: REQUEST_TIMEOUT }
-    } else if e.is_connect() {
-        ClientError::Connect { url, message: root_cause(&e) }
+    if connect {
+        ClientError::Connect { url, message: root_cause(e) }
     } else {
-        ClientError::Http { url, message: root_cause(&e) }
+        ClientError::Http { url, message: root_cause(e) }
     }
 }
 
-/// The innermost error message: reqwest's own Display ("error sending request") hides
-/// the useful part ("Connection refused").
+/// The innermost error message: the client's own Display ("client error (Connect)")
+/// hides the useful part ("Connection refused").
 fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     let mut cur = e;
     while let Some(next) = cur.source() {

@@ -17,7 +17,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use streamd_contract::api::{CheckpointsInfo, JobDetails};
+use streamd_contract::api::{CheckpointsInfo, IntervalInfo, JobDetails};
 
 use crate::client::{ClientError, StreamdClient};
 use crate::flink::watch::FlinkWatch;
@@ -91,6 +91,12 @@ pub trait JobSource {
     /// Its completed checkpoints.
     async fn checkpoints(&self) -> Result<CheckpointsInfo, ClientError>;
 
+    /// The checkpoint interval and its history (streamd); `None` where there is none to
+    /// ask for (Flink's is fixed, a scripted job has none).
+    async fn interval(&self) -> Option<IntervalInfo> {
+        None
+    }
+
     /// Whether every task has its slot (so nodes that join now are spares).
     fn tasks_placed(&self) -> bool;
 
@@ -150,6 +156,19 @@ impl JobSource for JobView {
         match &self.rest {
             Rest::Streamd { client, job_id } => client.checkpoints(job_id).await,
             Rest::Flink(w) => w.checkpoints().await,
+        }
+    }
+
+    async fn interval(&self) -> Option<IntervalInfo> {
+        match &self.rest {
+            Rest::Streamd { client, job_id } => match client.interval(job_id).await {
+                Ok(i) => Some(i),
+                Err(e) => {
+                    tracing::warn!("cannot read the checkpoint interval: {e}");
+                    None
+                }
+            },
+            Rest::Flink(_) => None,
         }
     }
 

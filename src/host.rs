@@ -35,6 +35,9 @@ pub enum Need {
     NetKernel,
     /// cgroup cpu and memory controllers (`cluster.resources` limits).
     CgroupLimits,
+    /// `/dev/fuse`, and root to mount it (the disk passthrough: disk faults, power loss,
+    /// `cluster.checkpoint_storage`).
+    Fuse,
     /// A JDK 17 (`javac`, `jar`, `jlink`): the Flink job is compiled and the Flink image's
     /// JRE is linked from it (`cluster.engine: flink`).
     Jdk,
@@ -45,8 +48,8 @@ pub enum Need {
 
 impl Need {
     /// Every need, in the order `chaos doctor` prints them.
-    pub const ALL: [Need; 7] =
-        [Need::Docker, Need::CgroupLimits, Need::Etcd, Need::NetTools, Need::NetKernel, Need::Jdk, Need::FlinkDist];
+    pub const ALL: [Need; 8] =
+        [Need::Docker, Need::CgroupLimits, Need::Etcd, Need::NetTools, Need::NetKernel, Need::Fuse, Need::Jdk, Need::FlinkDist];
 
     /// What it is, for a line of `chaos doctor`.
     pub fn title(self) -> &'static str {
@@ -56,6 +59,7 @@ impl Need {
             Need::NetTools => "iptables, tc, ip",
             Need::NetKernel => "network-fault kernel support",
             Need::CgroupLimits => "cgroup cpu, memory",
+            Need::Fuse => "/dev/fuse",
             Need::Jdk => "JDK 17",
             Need::FlinkDist => "Flink 2.3.0 jars",
         }
@@ -69,6 +73,7 @@ impl Need {
             Need::NetTools => "network faults (netem, partition): the sidecar image is built from them",
             Need::NetKernel => "network faults (netem, partition)",
             Need::CgroupLimits => "per-node limits (cluster.resources)",
+            Need::Fuse => "disk faults and remote-like checkpoint storage (the FUSE passthrough of /data)",
             Need::Jdk | Need::FlinkDist => "the Flink engine (cluster.engine: flink, --engine flink)",
         }
     }
@@ -105,6 +110,10 @@ pub fn needs(plan: &Plan, runtime: RuntimeKind) -> BTreeSet<Need> {
             out.insert(Need::NetTools);
             out.insert(Need::NetKernel);
         }
+    }
+    // The passthrough daemons run on the host for both runtimes.
+    if crate::diskfault::mount::plan_needs(plan) {
+        out.insert(Need::Fuse);
     }
     match plan.cluster.engine {
         Engine::Streamd if plan.cluster.ha() => {
@@ -186,6 +195,16 @@ pub async fn check(need: Need, docker: Option<&Docker>) -> Finding {
             }
         }
         Need::CgroupLimits => cgroup_limits(Path::new("/sys/fs/cgroup"), need),
+        Need::Fuse => {
+            // The passthrough mounts /dev/fuse itself (no fusermount): that takes root.
+            // SAFETY: geteuid has no preconditions.
+            let root = unsafe { libc::geteuid() } == 0;
+            match (Path::new("/dev/fuse").exists(), root) {
+                (true, true) => found("present; running as root, so the passthrough can mount it".into()),
+                (false, _) => missing("no /dev/fuse".into(), "modprobe fuse (or give the container running chaos --device /dev/fuse)".into()),
+                (true, false) => missing("present, but chaos is not running as root (it mounts /dev/fuse itself)".into(), "run chaos as root".into()),
+            }
+        }
         Need::Jdk => match crate::flink::job::ensure_jdk() {
             Ok(()) => found(crate::flink::job::jdk_tool("javac").display().to_string()),
             Err(e) => missing(e.to_string(), format!("apt-get install {}", crate::flink::job::JDK_PACKAGE)),
@@ -359,6 +378,15 @@ mod tests {
         );
         // The process runtime: only etcd (it refuses network faults itself, applies no limits).
         assert_eq!(needs(&p, RuntimeKind::Process), BTreeSet::from([Need::Etcd]));
+    }
+
+    #[test]
+    fn the_disk_passthrough_needs_fuse_on_both_runtimes() {
+        let p = plan(&format!("{BASE}faults:\n  - {{ at: 1s, action: disk, target: tm2, delay: 5ms, for: 1s }}\n"));
+        assert_eq!(needs(&p, RuntimeKind::Docker), BTreeSet::from([Need::Docker, Need::Fuse]));
+        assert_eq!(needs(&p, RuntimeKind::Process), BTreeSet::from([Need::Fuse]));
+        let p = plan(&format!("cluster: {{ checkpoint_storage: {{ latency: 5ms }} }}\n{BASE}"));
+        assert_eq!(needs(&p, RuntimeKind::Process), BTreeSet::from([Need::Fuse]));
     }
 
     #[test]

@@ -238,9 +238,32 @@ pub fn check_static(binary: &[u8], path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Builds the static streamd binary with `cargo build --release --workspace --bin streamd` in the
-/// workspace and returns its path (`target/x86_64-unknown-linux-gnu/release/streamd`).
-/// When [`STREAMD_BIN_ENV`] is set, returns that path without building.
+/// The cargo profile this chaos was built with, as `cargo build` arguments and the target
+/// directory's folder. The binaries chaos builds for its nodes (streamd, chaos-netd) use the
+/// same one, so `cargo run` (the dev profile, quick to compile) or `cargo run --release`
+/// compiles the dependencies they share with chaos once, not once per profile.
+pub fn cargo_profile() -> CargoProfile {
+    if cfg!(debug_assertions) {
+        CargoProfile { name: "dev", args: &[], dir: "debug" }
+    } else {
+        CargoProfile { name: "release", args: &["--release"], dir: "release" }
+    }
+}
+
+/// A cargo profile: see [`cargo_profile`].
+#[derive(Debug, Clone, Copy)]
+pub struct CargoProfile {
+    pub name: &'static str,
+    /// What selects it on `cargo build`'s command line.
+    pub args: &'static [&'static str],
+    /// Its folder under `target/<triple>/`.
+    pub dir: &'static str,
+}
+
+/// Builds the static streamd binary with `cargo build [--release] --workspace --bin streamd`
+/// (the profile of [`cargo_profile`]) in the workspace and returns its path
+/// (`target/x86_64-unknown-linux-gnu/<profile>/streamd`). When [`STREAMD_BIN_ENV`] is set,
+/// returns that path without building.
 ///
 /// Blocking (it runs cargo): call it from `spawn_blocking` in async code.
 pub fn build_streamd_binary() -> Result<PathBuf> {
@@ -256,12 +279,15 @@ pub fn build_streamd_binary() -> Result<PathBuf> {
     }
     let root = workspace_root()?;
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let profile = cargo_profile();
     let output = Command::new(&cargo)
         .current_dir(&root)
-        // `--workspace`: the same feature unification as `cargo build --release` of the
-        // whole workspace, so this never rebuilds what that built (with `-p streamd`
-        // shared dependencies would get other features and flip-flop).
-        .args(["build", "--release", "--workspace", "--bin", "streamd"])
+        // `--workspace`: the same feature unification as `cargo build` of the whole
+        // workspace, so this never rebuilds what that built (with `-p streamd` shared
+        // dependencies would get other features and flip-flop).
+        .arg("build")
+        .args(profile.args)
+        .args(["--workspace", "--bin", "streamd"])
         .arg("--message-format=json-render-diagnostics")
         .stdin(Stdio::null())
         .output()
@@ -277,7 +303,8 @@ pub fn build_streamd_binary() -> Result<PathBuf> {
         let tail: Vec<&str> = stderr.lines().rev().take(30).collect();
         let tail: Vec<&str> = tail.into_iter().rev().collect();
         return Err(RuntimeError::Infrastructure(format!(
-            "cargo build --release --workspace --bin streamd failed ({}):\n{}",
+            "cargo build --workspace --bin streamd ({} profile) failed ({}):\n{}",
+            profile.name,
             output.status,
             tail.join("\n")
         )));
@@ -286,7 +313,7 @@ pub fn build_streamd_binary() -> Result<PathBuf> {
     Ok(streamd_artifact(&stdout).unwrap_or_else(|| {
         // Cargo prints no artifact line in some fresh cases on old versions: fall back to
         // the layout .cargo/config.toml implies.
-        root.join("target/x86_64-unknown-linux-gnu/release/streamd")
+        root.join("target/x86_64-unknown-linux-gnu").join(profile.dir).join("streamd")
     }))
 }
 

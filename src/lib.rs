@@ -20,6 +20,8 @@
 //!   job the executor uses for both.
 //! - [`flink`]: Apache Flink as a second engine (distribution from PyPI, the job, the
 //!   offline image, a standalone cluster, REST mapped onto streamd's answers, output).
+//! - [`diskfault`]: disk faults (delay, errors, full disk, remote-storage model) through a
+//!   FUSE passthrough of each node's /data.
 //! - [`netfault`]: network faults (netem or its iptables/NFQUEUE fallback, partitions)
 //!   through sidecars, with an undo journal.
 //! - [`host`]: what a scenario needs from this machine, checked before a run and by
@@ -34,6 +36,7 @@
 //! not of this library: it parses and prints, and calls the modules above.
 pub mod client;
 pub mod current;
+pub mod diskfault;
 pub mod engine;
 pub mod error;
 pub mod executor;

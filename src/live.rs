@@ -247,6 +247,15 @@ fn plural(n: usize) -> &'static str {
 }
 
 impl DownReport {
+    /// Stopping the nodes' disk passthroughs (daemons and mounts).
+    fn disk_views(&mut self, r: Result<Vec<String>, crate::diskfault::DiskError>) {
+        match r {
+            Ok(nodes) if nodes.is_empty() => {}
+            Ok(nodes) => self.done.push(format!("removed the disk passthrough of {}", nodes.join(", "))),
+            Err(e) => self.warnings.push(format!("disk passthrough not removed: {e}")),
+        }
+    }
+
     /// Undoing journaled network faults: failures are warnings, since the containers
     /// holding the rules are removed next anyway.
     fn network_faults(&mut self, r: Result<netfault::UndoReport, netfault::NetfaultError>) {
@@ -299,6 +308,8 @@ pub async fn down(images: bool) -> Result<DownReport, ChaosError> {
                     }
                 }
             }
+            // The nodes are gone: their disk passthroughs can go.
+            rep.disk_views(crate::diskfault::mount::stop_all(&cur.run_dir));
             CurrentCluster::clear().map_err(|e| ChaosError::Other(e.to_string()))?;
             rep.done.push(format!("removed cluster {} in {} ms", cur.cluster_id, t.elapsed().as_millis()));
         }
@@ -323,6 +334,7 @@ pub async fn down(images: bool) -> Result<DownReport, ChaosError> {
                 }
                 Err(e) => rep.warnings.push(format!("docker: nothing removed ({e})")),
             }
+            rep.disk_views(crate::diskfault::mount::stop_all_runs(&current::runs_dir()));
         }
     }
     Ok(rep)
@@ -339,6 +351,8 @@ pub struct UpOptions {
     /// Without a scenario: the job reads a socket on this port (the line server `lines-1`,
     /// fed by `chaos feed` as `nc -l <port>` is by typing).
     pub socket: Option<u16>,
+    /// Mount the disk-fault passthroughs even when the scenario has no `disk` fault.
+    pub disk: bool,
 }
 
 /// `chaos up`: starts a cluster and its job, leaves it running, records it as current.
@@ -395,6 +409,7 @@ pub async fn up(opts: UpOptions) -> Result<u8, ChaosError> {
         std::fs::write(&input, b"").map_err(|e| ChaosError::Infrastructure(format!("cannot create {}: {e}", input.display())))?;
     }
     let def = plan.cluster_def(&prepared.cluster_id, prepared.run_dir.clone());
+    crate::diskfault::mount::start_for_plan(&plan, &prepared.run_dir, opts.disk, opts.disk)?;
     let t = std::time::Instant::now();
     let url = match opts.runtime {
         RuntimeKind::Process => {

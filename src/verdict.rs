@@ -931,7 +931,7 @@ mod tests {
         assert!(v.checks["recovery"].details.contains("taskmanager-2") && v.checks["recovery"].details.contains("taskmanager-1"));
     }
 
-    /// Issue 10, item 5: an input without words tests nothing, and must not pass.
+    /// An input without words tests nothing, and must not pass.
     #[test]
     fn an_empty_oracle_never_passes() {
         for expectation in [Expectation::ExactlyOnce, Expectation::AtLeastOnce] {

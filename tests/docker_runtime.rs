@@ -328,7 +328,7 @@ async fn docker_runtime_end_to_end() {
     assert_eq!(
         args,
         "taskmanager --jobmanager jobmanager-1:6123 --slots 2 --data-dir /data --id \
-         taskmanager-1 --data-bind 0.0.0.0:6121 --advertise taskmanager-1:6121"
+         taskmanager-1 --data-bind 0.0.0.0:6121 --advertise taskmanager-1:6121 --local-dir /local"
     );
     let nets = docker.inspect_network(&network, None).await.unwrap();
     let nl = nets.labels.unwrap();
@@ -364,8 +364,8 @@ async fn docker_runtime_end_to_end() {
     );
     let mut body = String::new();
     for _ in 0..100 {
-        if let Ok(resp) = reqwest::get(&url).await {
-            body = resp.text().await.unwrap_or_default();
+        if let Ok((_, b)) = chaos::client::JsonHttp::new(url.clone()).unwrap().get("/").await {
+            body = String::from_utf8_lossy(&b).into_owned();
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

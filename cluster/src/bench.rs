@@ -10,6 +10,9 @@
 //! and the idle resident memory of a taskmanager. Each measurement is repeated (`--reps`,
 //! alternating the configurations so a noisy neighbour hits all of them) and the median
 //! is reported. Figures, not assertions.
+//!
+//! `streamd bench --restore` measures something else: task-local against remote restore
+//! time of one large count state (see [`crate::bench_restore`]).
 
 use crate::api::{JobDetails, JobState};
 use crate::input::Generator;
@@ -38,6 +41,15 @@ pub struct BenchArgs {
     /// Repetitions of each measurement (alternating engine configurations); the median counts.
     #[arg(long, default_value_t = 3)]
     pub reps: usize,
+    /// Measure restore time instead: a count state of `--state-words` distinct words
+    /// restored from a task-local copy and from shared storage behind `--remote-standin`.
+    #[arg(long)]
+    pub restore: bool,
+    #[arg(long, default_value_t = 1_000_000)]
+    pub state_words: u64,
+    /// The remote-storage stand-in for shared storage reads: `<latency>,<MB/s>`.
+    #[arg(long, default_value = "20ms,100")]
+    pub remote_standin: String,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -61,6 +73,9 @@ pub struct BenchResult {
 }
 
 pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
+    if a.restore {
+        return crate::bench_restore::run(a.state_words, a.reps, &a.remote_standin, a.json);
+    }
     let dir = std::env::temp_dir().join(format!("streamd-bench-{}", std::process::id()));
     std::fs::create_dir_all(dir.join("input"))?;
     let _cleanup = RemoveDir(dir.clone());
@@ -153,7 +168,7 @@ fn baseline(input: &Path) -> anyhow::Result<(u64, usize, f64)> {
     Ok((words, counts.len(), t.elapsed().as_secs_f64()))
 }
 
-struct Kill(Vec<Child>);
+pub(crate) struct Kill(pub(crate) Vec<Child>);
 impl Drop for Kill {
     fn drop(&mut self) {
         for c in &mut self.0 {
@@ -163,14 +178,14 @@ impl Drop for Kill {
     }
 }
 
-struct RemoveDir(std::path::PathBuf);
+pub(crate) struct RemoveDir(pub(crate) std::path::PathBuf);
 impl Drop for RemoveDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
-fn free_port() -> anyhow::Result<u16> {
+pub(crate) fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
@@ -257,7 +272,7 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
 }
 
 /// A minimal HTTP/1.1 GET for the bench (streamd carries no HTTP client).
-async fn http_get_json<T: serde::de::DeserializeOwned>(url: &str) -> anyhow::Result<T> {
+pub(crate) async fn http_get_json<T: serde::de::DeserializeOwned>(url: &str) -> anyhow::Result<T> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let rest = url.strip_prefix("http://").ok_or_else(|| anyhow::anyhow!("not an http url"))?;
     let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((rest, "/".into()));

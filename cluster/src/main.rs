@@ -61,6 +61,16 @@ enum Role {
         /// job's `input.socket` address (the process runtime's ports are not the job's).
         #[arg(long, env = "STREAMD_LINE_SERVER")]
         line_server: Option<String>,
+        /// Node-local storage for task-local recovery (`job.local_recovery`): a directory
+        /// that is this node's own, not shared checkpoint storage. Without it a job that
+        /// asks for local recovery restores from shared storage only.
+        #[arg(long, env = "STREAMD_LOCAL_DIR")]
+        local_dir: Option<PathBuf>,
+        /// The directory a job's input file path (`input/…`) is relative to, when not
+        /// `--data-dir`: the input stands for an external system's data, so it is read
+        /// beside a node's storage, not through it (chaos's disk-fault passthrough).
+        #[arg(long, env = "STREAMD_INPUT_ROOT")]
+        input_root: Option<PathBuf>,
         #[command(flatten)]
         ha: HaArgs,
     },
@@ -83,6 +93,9 @@ enum Role {
     },
     /// Measure throughput against the single-threaded COST baseline.
     Bench(streamd::bench::BenchArgs),
+    /// Measure the adaptive checkpoint interval against fixed ones under seeded SIGKILLs
+    /// of taskmanager processes.
+    BenchInterval(streamd::bench_interval::BenchIntervalArgs),
 }
 
 /// High availability (both roles): with `--etcd`, jobmanagers elect a leader and
@@ -127,12 +140,17 @@ fn advertised(bind: &str, id: &str) -> String {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    {
+        // RUST_LOG as `tracing_subscriber::filter::Targets` reads it (`debug`,
+        // `streamd=debug,info`): EnvFilter's syntax for that, without a regex engine to build.
+        use tracing_subscriber::layer::SubscriberExt;
+        use tracing_subscriber::util::SubscriberInitExt;
+        let filter: tracing_subscriber::filter::Targets = std::env::var("RUST_LOG")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| tracing_subscriber::filter::Targets::new().with_default(tracing::Level::INFO));
+        tracing_subscriber::registry().with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr)).with(filter).init();
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -162,7 +180,7 @@ fn main() -> ExitCode {
                 let cfg = streamd::jobmanager::JmConfig { id, job, data_dir, rpc_bind, rest_bind, rpc_advertise, rest_url, ha };
                 streamd::jobmanager::run(cfg, terminated()).await.map(|_| ExitCode::SUCCESS)
             }
-            Role::Taskmanager { jobmanager, slots, data_dir, id, data_bind, advertise, job_id, line_server, ha } => {
+            Role::Taskmanager { jobmanager, slots, data_dir, id, data_bind, advertise, job_id, line_server, local_dir, input_root, ha } => {
                 let advertise = advertise.unwrap_or_else(|| data_bind.clone());
                 let ha = match ha.config().and_then(|c| c.map(|c| tm_ha(c, job_id, &data_dir)).transpose()) {
                     Ok(h) => h,
@@ -171,7 +189,7 @@ fn main() -> ExitCode {
                         return Ok(ExitCode::from(2));
                     }
                 };
-                let cfg = streamd::taskmanager::TmConfig { id, jobmanager, slots, data_dir, data_bind, advertise, line_server, ha };
+                let cfg = streamd::taskmanager::TmConfig { id, jobmanager, slots, data_dir, data_bind, advertise, line_server, local_dir, input_root, ha };
                 streamd::taskmanager::run(cfg, terminated()).await.map(|_| ExitCode::SUCCESS)
             }
             Role::LineServer { data_dir, id, bind, job, feed_bind } => {
@@ -193,6 +211,7 @@ fn main() -> ExitCode {
                 streamd::line_server::run(&data_dir, &bind, &feed_bind, terminated()).await.map(|_| ExitCode::SUCCESS)
             }
             Role::Bench(args) => streamd::bench::run(args).await.map(|_| ExitCode::SUCCESS),
+            Role::BenchInterval(args) => streamd::bench_interval::run(args).await.map(|_| ExitCode::SUCCESS),
         }
     });
     match result {

@@ -124,10 +124,31 @@ pub struct Assignment {
 pub enum TmToJm {
     Register { id: String, data_address: String, slots: u32 },
     Heartbeat { metrics: Vec<TaskMetrics> },
-    /// The tasks of `attempt` on this taskmanager are deployed and running.
-    Deployed { attempt: u64 },
+    /// The tasks of `attempt` on this taskmanager are deployed and running, with how each
+    /// restored its state.
+    Deployed {
+        attempt: u64,
+        #[serde(default)]
+        restores: Vec<crate::api::TaskRestore>,
+    },
     /// A task has taken its part of checkpoint `checkpoint`.
-    Ack { attempt: u64, checkpoint: u64, task: TaskId, handle: SnapshotHandle, lines: u64 },
+    /// `stall_us`: how long the task's data path was held up by it (a count task: from the
+    /// first barrier of the epoch, when that input stops being read, to the state copied
+    /// for the writer; a source: sending the barrier); the jobmanager's checkpoint cost.
+    Ack {
+        attempt: u64,
+        checkpoint: u64,
+        task: TaskId,
+        handle: SnapshotHandle,
+        lines: u64,
+        #[serde(default)]
+        stall_us: u64,
+        /// CPU time the task's checkpoint writer spent making its part durable (staging,
+        /// encoding and writing the snapshot; waiting for fsync excluded): taken from
+        /// processing on a busy node, so part of the checkpoint's cost too.
+        #[serde(default)]
+        cpu_us: u64,
+    },
     /// A task could not take its part of a checkpoint (the checkpoint is aborted).
     Decline { attempt: u64, checkpoint: u64, task: TaskId, reason: String },
     /// Source `subtask` has read all of its input.
@@ -196,6 +217,21 @@ pub struct Deployment {
     pub local: Vec<u32>,
     /// The checkpoint to restore, with its task snapshots.
     pub restore: Option<Restore>,
+    /// Checkpoints that completed after the restored one (whose own snapshots or metadata
+    /// are unusable) and that sinks may already have committed: re-taken at exactly their
+    /// recorded cuts, in order, before any regular checkpoint (see
+    /// `jobmanager::catch_up`).
+    #[serde(default)]
+    pub catch_up: Vec<CatchUp>,
+}
+
+/// A checkpoint to re-take: its id and its cut (lines consumed per source subtask, indexed
+/// by subtask). Source `i` injects barrier `checkpoint` itself once it has consumed
+/// `positions[i]` lines of its partition, before reading further.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CatchUp {
+    pub checkpoint: u64,
+    pub positions: Vec<u64>,
 }
 
 /// A completed checkpoint to restore from.

@@ -39,13 +39,6 @@ pub(super) async fn doctor(scenarios_dir: &Path) -> Result<u8, ChaosError> {
             );
         }
     }
-    let fuse = Path::new("/dev/fuse").exists();
-    println!(
-        "{:<5} {:<30} {}",
-        if fuse { "ok" } else { "-" },
-        "/dev/fuse",
-        if fuse { "present (a FUSE filesystem can be mounted)" } else { "absent: no shipped scenario needs it" }
-    );
     if docker_ok {
         println!("\nthe default scenario (scenarios/kill-tm2.yaml) can run here");
         Ok(exit::PASS)

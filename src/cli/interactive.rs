@@ -125,7 +125,7 @@ pub(super) async fn fault(action: Action, nodes: &[String], for_: Option<Duratio
         true => rt.net_faults(&cluster).await?,
         false => None,
     };
-    let injector = Injector::new(&rt, net.as_ref());
+    let injector = Injector::new(&rt, net.as_ref()).with_disk(&cluster.run_dir);
     // Listening for Ctrl-C starts before the fault is applied: see `Interrupt`.
     let mut interrupt = for_.map(|_| Interrupt::new());
     let applied = injector.apply(&action, &targets).await?;

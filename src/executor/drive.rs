@@ -51,6 +51,8 @@ pub struct Env<'a, R: Runtime> {
     pub flink: Option<&'a crate::flink::plan::Started>,
     /// Socket input: the lines chaos feeds the line server (at the plan's feed rate).
     pub feed: Option<&'a [String]>,
+    /// The run directory (where disk faults find the nodes' passthroughs).
+    pub run_dir: &'a std::path::Path,
 }
 
 /// What a run's drive found besides the output: run-level failures (each a failed check)
@@ -159,7 +161,7 @@ impl<'a, R: Runtime, J: JobSource> Loop<'a, R, J> {
         let start = Instant::now() - Duration::from_millis(now_ms().saturating_sub(t0));
         Loop {
             env,
-            injector: Injector::new(env.rt, env.nf),
+            injector: Injector::new(env.rt, env.nf).with_disk(env.run_dir),
             job,
             t0,
             schedule: Schedule::new(&plan.faults, start, plan.expect.timeout),
@@ -271,6 +273,10 @@ impl<'a, R: Runtime, J: JobSource> Loop<'a, R, J> {
                 f.applied_ms = Some(applied.called_ms);
                 f.inject_latency_ms = Some(applied.latency.as_millis() as u64);
                 f.net_ids = applied.undo.as_ref().map(Undo::net_ids).unwrap_or_default();
+                // A power loss: the daemon's account of what the node lost.
+                if applied.measured.is_some() {
+                    f.measured.clone_from(&applied.measured);
+                }
                 let holds_net = matches!(applied.undo, Some(Undo::Net(_)));
                 self.schedule.applied(i, Instant::now(), true, applied.undo.is_some(), holds_net);
                 self.undos[i] = applied.undo;
@@ -306,6 +312,10 @@ impl<'a, R: Runtime, J: JobSource> Loop<'a, R, J> {
     async fn undo(&mut self, i: usize) {
         self.schedule.undone(i);
         let Some(u) = self.undos[i].take() else { return };
+        // Disk faults: the passthrough's measurements while the fault held.
+        if let Undo::Disk(hs) = &u {
+            self.faults[i].measured = Some(crate::diskfault::faults::measure(hs));
+        }
         let res = self.injector.undo(u).await;
         let f = &mut self.faults[i];
         f.undone_ms = Some(now_ms());
@@ -326,6 +336,12 @@ impl<'a, R: Runtime, J: JobSource> Loop<'a, R, J> {
             Ok(d) => d,
             Err(_) => self.seen.last.clone().ok_or_else(|| ChaosError::Other("no answer from the jobmanager".into()))?,
         };
+        for (f, u) in self.faults.iter_mut().zip(&self.undos) {
+            // Disk faults held to the end: what they did until now.
+            if let Some(Undo::Disk(hs)) = u {
+                f.measured = Some(crate::diskfault::faults::measure(hs));
+            }
+        }
         for (f, m) in self.faults.iter_mut().zip(self.measures.iter_mut()) {
             if let Some(h) = m.take() {
                 f.measured = tokio::time::timeout(Duration::from_secs(20), h).await.ok().and_then(|r| r.ok()).flatten();
@@ -334,11 +350,17 @@ impl<'a, R: Runtime, J: JobSource> Loop<'a, R, J> {
         let found = findings::judge_faults(&self.faults, &self.reconciled, &d, &self.seen.samples, self.t0, plan.expect.recovery_within);
         self.failures.extend(found.failures);
         rep.faults.extend(found.reports);
-        self.events.extend(findings::job_events(&d, self.job.checkpoints().await.ok(), self.t0));
+        let checkpoints = self.job.checkpoints().await.ok();
+        rep.checkpoint_ms = checkpoints.as_ref().and_then(|c| crate::report::CheckpointDurations::of(&c.completed));
+        self.events.extend(findings::job_events(&d, checkpoints, self.t0));
+        if let Some(info) = self.job.interval().await {
+            rep.checkpoint_interval = crate::report::IntervalReport::from_info(&info, self.t0);
+        }
         rep.timeline.samples.append(&mut self.seen.chart);
         rep.timeline.events.append(&mut self.events);
         rep.timeline.events.sort_by_key(|e| e.t_ms);
         rep.restarts = d.restarts;
+        rep.restores.clone_from(&d.restores);
         rep.checkpoints_completed = d.checkpoints_completed;
         rep.final_state = Some(format!("{:?}", d.state).to_uppercase());
         let end = d.history.iter().rev().find(|h| h.state == JobState::Finished).map(|h| h.at_ms).unwrap_or(d.now_ms);

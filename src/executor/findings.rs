@@ -233,7 +233,7 @@ mod tests {
     }
 
     fn kill(node: &str, at: u64) -> FaultRecord {
-        record(Action::Kill { signal: crate::signal::Signal::KILL }, node, Some(at))
+        record(Action::Kill { signal: crate::signal::Signal::KILL, lose_unsynced: false }, node, Some(at))
     }
 
     fn job(state: JobState, history: &[(JobState, u64, u64)], failures: &[(u64, &str)]) -> JobDetails {
@@ -256,6 +256,7 @@ mod tests {
                 .map(|&(at_ms, tm)| FailureEvent { at_ms, attempt: 1, taskmanager: Some(tm.into()), jobmanager: None, cause: "lost".into() })
                 .collect(),
             now_ms: T0 + 60_000,
+            restores: Vec::new(),
         }
     }
 

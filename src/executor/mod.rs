@@ -48,6 +48,9 @@ pub struct RunOptions {
     pub keep: bool,
     /// Run every scenario on each of these engines instead of its own (`--engine`).
     pub engines: Vec<crate::engine::Engine>,
+    /// Serve every node's /data through the disk passthrough even without disk faults
+    /// (`--disk`: what the passthrough costs by itself).
+    pub disk: bool,
 }
 
 

@@ -110,6 +110,7 @@ mod tests {
             history: Vec::new(),
             failures: Vec::new(),
             now_ms,
+            restores: Vec::new(),
         }
     }
 

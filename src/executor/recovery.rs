@@ -132,8 +132,13 @@ pub fn recovery(fault: &Applied, history: &[StateChange], failures: &[FailureEve
     let at_base = samples.iter().rfind(|s| s.at_ms <= base);
     let (ckpt_before, committed_before) = at_base.map_or((None, 0), |s| (s.checkpoint, s.committed));
     let live = |s: &&Sample| s.at_ms >= base && matches!(s.state, JobState::Running | JobState::Finished);
+    // FINISHED stands for the job's final checkpoint: a bounded job finishes only after
+    // its last commit (streamd's final checkpoint; Flink's final transactions), which a
+    // short replay can reach before any checkpoint of the attempt shows in the REST API.
+    // Committed output must still have advanced.
+    let checkpointed = |s: &Sample| s.checkpoint > ckpt_before || s.state == JobState::Finished;
     r.recovered_ms =
-        samples.iter().filter(live).find(|s| s.checkpoint > ckpt_before && s.committed > committed_before).map(|s| s.at_ms);
+        samples.iter().filter(live).find(|s| checkpointed(s) && s.committed > committed_before).map(|s| s.at_ms);
     r.caught_up_ms = samples
         .iter()
         .filter(live)
@@ -185,7 +190,7 @@ mod tests {
         assert_eq!(r.caught_up_ms, Some(1800));
     }
 
-    /// Issue 10, item 4: input positions that move on are not recovery.
+    /// Input positions that move on are not recovery.
     #[test]
     fn records_read_without_a_checkpoint_or_a_commit_are_not_recovery() {
         let history = [h(JobState::Running, 0, 1)];
@@ -195,6 +200,20 @@ mod tests {
         let r = recovery(&f, &history, &[], &samples);
         assert_eq!(r.recovered_ms, None, "a checkpoint without a commit (or the reverse) is not enough");
         assert_eq!(r.caught_up_ms, Some(1100));
+    }
+
+    /// A replay that ends the input before the attempt's first checkpoint: the job's
+    /// final commit, at FINISHED, is its recovery; without new output it is not.
+    #[test]
+    fn finishing_with_committed_output_after_the_fault_is_recovery() {
+        let history = [h(JobState::Running, 0, 1), h(JobState::Restarting, 1010, 1), h(JobState::Running, 1300, 2), h(JobState::Finished, 2000, 2)];
+        let tm2 = nodes(&["tm2"]);
+        let f = Applied { applied_ms: 1000, nodes: &tm2, records_before: 900, ..Applied::default() };
+        let finished = |committed| [s(900, 900, JobState::Running, 3, 12), s(1400, 950, JobState::Running, 3, 12), s(2000, 1000, JobState::Finished, 3, committed)];
+        let r = recovery(&f, &history, &[lost(1005, 1, "tm2")], &finished(20));
+        assert_eq!((r.running_ms, r.recovered_ms), (Some(1300), Some(2000)));
+        let r = recovery(&f, &history, &[lost(1005, 1, "tm2")], &finished(12));
+        assert_eq!(r.recovered_ms, None, "finished without committing anything after the fault");
     }
 
     #[test]
@@ -209,7 +228,7 @@ mod tests {
         assert_eq!(r.recovered_ms, Some(1100));
     }
 
-    /// Issue 10, item 4: two overlapping faults on different nodes keep their own
+    /// Two overlapping faults on different nodes keep their own
     /// detections, whichever happened first.
     #[test]
     fn detections_are_matched_by_node_not_by_time() {
@@ -243,7 +262,7 @@ mod tests {
         assert_eq!(r.detected_ms, None, "the new leader is named too, but it is not the one that failed");
     }
 
-    /// Issue 10, item 3: a fault after FINISHED (or before the job ran) tested nothing.
+    /// A fault after FINISHED (or before the job ran) tested nothing.
     #[test]
     fn a_fault_on_a_finished_or_not_yet_running_job_is_not_live() {
         let history = [h(JobState::Created, 0, 0), h(JobState::Running, 100, 1), h(JobState::Finished, 2000, 1)];

@@ -124,6 +124,8 @@ pub async fn run_plan<R: Runtime>(
     // Flink's through its own cluster code (on Docker), bound to the same labels.
     let flink = match engine {
         Engine::Streamd => {
+            // Disk faults: each node's /data is a passthrough, mounted before the node starts.
+            crate::diskfault::mount::start_for_plan(plan, &prepared.run_dir, opts.disk, false)?;
             rt.up(&def).await?;
             None
         }
@@ -140,8 +142,12 @@ pub async fn run_plan<R: Runtime>(
     };
     // Network faults act through sidecars in the nodes' namespaces (docker only).
     let nf = net.map(|n| n.for_cluster(&prepared.cluster_id, &prepared.run_dir));
-    let env = Env { rt: &*rt, nf: nf.as_ref(), plan, progress, flink: flink.as_ref(), feed: prepared.feed.as_deref() };
+    let env = Env { rt: &*rt, nf: nf.as_ref(), plan, progress, flink: flink.as_ref(), feed: prepared.feed.as_deref(), run_dir: &prepared.run_dir };
     let driven = drive(&env, &prepared, &mut rep, t_up).await;
+    let served = crate::diskfault::mount::nodes(&prepared.run_dir);
+    if let Some(model) = &plan.cluster.checkpoint_storage {
+        rep.checkpoint_storage = Some(crate::diskfault::faults::measure_storage(&prepared.run_dir, model, &served));
+    }
     if let Some(nf) = &nf {
         // Whatever drive left (an error path), take every rule back before teardown.
         if let Err(e) = nf.heal().await {
@@ -152,6 +158,9 @@ pub async fn run_plan<R: Runtime>(
     if !opts.keep {
         progress.set_phase("tearing down");
         if let Err(e) = rt.down().await {
+            tracing::warn!("teardown: {e}");
+        }
+        if let Err(e) = crate::diskfault::mount::stop_all(&prepared.run_dir) {
             tracing::warn!("teardown: {e}");
         }
     } else {

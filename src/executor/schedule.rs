@@ -212,7 +212,7 @@ mod tests {
     #[test]
     fn a_checkpoint_trigger_waits_for_that_checkpoint() {
         let t0 = Instant::now();
-        let mut s = Schedule::new(&[fault(Trigger::Checkpoint(5), Action::Kill { signal: crate::signal::Signal::KILL }, None)], t0, S(60));
+        let mut s = Schedule::new(&[fault(Trigger::Checkpoint(5), Action::Kill { signal: crate::signal::Signal::KILL, lose_unsynced: false }, None)], t0, S(60));
         let at = |c| Observed { state: Some(JobState::Running), last_checkpoint: Some(c) };
         assert!(s.decide(t0 + S(30), at(4)).is_empty());
         assert_eq!(s.decide(t0 + S(31), at(6)), vec![Decision::Fire(0)]);
@@ -224,7 +224,7 @@ mod tests {
         let finished = Observed { state: Some(JobState::Finished), last_checkpoint: None };
         // A finished job with a fault still to come: the fault fires (and the verdict
         // says it tested nothing); the run ends after.
-        let mut s = Schedule::new(&[fault(Trigger::At(S(10)), Action::Kill { signal: crate::signal::Signal::KILL }, None)], t0, S(60));
+        let mut s = Schedule::new(&[fault(Trigger::At(S(10)), Action::Kill { signal: crate::signal::Signal::KILL, lose_unsynced: false }, None)], t0, S(60));
         assert!(s.decide(t0 + S(2), finished).is_empty());
         assert_eq!(s.decide(t0 + S(10), finished), vec![Decision::Fire(0)]);
         s.applied(0, t0 + S(10), true, false, false);
@@ -260,7 +260,7 @@ mod tests {
         let netem = Action::Netem(NetemParams { delay: Some(Duration::from_millis(100)), ..Default::default() });
         let faults = [
             fault(Trigger::At(S(1)), netem, Some(S(10))),
-            fault(Trigger::At(S(3)), Action::Restart { grace: S(1) }, None),
+            fault(Trigger::At(S(3)), Action::Restart { grace: S(1), lose_unsynced: false }, None),
         ];
         let mut s = Schedule::new(&faults, t0, S(60));
         assert_eq!(s.decide(t0 + S(1), RUNNING), vec![Decision::Fire(0)]);
@@ -282,7 +282,7 @@ mod tests {
     fn ctrl_c_ends_the_run_at_once_and_leaves_what_lasts_to_undo() {
         let t0 = Instant::now();
         let faults = [
-            fault(Trigger::At(S(1)), Action::Kill { signal: crate::signal::Signal::KILL }, None),
+            fault(Trigger::At(S(1)), Action::Kill { signal: crate::signal::Signal::KILL, lose_unsynced: false }, None),
             fault(Trigger::At(S(2)), Action::Pause, Some(S(30))),
             fault(Trigger::At(S(50)), Action::Pause, None),
         ];

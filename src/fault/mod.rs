@@ -4,15 +4,18 @@
 //! same whether a timeline or a person fires it.
 //!
 //! # Layout
-//! - this file: [`Injector`] (a runtime, plus network faults on docker), [`Applied`] (what
+//! - this file: [`Injector`] (a runtime, plus network faults on docker and disk faults
+//!   through the run's passthroughs, [`crate::diskfault`]), [`Applied`] (what
 //!   was done, when, and how to take it back), [`Undo`].
 //! - [`net`]: the network-fault context of a run (sidecar image) and the one conversion of
 //!   a scenario's netem parameters.
+//! - [`corrupt`]: the `corrupt` fault (damaged snapshot, metadata, staged or local files).
 //! - [`hold`]: keep an applied fault for a duration (or until Ctrl-C), then undo it.
 //!
 //! Adding a fault kind: a variant of [`crate::scenario::Action`] (the scenario syntax) and
 //! its arm in [`Injector::apply`] (and [`Undo`], if it lasts).
 
+pub mod corrupt;
 pub mod hold;
 pub mod net;
 
@@ -32,6 +35,8 @@ pub enum Undo {
     Unpause(Vec<String>),
     /// Remove the network rules (netem, partition).
     Net(Vec<FaultHandle>),
+    /// Remove the disk faults from the nodes' passthroughs.
+    Disk(Vec<crate::diskfault::faults::DiskHandle>),
 }
 
 impl Undo {
@@ -40,7 +45,7 @@ impl Undo {
     pub fn net_ids(&self) -> Vec<String> {
         match self {
             Undo::Net(hs) => hs.iter().map(|h| h.id.clone()).collect(),
-            Undo::Unpause(_) => Vec::new(),
+            Undo::Unpause(_) | Undo::Disk(_) => Vec::new(),
         }
     }
 }
@@ -57,22 +62,86 @@ pub struct Applied {
     pub description: String,
     /// `None`: nothing to undo (a kill lasts until a `start`).
     pub undo: Option<Undo>,
+    /// What the fault did, measured while applying it: a power loss's account.
+    pub measured: Option<serde_json::Value>,
 }
+
+/// How long a node may take to be seen dead after its kill returned, before a power loss.
+const DEAD_WITHIN: Duration = Duration::from_secs(10);
 
 /// Applies faults to one cluster: its runtime, and on docker its network faults.
 pub struct Injector<'a, R: Runtime> {
     pub rt: &'a R,
     /// `None` on the process runtime: network faults are refused there.
     pub net: Option<&'a NetFaults>,
+    /// The run directory, where the nodes' disk passthroughs are (see [`Self::with_disk`]).
+    pub disk: Option<&'a std::path::Path>,
 }
 
 impl<'a, R: Runtime> Injector<'a, R> {
     pub fn new(rt: &'a R, net: Option<&'a NetFaults>) -> Self {
-        Injector { rt, net }
+        Injector { rt, net, disk: None }
+    }
+
+    /// Disk faults act on the passthroughs of the run in `run_dir`.
+    pub fn with_disk(mut self, run_dir: &'a std::path::Path) -> Self {
+        self.disk = Some(run_dir);
+        self
     }
 
     fn net(&self) -> Result<&'a NetFaults, ChaosError> {
         self.net.ok_or_else(|| crate::runtime::process::refuse_network_fault().into())
+    }
+
+    /// The run directory, when every target can lose power (a usage error otherwise).
+    fn power_dir(&self, targets: &[String]) -> Result<&'a std::path::Path, ChaosError> {
+        let run_dir = self.disk.ok_or_else(|| {
+            ChaosError::Usage("`lose_unsynced` needs the cluster of a run whose nodes' /data is a passthrough (a scenario with `lose_unsynced`, or `chaos up --disk`)".into())
+        })?;
+        for n in targets {
+            crate::diskfault::faults::can_lose_power(run_dir, n)?;
+        }
+        Ok(run_dir)
+    }
+
+    /// Waits until `node` is seen dead: a power loss must come after the last write.
+    async fn wait_dead(&self, node: &str) -> Result<(), ChaosError> {
+        let deadline = Instant::now() + DEAD_WITHIN;
+        loop {
+            let nodes = self.rt.nodes().await?;
+            let alive = nodes.iter().any(|s| {
+                s.name == node && matches!(s.state, crate::runtime::NodeState::Running | crate::runtime::NodeState::Paused)
+            });
+            if !alive {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(ChaosError::Other(format!(
+                    "{node} still runs {} s after its kill: no power loss while it can write",
+                    DEAD_WITHIN.as_secs()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The power loss of dead `node`: its daemon's account.
+    async fn lose_power(&self, run_dir: &std::path::Path, node: &str) -> Result<crate::diskfault::unsynced::PowerLossReport, ChaosError> {
+        self.wait_dead(node).await?;
+        let (dir, n) = (run_dir.to_path_buf(), node.to_string());
+        let r = tokio::task::spawn_blocking(move || crate::diskfault::faults::power_loss(&dir, &n))
+            .await
+            .map_err(|e| ChaosError::Other(format!("power loss of {node}: {e}")))??;
+        Ok(r)
+    }
+
+    /// Power loss on every dead target: a description to append and the `measured`.
+    async fn lose_power_all(&self, run_dir: &std::path::Path, targets: &[String]) -> Result<(String, serde_json::Value), ChaosError> {
+        let mut reports = Vec::new();
+        for n in targets {
+            reports.push((n.clone(), self.lose_power(run_dir, n).await?));
+        }
+        Ok(power_text(reports))
     }
 
     /// Applies `action` to `targets` (canonical node names; for `partition` the groups
@@ -81,21 +150,39 @@ impl<'a, R: Runtime> Injector<'a, R> {
         let called_ms = now_ms();
         let t = Instant::now();
         let list = targets.join(", ");
+        // A node that cannot lose power is refused before anything is done to it.
+        let power = match action.loses_unsynced() {
+            true => Some(self.power_dir(targets)?),
+            false => None,
+        };
+        let mut measured = None;
         let (description, undo) = match action {
-            Action::Kill { signal } => {
+            Action::Kill { signal, .. } => {
                 for n in targets {
                     self.rt.kill(n, *signal).await?;
                 }
-                (format!("killed {list} with {signal}"), None)
+                let mut d = format!("killed {list} with {signal}");
+                if let Some(dir) = power {
+                    let (text, m) = self.lose_power_all(dir, targets).await?;
+                    d.push_str(&text);
+                    measured = Some(m);
+                }
+                (d, None)
             }
-            Action::Stop { grace } => {
+            Action::Stop { grace, .. } => {
                 // Concurrently, so `grace` is not multiplied by the number of targets.
                 let stops = targets.iter().map(|n| self.rt.stop(n, *grace));
                 for r in futures_util::future::join_all(stops).await {
                     r?;
                 }
                 let g = streamd_contract::duration::format_duration(*grace);
-                (format!("stopped {list} (SIGTERM, SIGKILL after {g})"), None)
+                let mut d = format!("stopped {list} (SIGTERM, SIGKILL after {g})");
+                if let Some(dir) = power {
+                    let (text, m) = self.lose_power_all(dir, targets).await?;
+                    d.push_str(&text);
+                    measured = Some(m);
+                }
+                (d, None)
             }
             Action::Start => {
                 for n in targets {
@@ -103,12 +190,27 @@ impl<'a, R: Runtime> Injector<'a, R> {
                 }
                 (format!("started {list}"), None)
             }
-            Action::Restart { grace } => {
+            Action::Restart { grace, .. } => {
+                let mut reports = Vec::new();
                 for n in targets {
-                    self.rt.restart(n, *grace).await?;
+                    match power {
+                        // Down, power lost, up again: the node restarts on what survived.
+                        Some(dir) => {
+                            self.rt.stop(n, *grace).await?;
+                            reports.push((n.clone(), self.lose_power(dir, n).await?));
+                            self.rt.start(n).await?;
+                        }
+                        None => self.rt.restart(n, *grace).await?,
+                    }
                 }
                 let g = streamd_contract::duration::format_duration(*grace);
-                (format!("restarted {list} (grace {g})"), None)
+                let mut d = format!("restarted {list} (grace {g})");
+                if power.is_some() {
+                    let (text, m) = power_text(reports);
+                    d.push_str(&text);
+                    measured = Some(m);
+                }
+                (d, None)
             }
             Action::Pause => {
                 for n in targets {
@@ -138,8 +240,28 @@ impl<'a, R: Runtime> Injector<'a, R> {
                 let h = nf.partition(&groups, *one_way).await?;
                 (format!("applied {}", h.description), Some(Undo::Net(vec![h])))
             }
+            Action::Corrupt { what, how } => (corrupt::apply(self.rt, *what, *how, targets).await?, None),
+            Action::Disk(fault) => {
+                let run_dir = self.disk.ok_or_else(|| {
+                    ChaosError::Usage("disk faults need the cluster of a run whose scenario has `disk` faults (its nodes' /data is a passthrough)".into())
+                })?;
+                let mut handles = Vec::new();
+                for n in targets {
+                    match crate::diskfault::faults::apply(run_dir, n, fault.clone()) {
+                        Ok(h) => handles.push(h),
+                        Err(e) => {
+                            for h in &handles {
+                                let _ = crate::diskfault::faults::undo(h);
+                            }
+                            return Err(e.into());
+                        }
+                    }
+                }
+                let d: Vec<String> = handles.iter().map(|h| h.description.clone()).collect();
+                (format!("applied {}", d.join("; ")), Some(Undo::Disk(handles)))
+            }
         };
-        Ok(Applied { called_ms, latency: t.elapsed(), description, undo })
+        Ok(Applied { called_ms, latency: t.elapsed(), description, undo, measured })
     }
 
     /// Takes a fault back: every node is tried, and the first failure is returned.
@@ -159,6 +281,16 @@ impl<'a, R: Runtime> Injector<'a, R> {
                 let mut d = Vec::new();
                 for h in handles {
                     if let Err(e) = nf.undo(&h).await {
+                        first.get_or_insert(e.into());
+                    }
+                    d.push(h.description);
+                }
+                format!("undid {}", d.join("; "))
+            }
+            Undo::Disk(handles) => {
+                let mut d = Vec::new();
+                for h in handles {
+                    if let Err(e) = crate::diskfault::faults::undo(&h) {
                         first.get_or_insert(e.into());
                     }
                     d.push(h.description);
@@ -192,6 +324,13 @@ impl<'a, R: Runtime> Injector<'a, R> {
     }
 }
 
+/// `; power lost on taskmanager-2: 2 files rolled back (…)` and the report's `measured`.
+fn power_text(reports: Vec<(String, crate::diskfault::unsynced::PowerLossReport)>) -> (String, serde_json::Value) {
+    let text: Vec<String> =
+        reports.iter().map(|(n, r)| format!("; power lost on {n}: {}", crate::diskfault::faults::describe_power_loss(r))).collect();
+    (text.concat(), crate::diskfault::faults::measure_power_loss(&reports))
+}
+
 /// Resolves a fault's targets to node names: `leader` becomes the jobmanager that leads
 /// now (`jobmanager-1` when none answers, so the runtime's error names a real node).
 pub async fn resolve_targets<R: Runtime>(rt: &R, targets: &[crate::scenario::Target]) -> Vec<String> {
@@ -221,10 +360,10 @@ mod tests {
     async fn lifecycle_faults_reach_every_target_and_say_what_they_did() {
         let rt = Recorder::default();
         let inj = Injector::new(&rt, None);
-        let a = inj.apply(&Action::Kill { signal: Signal::KILL }, &names(&["taskmanager-1", "taskmanager-2"])).await.unwrap();
+        let a = inj.apply(&Action::Kill { signal: Signal::KILL, lose_unsynced: false }, &names(&["taskmanager-1", "taskmanager-2"])).await.unwrap();
         assert!(a.undo.is_none(), "a kill lasts until a start");
         assert_eq!(a.description, "killed taskmanager-1, taskmanager-2 with SIGKILL");
-        inj.apply(&Action::Stop { grace: Duration::from_secs(2) }, &names(&["taskmanager-3"])).await.unwrap();
+        inj.apply(&Action::Stop { grace: Duration::from_secs(2), lose_unsynced: false }, &names(&["taskmanager-3"])).await.unwrap();
         inj.apply(&Action::Start, &names(&["taskmanager-1"])).await.unwrap();
         assert_eq!(
             rt.calls(),
@@ -254,6 +393,32 @@ mod tests {
         assert_eq!(e.exit_code(), crate::error::exit::USAGE, "{e}");
         assert!(e.to_string().contains("docker runtime"), "{e}");
         assert!(rt.calls().is_empty());
+    }
+
+    #[tokio::test]
+    async fn corrupt_on_a_runtime_without_file_access_is_a_usage_error() {
+        use corrupt::{CorruptHow, CorruptWhat};
+        let rt = Recorder::default();
+        let inj = Injector::new(&rt, None);
+        for what in [CorruptWhat::Snapshot, CorruptWhat::Local] {
+            let e = inj.apply(&Action::Corrupt { what, how: CorruptHow::Flip }, &names(&["taskmanager-2"])).await.unwrap_err();
+            assert_eq!(e.exit_code(), crate::error::exit::USAGE, "{e}");
+            assert!(e.to_string().contains("taskmanager-2"), "{e}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_power_loss_without_a_passthrough_is_refused_before_the_kill() {
+        let rt = Recorder::default();
+        let kill = Action::Kill { signal: Signal::KILL, lose_unsynced: true };
+        let e = Injector::new(&rt, None).apply(&kill, &names(&["taskmanager-2"])).await.unwrap_err();
+        assert_eq!(e.exit_code(), crate::error::exit::USAGE, "{e}");
+        let run = tempfile::tempdir().unwrap();
+        let restart = Action::Restart { grace: Duration::from_secs(1), lose_unsynced: true };
+        let e = Injector::new(&rt, None).with_disk(run.path()).apply(&restart, &names(&["taskmanager-2"])).await.unwrap_err();
+        assert_eq!(e.exit_code(), crate::error::exit::USAGE, "{e}");
+        assert!(e.to_string().contains("no disk passthrough"), "{e}");
+        assert!(rt.calls().is_empty(), "the node is left alone: {:?}", rt.calls());
     }
 
     #[tokio::test]

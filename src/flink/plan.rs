@@ -40,7 +40,8 @@ pub fn settings(plan: &Plan, input_in_container: &str) -> FlinkSettings {
         parallelism: job.parallelism,
         slots: plan.cluster.slots,
         rate: job.input.rate,
-        checkpoint_interval: job.checkpoint_interval,
+        // Validation refuses an adaptive interval on Flink, so this is the fixed one.
+        checkpoint_interval: job.checkpoint_interval.nominal(),
         delivery: match job.delivery {
             SpecDelivery::ExactlyOnce => Delivery::ExactlyOnce,
             SpecDelivery::AtLeastOnce => Delivery::AtLeastOnce,

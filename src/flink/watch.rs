@@ -164,6 +164,7 @@ impl FlinkWatch {
             history: self.history.clone(),
             failures,
             now_ms: now,
+            restores: Vec::new(),
         })
     }
 

@@ -107,20 +107,24 @@ pub fn netd_binary() -> Result<PathBuf, NetfaultError> {
     }
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let profile = crate::images::cargo_profile();
     let status = Command::new(cargo)
         .current_dir(&root)
-        .args(["build", "--release", "--workspace", "--bin", "chaos-netd"])
+        .arg("build")
+        .args(profile.args)
+        .args(["--workspace", "--bin", "chaos-netd"])
         .stdin(Stdio::null())
         .status()
         .map_err(|e| {
             NetfaultError::Infrastructure(format!("cannot run cargo to build chaos-netd: {e}"))
         })?;
-    let built = root.join("target/x86_64-unknown-linux-gnu/release/chaos-netd");
+    let built = root.join("target/x86_64-unknown-linux-gnu").join(profile.dir).join("chaos-netd");
     if status.success() && built.is_file() {
         Ok(built)
     } else {
         Err(NetfaultError::Infrastructure(format!(
-            "building chaos-netd failed; build it with `cargo build --release --bin chaos-netd` or set {NETD_BIN_ENV}"
+            "building chaos-netd failed; build it with `cargo build {}--bin chaos-netd` or set {NETD_BIN_ENV}",
+            profile.args.iter().map(|a| format!("{a} ")).collect::<String>()
         )))
     }
 }

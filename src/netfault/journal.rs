@@ -5,6 +5,10 @@
 //! knows what may be left in which namespace, so `undo_all` can clean up after a `chaos`
 //! killed with SIGKILL. A re-applied fault (after its container restarted) appends a new
 //! `open` record with the same id, which supersedes the old one.
+//!
+//! Disk faults are journaled here too (`disk` records): their undo is removing the fault
+//! from the node's passthrough control file (`crate::diskfault`), and a passthrough that
+//! is stopped ends every fault it held, so `chaos down` closes them as `ended`.
 
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
@@ -77,11 +81,24 @@ pub enum Closed {
     Failed,
 }
 
+/// A disk fault on one node's passthrough.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DiskEntry {
+    /// The fault's id in the node's control file (unique per run).
+    pub id: String,
+    pub node: String,
+    pub fault: crate::diskfault::DiskFault,
+    /// Wall clock of the apply, milliseconds since the Unix epoch.
+    pub applied_unix_ms: u64,
+}
+
 /// One line of the journal.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "lowercase")]
 pub enum Record {
     Open(Box<Entry>),
+    /// A disk fault, announced before it is written to the node's control file.
+    Disk(Box<DiskEntry>),
     Done {
         id: String,
         how: Closed,
@@ -137,9 +154,33 @@ impl Journal {
         })
     }
 
-    /// Every entry opened and not closed, latest `open` record per id, in opening order.
-    /// A missing journal has none; a torn last line (crash mid-write) is skipped.
+    /// Every network entry opened and not closed, latest `open` record per id, in opening
+    /// order. A missing journal has none; a torn last line (crash mid-write) is skipped.
     pub fn open_entries(&self) -> Result<Vec<Entry>, NetfaultError> {
+        Ok(self
+            .open_records()?
+            .into_iter()
+            .filter_map(|r| match r {
+                Record::Open(e) => Some(*e),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Every disk fault applied and not closed, in applying order.
+    pub fn open_disk_entries(&self) -> Result<Vec<DiskEntry>, NetfaultError> {
+        Ok(self
+            .open_records()?
+            .into_iter()
+            .filter_map(|r| match r {
+                Record::Disk(e) => Some(*e),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// The open records (network and disk), latest per id, in opening order.
+    fn open_records(&self) -> Result<Vec<Record>, NetfaultError> {
         let text = match std::fs::read_to_string(&self.path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -151,20 +192,25 @@ impl Journal {
             }
         };
         let mut order: Vec<String> = Vec::new();
-        let mut open: BTreeMap<String, Entry> = BTreeMap::new();
+        let mut open: BTreeMap<String, Record> = BTreeMap::new();
         for (n, line) in text.lines().enumerate() {
             if line.trim().is_empty() {
                 continue;
             }
             match serde_json::from_str::<Record>(line) {
-                Ok(Record::Open(e)) => {
-                    if !open.contains_key(&e.id) {
-                        order.push(e.id.clone());
-                    }
-                    open.insert(e.id.clone(), *e);
-                }
                 Ok(Record::Done { id, .. }) => {
                     open.remove(&id);
+                }
+                Ok(r) => {
+                    let id = match &r {
+                        Record::Open(e) => e.id.clone(),
+                        Record::Disk(e) => e.id.clone(),
+                        Record::Done { .. } => unreachable!("matched above"),
+                    };
+                    if !open.contains_key(&id) {
+                        order.push(id.clone());
+                    }
+                    open.insert(id, r);
                 }
                 Err(e) => tracing::warn!(
                     "{}:{}: skipping an unreadable journal line: {e}",
@@ -173,6 +219,7 @@ impl Journal {
                 ),
             }
         }
+        // An id closed and opened again is listed twice in `order`: the first takes it.
         Ok(order
             .into_iter()
             .filter_map(|id| open.remove(&id))
@@ -229,6 +276,34 @@ mod tests {
         assert_eq!(open[0].started_at, "t2");
         j.close("a", Closed::Ended).unwrap();
         assert!(j.open_entries().unwrap().is_empty());
+    }
+
+    #[test]
+    fn disk_faults_are_journaled_beside_network_rules() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::in_run_dir(dir.path());
+        let disk = |id: &str| DiskEntry {
+            id: id.into(),
+            node: "taskmanager-2".into(),
+            fault: crate::diskfault::DiskFault {
+                id: id.into(),
+                kind: crate::diskfault::DiskKind::FullAfter { bytes: 1024 },
+                ops: vec![],
+                path: "checkpoints".into(),
+            },
+            applied_unix_ms: 2,
+        };
+        j.append(&Record::Open(Box::new(entry("net", "t1")))).unwrap();
+        j.append(&Record::Disk(Box::new(disk("d1")))).unwrap();
+        j.append(&Record::Disk(Box::new(disk("d2")))).unwrap();
+        j.close("d1", Closed::Undone).unwrap();
+        assert_eq!(j.open_entries().unwrap().len(), 1, "disk records are not network entries");
+        let open = j.open_disk_entries().unwrap();
+        assert_eq!(open.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), ["d2"]);
+        assert_eq!(open[0].fault.path, "checkpoints");
+        let line: serde_json::Value =
+            serde_json::from_str(std::fs::read_to_string(j.path()).unwrap().lines().nth(1).unwrap()).unwrap();
+        assert_eq!((line["op"].as_str(), line["fault"]["kind"].as_str()), (Some("disk"), Some("full_after")));
     }
 
     #[test]

@@ -48,6 +48,9 @@ pub fn render(r: &RunReport) -> String {
 
     cards(&mut h, r);
     let _ = writeln!(h, "<section><h2>Timeline</h2>{}</section>", chart(r));
+    if let Some(i) = &r.checkpoint_interval {
+        let _ = writeln!(h, "<section><h2>Checkpoint interval (adaptive)</h2>{}</section>", interval_chart(r, i));
+    }
     checks(&mut h, r);
     faults(&mut h, r);
     words(&mut h, "Lost words", "below their oracle count", &r.lost);
@@ -309,7 +312,8 @@ fn rate_axis_top(rates: impl Iterator<Item = f64>) -> f64 {
 }
 
 /// The timeline chart as an inline `<svg>`.
-fn chart(r: &RunReport) -> String {
+/// The end of the time axis: the last thing the run recorded.
+fn time_span(r: &RunReport) -> u64 {
     let tl = &r.timeline;
     let mut t_max = r.duration_ms;
     t_max = t_max.max(tl.samples.last().map_or(0, |s| s.t_ms));
@@ -319,6 +323,83 @@ fn chart(r: &RunReport) -> String {
             t_max = t_max.max(t);
         }
     }
+    if let Some(i) = &r.checkpoint_interval {
+        t_max = t_max.max(i.points.iter().map(|p| p.t_ms).max().unwrap_or(0));
+    }
+    t_max
+}
+
+/// The adaptive interval as a step line over the timeline's time axis (same x scale, so
+/// the two charts line up), with its `[min, max]` as dashed lines and the faults as
+/// marks: each failure should pull the line down.
+fn interval_chart(r: &RunReport, i: &super::IntervalReport) -> String {
+    const IH: f64 = 200.0;
+    const IT: f64 = 16.0;
+    const IB: f64 = 170.0;
+    let t_max = time_span(r).max(1);
+    let x = |t: u64| PLOT_L + (PLOT_R - PLOT_L) * t as f64 / t_max as f64;
+    let top = i.max_ms.max(i.range().map_or(0, |r| r.1)).max(1) as f64 * 1.1;
+    let y = |ms: u64| IB - (IB - IT) * ms as f64 / top;
+    let ms = |v: u64| streamd_contract::duration::format_duration(std::time::Duration::from_millis(v));
+    let mut s = String::with_capacity(8 * 1024);
+    let _ = write!(s, "<svg class=\"chart\" viewBox=\"0 0 {W} {IH}\" role=\"img\" aria-label=\"checkpoint interval over the run\">");
+    for f in r.faults.iter().filter_map(|f| f.applied_ms.map(|a| (a, f))) {
+        let _ = write!(
+            s,
+            "<line class=\"faultline\" x1=\"{0:.1}\" x2=\"{0:.1}\" y1=\"{IT}\" y2=\"{IB}\"><title>{1} {2} at {3}</title></line>",
+            x(f.0),
+            esc(&f.1.action),
+            esc(&f.1.target),
+            secs(Some(f.0))
+        );
+    }
+    for (v, what) in [(i.min_ms, "min"), (i.max_ms, "max")] {
+        let _ = write!(
+            s,
+            "<line class=\"bound\" x1=\"{PLOT_L}\" x2=\"{PLOT_R}\" y1=\"{0:.1}\" y2=\"{0:.1}\"/>\
+             <text class=\"axis\" x=\"{1}\" y=\"{2:.1}\" text-anchor=\"end\">{what} {3}</text>",
+            y(v),
+            PLOT_L - 6.0,
+            y(v) + 4.0,
+            ms(v)
+        );
+    }
+    let _ = write!(s, "<line class=\"axisline\" x1=\"{PLOT_L}\" x2=\"{PLOT_R}\" y1=\"{IB}\" y2=\"{IB}\"/>");
+    let t_step = nice_step(t_max as f64 / 1000.0, 10.0).max(0.001);
+    let mut t = 0.0;
+    while t * 1000.0 <= t_max as f64 + 0.5 {
+        let _ = write!(s, "<text class=\"axis\" x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{}s</text>", x((t * 1000.0) as u64), IB + 16.0, trim(t));
+        t += t_step;
+    }
+    // A step line: each choice holds until the next one, the last until the end.
+    let mut d = String::new();
+    for (k, p) in i.points.iter().enumerate() {
+        let end = i.points.get(k + 1).map_or(t_max, |n| n.t_ms);
+        let _ = write!(d, "{}{:.1},{:.1} L{:.1},{:.1} ", if k == 0 { "M" } else { "L" }, x(p.t_ms), y(p.interval_ms), x(end), y(p.interval_ms));
+        let cost = match (p.cost_ms, p.latency_ms) {
+            (Some(c), Some(l)) => format!("cost {c:.1} ms, latency {l:.0} ms"),
+            _ => "cost not measured".into(),
+        };
+        let _ = write!(
+            s,
+            "<circle class=\"ivpoint\" cx=\"{:.1}\" cy=\"{:.1}\" r=\"2.5\"><title>{} at {}: {cost}, MTBF estimate {}, {} failures; set by {}</title></circle>",
+            x(p.t_ms),
+            y(p.interval_ms),
+            ms(p.interval_ms),
+            secs(Some(p.t_ms)),
+            ms(p.mtbf_ms),
+            p.failures,
+            p.limit
+        );
+    }
+    let _ = write!(s, "<path class=\"interval\" d=\"{}\"/>", d.trim_end());
+    s.push_str("</svg>");
+    s
+}
+
+fn chart(r: &RunReport) -> String {
+    let tl = &r.timeline;
+    let t_max = time_span(r);
     let mut s = String::with_capacity(16 * 1024);
     let _ = write!(
         s,
@@ -599,6 +680,7 @@ svg text{font-family:system-ui,sans-serif}
 .running{stroke:var(--pass);stroke-width:1.5;stroke-dasharray:2 3}.runningt{fill:var(--pass);font-size:12px}
 .undo{stroke:#888;stroke-width:1;stroke-dasharray:1 3}.undot{fill:#888;font-size:13px}
 .ckpt{fill:#1f9d62}
+.interval{fill:none;stroke:#1f6fd0;stroke-width:2}.ivpoint{fill:#1f6fd0}.bound{stroke:#9aa2ae;stroke-dasharray:5 3}
 ";
 
 #[cfg(test)]
@@ -632,6 +714,19 @@ mod tests {
         assert!(page.contains("<code>mi</code></td><td>4</td><td>5</td><td>+1</td>"));
         assert!(page.contains("Duplicated commits"));
         assert!(page.contains("<b>1.47s</b>"), "recovery of the kill");
+    }
+
+    #[test]
+    fn an_adaptive_interval_gets_its_own_chart_on_the_timeline_axis() {
+        let mut r = sample::failed();
+        assert!(!render(&r).contains("Checkpoint interval"), "a fixed interval has no chart");
+        r.checkpoint_interval = Some(sample::adaptive());
+        let page = render(&r);
+        assert!(page.contains("<h2>Checkpoint interval (adaptive)</h2>"));
+        assert_eq!(page.matches("<circle class=\"ivpoint\"").count(), 3);
+        assert!(page.contains("<path class=\"interval\" d=\"M"), "no step line");
+        assert!(page.contains("min 200ms") && page.contains("max 5s"), "bounds not drawn");
+        assert!(page.contains("<title>900ms at 4.30s: cost 40.2 ms, latency 402 ms, MTBF estimate 32s, 1 failures; set by optimum</title>"), "{page}");
     }
 
     #[test]

@@ -135,6 +135,104 @@ pub struct RunReport {
     /// Samples and events for the timeline chart.
     #[serde(default)]
     pub timeline: Timeline,
+    /// streamd: how every task of every restarted attempt restored its state (local copy
+    /// or shared storage, with the time its taskmanager measured), per the jobmanager.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restores: Vec<streamd_contract::api::TaskRestore>,
+    /// An adaptive checkpoint interval over the run (absent with a fixed interval).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_interval: Option<IntervalReport>,
+    /// Trigger-to-complete times of the completed checkpoints the jobmanager still lists
+    /// (its newest 200), absent when none completed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_ms: Option<CheckpointDurations>,
+    /// `cluster.checkpoint_storage`: the model and, per node, the delayed operations
+    /// (asked against measured), from the disk passthroughs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_storage: Option<serde_json::Value>,
+}
+
+/// How long checkpoints took, trigger to complete (ms).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct CheckpointDurations {
+    pub count: usize,
+    pub mean: f64,
+    pub median: f64,
+    pub max: u64,
+}
+
+impl CheckpointDurations {
+    /// `None` for no checkpoints.
+    pub fn of(completed: &[streamd_contract::api::CheckpointStats]) -> Option<CheckpointDurations> {
+        let mut d: Vec<u64> = completed.iter().map(|c| c.duration_ms).collect();
+        if d.is_empty() {
+            return None;
+        }
+        d.sort_unstable();
+        let n = d.len();
+        let median = if n % 2 == 1 { d[n / 2] as f64 } else { (d[n / 2 - 1] + d[n / 2]) as f64 / 2.0 };
+        Some(CheckpointDurations { count: n, mean: d.iter().sum::<u64>() as f64 / n as f64, median, max: d[n - 1] })
+    }
+}
+
+/// The adaptive checkpoint interval as the jobmanager chose it (`GET
+/// /jobs/<id>/checkpoints/interval`, read at the end of the run).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct IntervalReport {
+    pub min_ms: u64,
+    pub max_ms: u64,
+    /// Every choice, oldest first.
+    pub points: Vec<IntervalSample>,
+}
+
+/// One choice of the interval and the estimates behind it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct IntervalSample {
+    /// Ms since the job started running (0: chosen before).
+    pub t_ms: u64,
+    pub interval_ms: u64,
+    /// The checkpoint cost estimate: the pipeline's stall per checkpoint (none before a
+    /// checkpoint completed).
+    pub cost_ms: Option<f64>,
+    /// The checkpoint latency estimate: trigger to commit point.
+    #[serde(default)]
+    pub latency_ms: Option<f64>,
+    /// The estimate of the mean time between failures.
+    pub mtbf_ms: u64,
+    /// Job failures seen by then.
+    pub failures: u64,
+    /// What set it: `unmeasured`, `optimum`, `target-recovery`, `min` or `max`.
+    pub limit: streamd_contract::api::IntervalLimit,
+}
+
+impl IntervalReport {
+    /// The report of an adaptive interval, times relative to `t0`; `None` for a fixed one.
+    pub fn from_info(info: &streamd_contract::api::IntervalInfo, t0: u64) -> Option<IntervalReport> {
+        if !info.adaptive {
+            return None;
+        }
+        let points = info
+            .history
+            .iter()
+            .map(|p| IntervalSample {
+                t_ms: p.at_ms.saturating_sub(t0),
+                interval_ms: p.interval_ms,
+                cost_ms: p.cost_ms,
+                latency_ms: p.latency_ms,
+                mtbf_ms: p.mtbf_ms,
+                failures: p.failures,
+                limit: p.limit,
+            })
+            .collect();
+        Some(IntervalReport { min_ms: info.min_ms.unwrap_or(0), max_ms: info.max_ms.unwrap_or(0), points })
+    }
+
+    /// The shortest and longest interval chosen.
+    pub fn range(&self) -> Option<(u64, u64)> {
+        let lo = self.points.iter().map(|p| p.interval_ms).min()?;
+        let hi = self.points.iter().map(|p| p.interval_ms).max()?;
+        Some((lo, hi))
+    }
 }
 
 /// What happened to one fault of the plan. All times are ms since the job started running.
@@ -321,10 +419,51 @@ pub(crate) fn rate(per_s: f64) -> String {
 }
 
 #[cfg(test)]
+mod interval_tests {
+    use super::*;
+    use streamd_contract::api::{IntervalInfo, IntervalLimit, IntervalPoint};
+
+    #[test]
+    fn the_interval_report_is_relative_to_the_run_and_only_for_adaptive() {
+        let point = |at_ms, interval_ms| IntervalPoint { at_ms, interval_ms, cost_ms: Some(5.0), latency_ms: Some(90.0), mtbf_ms: 60_000, failures: 0, limit: IntervalLimit::Optimum };
+        let mut info = IntervalInfo { adaptive: true, current_ms: 700, min_ms: Some(100), max_ms: Some(2000), history: vec![point(900, 100), point(1500, 700)] };
+        let r = IntervalReport::from_info(&info, 1000).unwrap();
+        assert_eq!(r.points.iter().map(|p| (p.t_ms, p.interval_ms)).collect::<Vec<_>>(), vec![(0, 100), (500, 700)]);
+        assert_eq!((r.min_ms, r.max_ms, r.range()), (100, 2000, Some((100, 700))));
+        info.adaptive = false;
+        assert_eq!(IntervalReport::from_info(&info, 1000), None);
+    }
+}
+
+#[cfg(test)]
 pub(crate) mod sample {
     //! A filled-in report for the writers' tests.
     use super::*;
     use crate::verdict::{DuplicateKind, TxnRef};
+
+    /// An adaptive interval: `min` until the first checkpoint, up to the optimum, down
+    /// after the kill at 4.01 s.
+    pub fn adaptive() -> IntervalReport {
+        use streamd_contract::api::IntervalLimit;
+        let p = |t_ms, interval_ms, cost_ms: Option<f64>, mtbf_ms, failures, limit| IntervalSample {
+            t_ms,
+            interval_ms,
+            cost_ms,
+            latency_ms: cost_ms.map(|c| c * 10.0),
+            mtbf_ms,
+            failures,
+            limit,
+        };
+        IntervalReport {
+            min_ms: 200,
+            max_ms: 5000,
+            points: vec![
+                p(0, 200, None, 60_000, 0, IntervalLimit::Unmeasured),
+                p(250, 1300, Some(14.1), 60_250, 0, IntervalLimit::Optimum),
+                p(4300, 900, Some(40.2), 32_000, 1, IntervalLimit::Optimum),
+            ],
+        }
+    }
 
     /// A failed run: a SIGKILL and a pause, one lost and one over-counted word, one
     /// duplicated commit, samples every 250 ms over 12 s with a restart at 4-5.5 s and
@@ -409,6 +548,28 @@ pub(crate) mod sample {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn checkpoint_durations_summarise_the_completed_list() {
+        let stats = |ms: &[u64]| -> Vec<streamd_contract::api::CheckpointStats> {
+            ms.iter()
+                .enumerate()
+                .map(|(i, &d)| streamd_contract::api::CheckpointStats {
+                    id: i as u64 + 1,
+                    attempt: 1,
+                    trigger_ms: 0,
+                    complete_ms: d,
+                    duration_ms: d,
+                    size_bytes: 0,
+                    records_in: 0,
+                })
+                .collect()
+        };
+        assert_eq!(super::CheckpointDurations::of(&[]), None);
+        let d = super::CheckpointDurations::of(&stats(&[30, 10, 20, 100])).unwrap();
+        assert_eq!((d.count, d.mean, d.median, d.max), (4, 40.0, 25.0, 100));
+        assert_eq!(super::CheckpointDurations::of(&stats(&[7, 3, 5])).unwrap().median, 5.0);
+    }
+
     use super::*;
 
     #[test]

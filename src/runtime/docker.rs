@@ -302,7 +302,18 @@ impl DockerRuntime {
         run_dir: &Path,
         jobmanager: &str,
     ) -> Result<String> {
-        let body = spec::container_body(def, node, image, run_dir, jobmanager)?;
+        let mut body = spec::container_body(def, node, image, run_dir, jobmanager)?;
+        // Disk faults: /data is the node's passthrough view of the run directory. The job's
+        // input is the source system's data, not the node's storage: a taskmanager reads it
+        // from the run directory itself (read-only), beside the view.
+        if let (Some(view), Some(hc)) = (crate::diskfault::mount::view_if_mounted(run_dir, &node.name), body.host_config.as_mut()) {
+            let mut binds = vec![format!("{}:{}", view.display(), spec::DATA_DIR)];
+            if node.role == Role::Taskmanager {
+                binds.push(format!("{}:{}/input:ro", run_dir.join("input").display(), spec::INPUT_ROOT));
+                body.cmd.get_or_insert_with(Vec::new).extend(["--input-root".to_string(), spec::INPUT_ROOT.to_string()]);
+            }
+            hc.binds = Some(binds);
+        }
         let name = spec::container_name(&def.id, &node.name);
         let options = CreateContainerOptionsBuilder::default().name(&name).build();
         let created = self
@@ -487,6 +498,73 @@ impl Runtime for DockerRuntime {
         }
         sort_nodes(&mut nodes);
         Ok(nodes)
+    }
+
+    async fn shared_dir(&self, node: &str) -> Result<PathBuf> {
+        let info = self.inspect_node(node).await?;
+        info.config
+            .and_then(|c| c.labels)
+            .and_then(|mut l| l.remove(labels::RUN_DIR))
+            .map(PathBuf::from)
+            .ok_or_else(|| RuntimeError::Other(format!("{node} has no {} label", labels::RUN_DIR)))
+    }
+
+    async fn read_local_files(&self, node: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        use futures_util::TryStreamExt;
+        let id = self.container_id(node).await?;
+        let options = bollard::query_parameters::DownloadFromContainerOptionsBuilder::default().path(spec::LOCAL_DIR).build();
+        let tar: Vec<u8> = match self
+            .docker
+            .download_from_container(&id, Some(options))
+            .try_fold(Vec::new(), |mut acc, chunk| async move {
+                acc.extend_from_slice(&chunk);
+                Ok(acc)
+            })
+            .await
+        {
+            Ok(t) => t,
+            // No local directory yet: the node never kept a local copy.
+            Err(e) if errors::is_not_found(&e) => return Ok(Vec::new()),
+            Err(e) => return Err(errors::map(&format!("reading {}:{}", node, spec::LOCAL_DIR), e)),
+        };
+        let prefix = format!("{}/", spec::LOCAL_DIR.trim_start_matches('/'));
+        let mut files = Vec::new();
+        let mut archive = tar::Archive::new(&tar[..]);
+        let entries = archive.entries().map_err(|e| RuntimeError::Other(format!("the archive of {node}:{}: {e}", spec::LOCAL_DIR)))?;
+        for entry in entries {
+            let mut entry = entry.map_err(|e| RuntimeError::Other(format!("the archive of {node}: {e}")))?;
+            if !entry.header().entry_type().is_file() {
+                continue;
+            }
+            let path = entry.path().map_err(|e| RuntimeError::Other(e.to_string()))?.to_string_lossy().to_string();
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut entry, &mut bytes).map_err(|e| RuntimeError::Other(e.to_string()))?;
+            files.push((path.strip_prefix(&prefix).unwrap_or(&path).to_string(), bytes));
+        }
+        Ok(files)
+    }
+
+    async fn write_local_file(&self, node: &str, path: &str, bytes: &[u8]) -> Result<()> {
+        let id = self.container_id(node).await?;
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_gnu();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        header.set_mtime(streamd_contract::api::now_ms() / 1000);
+        builder
+            .append_data(&mut header, path, bytes)
+            .and_then(|_| builder.into_inner())
+            .map_err(|e| RuntimeError::Other(format!("packing {path}: {e}")))
+            .map(|tar| (id, tar))
+            .map(|(id, tar)| (id, bollard::body_full(tar.into())))
+            .map(|(id, body)| async move {
+                let options = bollard::query_parameters::UploadToContainerOptionsBuilder::default().path(spec::LOCAL_DIR).build();
+                self.docker
+                    .upload_to_container(&id, Some(options), body)
+                    .await
+                    .map_err(|e| errors::map(&format!("writing {node}:{}/{path}", spec::LOCAL_DIR), e))
+            })?
+            .await
     }
 
     async fn down(&mut self) -> Result<()> {

@@ -168,6 +168,24 @@ pub trait Runtime {
     /// The nodes and their states.
     async fn nodes(&self) -> Result<Vec<NodeStatus>>;
 
+    /// The host directory `node` mounts as its shared storage (`/data`: checkpoints,
+    /// output), for faults that damage files there.
+    async fn shared_dir(&self, node: &str) -> Result<PathBuf> {
+        Err(RuntimeError::Usage(format!("the {} runtime cannot reach the files of {node}", self.name())))
+    }
+
+    /// Every file of a taskmanager's node-local directory (task-local recovery), as
+    /// (path relative to it, contents); empty when it has none. Works on a stopped node.
+    async fn read_local_files(&self, node: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        Err(RuntimeError::Usage(format!("the {} runtime cannot reach the local files of {node}", self.name())))
+    }
+
+    /// Overwrites one file of a taskmanager's node-local directory (path relative to it).
+    async fn write_local_file(&self, node: &str, path: &str, bytes: &[u8]) -> Result<()> {
+        let _ = (path, bytes);
+        Err(RuntimeError::Usage(format!("the {} runtime cannot reach the local files of {node}", self.name())))
+    }
+
     /// Removes every node and resource of the cluster (idempotent).
     async fn down(&mut self) -> Result<()>;
 }

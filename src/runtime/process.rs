@@ -532,7 +532,7 @@ impl ProcessRuntime {
                 "--job",
                 &job,
                 "--data-dir",
-                &data_dir,
+                &node_data_dir(run_dir, &n.name),
                 "--id",
                 &n.name,
                 "--rpc-bind",
@@ -554,6 +554,9 @@ impl ProcessRuntime {
         let jm = format!("127.0.0.1:{}", jm_rpc.unwrap_or_default());
         for n in &tms {
             let data = next()?;
+            // Node-local storage: per node, outside the shared checkpoint directory; it
+            // survives the node's restarts as the container filesystem does on docker.
+            let local = run_dir.join("local").join(&n.name).display().to_string();
             let args = [
                 "taskmanager",
                 "--jobmanager",
@@ -561,18 +564,32 @@ impl ProcessRuntime {
                 "--slots",
                 &n.slots.to_string(),
                 "--data-dir",
-                &data_dir,
+                &node_data_dir(run_dir, &n.name),
                 "--id",
                 &n.name,
                 "--data-bind",
                 &format!("127.0.0.1:{data}"),
                 "--advertise",
                 &format!("127.0.0.1:{data}"),
+                "--local-dir",
+                &local,
             ];
+            // Through a disk-fault view of /data, the job's input (the source system's data,
+            // not the node's storage) is still read from the run directory itself.
+            let input_root: Vec<String> = match crate::diskfault::mount::view_if_mounted(run_dir, &n.name) {
+                Some(_) => vec!["--input-root".into(), run_dir.display().to_string()],
+                None => Vec::new(),
+            };
             records.push(NodeRecord {
                 name: n.name.clone(),
                 role: n.role,
-                args: args.iter().map(|s| s.to_string()).chain(ha_args.iter().cloned()).chain(tm_lines.iter().cloned()).collect(),
+                args: args
+                    .iter()
+                    .map(|s| s.to_string())
+                    .chain(ha_args.iter().cloned())
+                    .chain(tm_lines.iter().cloned())
+                    .chain(input_root)
+                    .collect(),
                 program: None,
                 ports: NodePorts { data: Some(data), ..NodePorts::default() },
                 pid: None,
@@ -738,6 +755,34 @@ impl Runtime for ProcessRuntime {
             .collect())
     }
 
+    async fn shared_dir(&self, node: &str) -> Result<PathBuf> {
+        self.record(node)?;
+        self.run_dir().ok_or_else(|| RuntimeError::Usage("no live process cluster".into()))
+    }
+
+    async fn read_local_files(&self, node: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        let dir = self.shared_dir(node).await?.join("local").join(node);
+        let mut out = Vec::new();
+        let mut stack = vec![dir.clone()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                let path = e.path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else if let Ok(bytes) = std::fs::read(&path) {
+                    let rel = path.strip_prefix(&dir).unwrap_or(&path).to_string_lossy().to_string();
+                    out.push((rel, bytes));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn write_local_file(&self, node: &str, path: &str, bytes: &[u8]) -> Result<()> {
+        let file = self.shared_dir(node).await?.join("local").join(node).join(path);
+        std::fs::write(&file, bytes).map_err(|e| RuntimeError::Other(format!("writing {}: {e}", file.display())))
+    }
+
     async fn down(&mut self) -> Result<()> {
         self.refresh();
         let records = self.lock_state().as_ref().map(|s| s.nodes.clone()).unwrap_or_default();
@@ -840,6 +885,12 @@ fn signal_node(pid: i32, sig: i32) -> bool {
     unsafe { libc::kill(target, sig) == 0 }
 }
 
+/// A streamd node's data directory: its disk-fault passthrough when one is mounted (see
+/// `crate::diskfault`), else the run directory itself.
+fn node_data_dir(run_dir: &Path, node: &str) -> String {
+    crate::diskfault::mount::view_if_mounted(run_dir, node).unwrap_or_else(|| run_dir.to_path_buf()).display().to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -864,3 +915,4 @@ mod tests {
         assert!(matches!(refuse_network_fault(), RuntimeError::Usage(m) if m.contains("docker runtime")));
     }
 }
+

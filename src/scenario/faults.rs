@@ -61,7 +61,7 @@ pub(super) fn plan(
     resolve(pending, cluster, job, seed, cx)
 }
 
-fn fields(f: &RawFault) -> [(&'static str, bool); 13] {
+fn fields(f: &RawFault) -> [(&'static str, bool); 21] {
     [
         ("target", f.target.is_some()),
         ("signal", f.signal.is_some()),
@@ -76,17 +76,27 @@ fn fields(f: &RawFault) -> [(&'static str, bool); 13] {
         ("rate", f.rate.is_some()),
         ("groups", f.groups.is_some()),
         ("one_way", f.one_way.is_some()),
+        ("what", f.what.is_some()),
+        ("how", f.how.is_some()),
+        ("error", f.error.is_some()),
+        ("probability", f.probability.is_some()),
+        ("ops", f.ops.is_some()),
+        ("path", f.path.is_some()),
+        ("full_after", f.full_after.is_some()),
+        ("lose_unsynced", f.lose_unsynced.is_some()),
     ]
 }
 
 fn allowed(a: ActionName) -> &'static [&'static str] {
     match a {
-        ActionName::Kill => &["target", "signal"],
-        ActionName::Stop | ActionName::Restart => &["target", "grace"],
+        ActionName::Kill => &["target", "signal", "lose_unsynced"],
+        ActionName::Stop | ActionName::Restart => &["target", "grace", "lose_unsynced"],
         ActionName::Start | ActionName::Unpause => &["target"],
         ActionName::Pause => &["target", "for"],
         ActionName::Netem => &["target", "delay", "jitter", "distribution", "loss", "duplicate", "corrupt", "rate", "for"],
         ActionName::Partition => &["groups", "one_way", "for"],
+        ActionName::Corrupt => &["target", "what", "how"],
+        ActionName::Disk => &["target", "delay", "jitter", "error", "probability", "ops", "path", "full_after", "for"],
     }
 }
 
@@ -126,19 +136,24 @@ fn check(
             return Err(cx.at_value(&keypath!["faults", i, "at", "checkpoint"], "0 is out of range: expected a checkpoint number of at least 1"))
         }
         RawTrigger::Checkpoint(n) => {
-            if job.checkpoint_interval.is_zero() {
+            if job.checkpoint_interval.is_disabled() {
                 return Err(cx.at_value(&p("at"), "a checkpoint trigger needs periodic checkpoints: expected job.checkpoint_interval above 0"));
             }
             Trigger::Checkpoint(n)
         }
     };
 
-    let undo_after = match f.for_ {
+    let undo_after = match &f.for_ {
         Some(d) if d.0.is_zero() => return Err(cx.at_value(&p("for"), "expected a positive duration (omit `for` to keep the fault until the run ends)")),
         Some(d) => Some(d.0),
         None => None,
     };
 
+    // Checked before `target` is taken out of `f`.
+    let disk_action = match f.action {
+        ActionName::Disk => Some(disk(&f, &p, &base, cx)?),
+        _ => None,
+    };
     let target = match (f.action, f.target) {
         (ActionName::Partition, _) => None,
         (_, None) => {
@@ -147,12 +162,27 @@ fn check(
         (action, Some(t)) => Some(target(t, action, &p("target"), cluster, cx)?),
     };
 
-    let grace = f.grace.map_or(DEFAULT_GRACE, |g| g.0);
+    let grace = f.grace.as_ref().map_or(DEFAULT_GRACE, |g| g.0);
+    let lose_unsynced = f.lose_unsynced.unwrap_or(false);
+    if lose_unsynced && cluster.engine != crate::engine::Engine::Streamd {
+        return Err(cx.at_key(
+            &p("lose_unsynced"),
+            "`lose_unsynced` rolls back what a streamd node did not fsync, through the passthrough of its /data: expected `cluster.engine: streamd`",
+        ));
+    }
+    if let (true, Some(TargetSpec::Fixed(Target::Node(n)))) = (lose_unsynced, &target) {
+        if !n.starts_with("jobmanager-") && !n.starts_with("taskmanager-") {
+            return Err(cx.at_value(
+                &p("target"),
+                format!("`{n}` has no passthrough of /data to lose power on: expected a jobmanager or a taskmanager with `lose_unsynced`"),
+            ));
+        }
+    }
     let action = match f.action {
-        ActionName::Kill => Action::Kill { signal: f.signal.map_or(crate::signal::Signal::KILL, |s| s.0) },
-        ActionName::Stop => Action::Stop { grace },
+        ActionName::Kill => Action::Kill { signal: f.signal.map_or(crate::signal::Signal::KILL, |s| s.0), lose_unsynced },
+        ActionName::Stop => Action::Stop { grace, lose_unsynced },
         ActionName::Start => Action::Start,
-        ActionName::Restart => Action::Restart { grace },
+        ActionName::Restart => Action::Restart { grace, lose_unsynced },
         ActionName::Pause => Action::Pause,
         ActionName::Unpause => Action::Unpause,
         ActionName::Netem => {
@@ -177,6 +207,8 @@ fn check(
             Action::Netem(params)
         }
         ActionName::Partition => partition(f.groups, f.one_way.unwrap_or(false), &p("groups"), &base, cluster, cx)?,
+        ActionName::Corrupt => corrupt(f.what, f.how, target.as_ref(), &base, cluster, cx)?,
+        ActionName::Disk => disk_action.expect("checked above"),
     };
 
     let (count, every) = match &f.repeat {
@@ -243,6 +275,93 @@ fn target(t: RawTarget, action: ActionName, p: &[Seg], cluster: &ClusterPlan, cx
             Ok(TargetSpec::Pick { role: rp.role, pick: rp.pick.0 })
         }
     }
+}
+
+/// `corrupt`: streamd's files; `what` is required; `local` copies live on taskmanagers.
+fn corrupt(
+    what: Option<crate::fault::corrupt::CorruptWhat>,
+    how: Option<crate::fault::corrupt::CorruptHow>,
+    target: Option<&TargetSpec>,
+    base: &[Seg],
+    cluster: &ClusterPlan,
+    cx: &Ctx<'_>,
+) -> Result<Action, ScenarioError> {
+    use crate::fault::corrupt::CorruptWhat;
+    let at = |k: &str| {
+        let mut v = base.to_vec();
+        v.push(Seg::from(k));
+        v
+    };
+    if cluster.engine != crate::engine::Engine::Streamd {
+        return Err(cx.at_value(&at("action"), "`corrupt` damages streamd's checkpoint and output files: expected `cluster.engine: streamd`"));
+    }
+    let Some(what) = what else {
+        return Err(cx.at_value(base, "missing field `what` for `corrupt`: expected snapshot, metadata, staged or local"));
+    };
+    if what == CorruptWhat::Local {
+        let on_taskmanager = match target {
+            Some(TargetSpec::Fixed(Target::Node(n))) => n.starts_with("taskmanager-"),
+            Some(TargetSpec::Pick { role, .. }) => *role == PickRole::Taskmanager,
+            _ => false,
+        };
+        if !on_taskmanager {
+            return Err(cx.at_value(&at("target"), "`what: local` damages a taskmanager's node-local snapshot copies: expected a taskmanager"));
+        }
+    }
+    Ok(Action::Corrupt { what, how: how.unwrap_or_default() })
+}
+
+/// A `disk` fault: exactly one of `delay`, `error` (with `probability`), `full_after`.
+fn disk(f: &RawFault, p: &dyn Fn(&str) -> Vec<Seg>, base: &[Seg], cx: &Ctx<'_>) -> Result<Action, ScenarioError> {
+    use crate::diskfault::{DiskFault, DiskKind, Errno, Op};
+    let kinds = [("delay", f.delay.is_some()), ("error", f.error.is_some()), ("full_after", f.full_after.is_some())];
+    let set: Vec<&str> = kinds.iter().filter(|(_, s)| *s).map(|(k, _)| *k).collect();
+    if set.len() != 1 {
+        let msg = match set.len() {
+            0 => "disk without a kind: expected one of `delay`, `error` or `full_after`".to_string(),
+            _ => format!("disk with {}: expected exactly one of `delay`, `error` or `full_after` (use two faults for both)", set.join(" and ")),
+        };
+        let at = if set.len() > 1 { p(set[1]) } else { base.to_vec() };
+        return Err(cx.at_key(&at, msg));
+    }
+    if f.jitter.is_some() && f.delay.is_none() {
+        return Err(cx.at_key(&p("jitter"), "jitter without delay: expected `delay` as well (jitter varies the delay)"));
+    }
+    if f.probability.is_some() && f.error.is_none() {
+        return Err(cx.at_key(&p("probability"), "probability without error: expected `error` as well"));
+    }
+    let mut ops = Vec::new();
+    for (k, o) in f.ops.iter().flatten().enumerate() {
+        match Op::parse(o) {
+            Some(op) => ops.push(op),
+            None => {
+                let mut at = p("ops");
+                at.push(Seg::Index(k));
+                let names: Vec<&str> = Op::ALL.iter().map(|o| o.name()).collect();
+                return Err(cx.at_value(&at, format!("unknown operation `{o}`: expected one of {}", names.join(", "))));
+            }
+        }
+    }
+    if f.ops.as_ref().is_some_and(|o| o.is_empty()) {
+        return Err(cx.at_value(&p("ops"), "empty list: expected at least one operation (omit `ops` for all of them)"));
+    }
+    let kind = if let Some(d) = &f.delay {
+        DiskKind::Delay { delay: d.0, jitter: f.jitter.as_ref().map_or(Duration::ZERO, |j| j.0) }
+    } else if let Some(e) = &f.error {
+        let Some(errno) = Errno::parse(e) else {
+            let names: Vec<&str> = Errno::ALL.iter().map(|e| e.name()).collect();
+            return Err(cx.at_value(&p("error"), format!("unknown error `{e}`: expected one of {}", names.join(", "))));
+        };
+        DiskKind::Error { errno, probability: f.probability.as_ref().map_or(1.0, |x| x.0 / 100.0) }
+    } else {
+        let bytes = f.full_after.as_ref().map_or(0, |b| b.0);
+        if ops.iter().any(|o| *o != Op::Write) {
+            return Err(cx.at_value(&p("ops"), "full_after acts on writes only: expected `ops: [write]` or no `ops`"));
+        }
+        DiskKind::FullAfter { bytes }
+    };
+    let path = crate::diskfault::rules::fault_path(f.path.as_deref().unwrap_or_default()).map_err(|why| cx.at_value(&p("path"), why))?;
+    Ok(Action::Disk(DiskFault { id: String::new(), kind, ops, path }))
 }
 
 fn partition(
@@ -322,7 +441,7 @@ fn resolve(
     seed: u64,
     cx: &Ctx<'_>,
 ) -> Result<(Vec<PlannedFault>, Vec<String>), ScenarioError> {
-    let interval = job.checkpoint_interval;
+    let interval = job.checkpoint_interval.nominal();
     let mut order: Vec<usize> = (0..pending.len()).collect();
     // Stable: equal estimates keep file order.
     order.sort_by_key(|&k| pending[k].trigger.estimate(interval));
@@ -360,7 +479,9 @@ fn resolve(
                 let need: &[State] = match action {
                     Action::Start => &[State::Down],
                     Action::Unpause => &[State::Paused],
-                    Action::Netem(_) => &[State::Up, State::Paused],
+                    Action::Netem(_) | Action::Disk(_) => &[State::Up, State::Paused],
+                    // Files are there whether the node runs or not.
+                    Action::Corrupt { .. } => &[State::Up, State::Paused, State::Down],
                     _ => &[State::Up],
                 };
                 let mut candidates: Vec<&String> =
@@ -403,7 +524,7 @@ fn resolve(
                     }
                     Some(State::Paused)
                 }
-                Action::Netem(_) | Action::Partition { .. } => None,
+                Action::Netem(_) | Action::Partition { .. } | Action::Corrupt { .. } | Action::Disk(_) => None,
             };
             if let Some(s) = new {
                 state.insert(n.clone(), s);

@@ -25,6 +25,20 @@
 //!   (required), `delay` (1s); `failure-rate`: `max_failures` (required), `interval` (1m),
 //!   `delay` (1s); `exponential-delay`: `initial` (200ms), `max` (5s), `multiplier` (2.0),
 //!   `jitter` (0.1, a fraction), `reset_threshold` (1h), `attempts` (unbounded).
+//! - **Adaptive checkpoint interval** (streamd only; Flink: an error at the `adaptive` key):
+//!   `job.checkpoint_interval: { adaptive: { min: 200ms, max: 5s, target_recovery: 3s,
+//!   mtbf: 30s } }`. `min` and `max` are required (`0 < min <= max`); `target_recovery`
+//!   (none) bounds the expected replay after a failure, `interval / 2 + latency`; `mtbf` (1m)
+//!   is the prior mean time between failures, worth one observed failure. The jobmanager
+//!   chooses `sqrt(2 · cost · MTBF)` as it runs (see `streamd::jobmanager::interval`).
+//!   Checkpoint triggers and `chaos lint` take the interval to be `min`.
+//! - **Task-local recovery** (streamd only): `job.local_recovery: true` (default `false`).
+//!   Each taskmanager also keeps its tasks' latest snapshots in its node-local directory
+//!   (on docker `/local` inside the container: it survives `kill`/`stop` + `start` and
+//!   `restart`, not a re-created container); a restart puts each pipeline back on its
+//!   previous taskmanager when that one is up with a free slot, and a task placed there
+//!   restores from the local copy once its checkpoint id and checksum match, else from
+//!   shared storage. The report lists every task's restore source and time.
 //! - **Heartbeats** (optional): `job.heartbeat: { interval: 250ms, timeout: 2s }` (these are
 //!   the defaults); a paused taskmanager is declared lost after `timeout`.
 //! - **Input**: `generate: { lines, words_per_line (8), vocabulary (2000) }` is seeded by
@@ -47,7 +61,10 @@
 //!   `unpause`, `netem` (`delay`, `jitter` (needs `delay`), `loss`, `duplicate`, `corrupt`
 //!   as percentages like `5%`, `rate` like `1mbit`/`500kbit`/`1mbps`, `for`), `partition`
 //!   (`groups: [[a], [b, c]]`, two or more groups, no node twice; `one_way: true` drops only
-//!   traffic from the first group to the others; `for`). A killed or stopped node stays down
+//!   traffic from the first group to the others; `for`), `corrupt` (streamd only: `what`
+//!   required, one of `snapshot`, `metadata`, `staged`, `local` (needs a taskmanager);
+//!   `how` `flip` (default) or `truncate`; see `crate::fault::corrupt`; no `for`: damage
+//!   stays). A killed or stopped node stays down
 //!   until a `start` fault; `for` is refused on them for that reason.
 //! - **Targets**: a node name, an alias, `leader`, or `{ role: taskmanager|jobmanager,
 //!   pick: one|all|N|P% }`. Picks are resolved when the plan is built, with ChaCha8 seeded by
@@ -73,7 +90,7 @@ mod pos;
 mod raw;
 mod timeline;
 mod validate;
-mod values;
+pub mod values;
 
 #[cfg(test)]
 mod tests;
@@ -159,13 +176,7 @@ pub fn parse_str_on(
     // on some corner of YAML: carry on with positions at the file start rather than fail.
     let idx = parsed.unwrap_or_default();
     if let Some(engine) = engine {
-        let cluster = raw.cluster.get_or_insert(raw::RawCluster {
-            engine: None,
-            jobmanagers: None,
-            taskmanagers: None,
-            slots: None,
-            resources: None,
-        });
+        let cluster = raw.cluster.get_or_insert_with(raw::RawCluster::default);
         cluster.engine = Some(engine);
         if engine != crate::engine::Engine::Flink {
             raw.flink = None;

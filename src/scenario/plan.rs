@@ -62,6 +62,9 @@ pub struct ClusterPlan {
     pub resources: BTreeMap<String, Resources>,
     /// A line server node (`lines-1`): the job reads `input.socket`.
     pub lines: bool,
+    /// `cluster.checkpoint_storage`: the shared checkpoint directory behaves like remote
+    /// storage (latency per operation, bandwidth), through every node's disk passthrough.
+    pub checkpoint_storage: Option<crate::diskfault::StorageModel>,
 }
 
 impl ClusterPlan {
@@ -154,7 +157,8 @@ pub enum Trigger {
 
 impl Trigger {
     /// A guess of when the trigger fires, for ordering and for `chaos lint`: checkpoint N is
-    /// taken to complete at N x `checkpoint_interval` (faults and restarts delay it).
+    /// taken to complete at N x `checkpoint_interval` (faults and restarts delay it; an
+    /// adaptive interval counts as its `min`, so the guess is the earliest).
     pub fn estimate(&self, checkpoint_interval: Duration) -> Duration {
         match *self {
             Trigger::At(d) => d,
@@ -177,18 +181,27 @@ impl fmt::Display for Trigger {
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Action {
     /// Send a signal (canonical name, e.g. `SIGKILL`). The node stays down until a `start`.
-    Kill { signal: crate::signal::Signal },
+    /// `lose_unsynced`: once it is dead it also loses power (see [`crate::diskfault::unsynced`]).
+    Kill {
+        signal: crate::signal::Signal,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        lose_unsynced: bool,
+    },
     /// SIGTERM, then SIGKILL after `grace`. The node stays down until a `start`.
     Stop {
         #[serde(with = "dur")]
         grace: Duration,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        lose_unsynced: bool,
     },
     /// Start a stopped or killed node.
     Start,
-    /// Stop with `grace`, then start.
+    /// Stop with `grace`, then start (with `lose_unsynced`: the power loss in between).
     Restart {
         #[serde(with = "dur")]
         grace: Duration,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        lose_unsynced: bool,
     },
     /// Freeze every process of the node (undone by `unpause` or `undo_after`).
     Pause,
@@ -202,9 +215,21 @@ pub enum Action {
         /// traffic from the others to `groups[0]` still flow.
         one_way: bool,
     },
+    /// Damage one class of the node's files (see [`crate::fault::corrupt`]).
+    Corrupt { what: crate::fault::corrupt::CorruptWhat, how: crate::fault::corrupt::CorruptHow },
+    /// Slow, failing or full storage under the node's /data (undone after `undo_after`).
+    Disk(crate::diskfault::DiskFault),
 }
 
 impl Action {
+    /// A kill, stop or restart whose node also loses power.
+    pub fn loses_unsynced(&self) -> bool {
+        matches!(
+            self,
+            Action::Kill { lose_unsynced: true, .. } | Action::Stop { lose_unsynced: true, .. } | Action::Restart { lose_unsynced: true, .. }
+        )
+    }
+
     /// The action's name as written in a scenario.
     pub fn name(&self) -> &'static str {
         match self {
@@ -216,6 +241,8 @@ impl Action {
             Action::Unpause => "unpause",
             Action::Netem(_) => "netem",
             Action::Partition { .. } => "partition",
+            Action::Corrupt { .. } => "corrupt",
+            Action::Disk(_) => "disk",
         }
     }
 }

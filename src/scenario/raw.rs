@@ -64,14 +64,25 @@ impl<'de> Deserialize<'de> for ConfigValue {
     }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a mapping with engine, jobmanagers, taskmanagers, slots, resources")]
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping with engine, jobmanagers, taskmanagers, slots, resources, checkpoint_storage")]
 pub struct RawCluster {
     pub engine: Option<crate::engine::Engine>,
     pub jobmanagers: Option<u32>,
     pub taskmanagers: Option<u32>,
     pub slots: Option<u32>,
     pub resources: Option<OrderedMap<RawResources>>,
+    /// A remote-storage model for the shared checkpoint directory (streamd only).
+    pub checkpoint_storage: Option<RawStorage>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping like `{ latency: 20ms, bandwidth: 100mbps }`")]
+pub struct RawStorage {
+    /// Paid by every operation under /data/checkpoints.
+    pub latency: Option<Dur>,
+    /// Reads and writes move at most this much per second (tc-style: `100mbps` is 100 MB/s).
+    pub bandwidth: Option<Rate>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -82,15 +93,17 @@ pub struct RawResources {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a mapping with kind, window, parallelism, checkpoint_interval, delivery, restart, heartbeat")]
+#[serde(deny_unknown_fields, expecting = "a mapping with kind, window, parallelism, checkpoint_interval, delivery, restart, heartbeat, local_recovery")]
 pub struct RawJob {
     pub kind: Option<streamd_contract::spec::JobKind>,
     pub window: Option<Dur>,
     pub parallelism: u32,
-    pub checkpoint_interval: Option<Dur>,
+    pub checkpoint_interval: Option<RawInterval>,
     pub delivery: Option<Delivery>,
     pub restart: Option<RawRestart>,
     pub heartbeat: Option<RawHeartbeat>,
+    /// Task-local recovery (streamd only): `true` or `false`.
+    pub local_recovery: Option<bool>,
 }
 
 /// Flink's restart strategy names.
@@ -165,6 +178,8 @@ pub enum ActionName {
     Unpause,
     Netem,
     Partition,
+    Corrupt,
+    Disk,
 }
 
 impl ActionName {
@@ -178,6 +193,8 @@ impl ActionName {
             ActionName::Unpause => "unpause",
             ActionName::Netem => "netem",
             ActionName::Partition => "partition",
+            ActionName::Corrupt => "corrupt",
+            ActionName::Disk => "disk",
         }
     }
 }
@@ -202,6 +219,21 @@ pub struct RawFault {
     pub rate: Option<Rate>,
     pub groups: Option<Vec<Vec<String>>>,
     pub one_way: Option<bool>,
+    /// `corrupt`: which files (`snapshot`, `metadata`, `staged`, `local`) and how.
+    pub what: Option<crate::fault::corrupt::CorruptWhat>,
+    pub how: Option<crate::fault::corrupt::CorruptHow>,
+    /// `disk`: `EIO`, `ENOSPC` or `EROFS`, with `probability`.
+    pub error: Option<String>,
+    pub probability: Option<Percent>,
+    /// `disk`: the operations it acts on (open, read, write, fsync, rename).
+    pub ops: Option<Vec<String>>,
+    /// `disk`: only under this directory of /data (e.g. `checkpoints`).
+    pub path: Option<String>,
+    /// `disk`: ENOSPC once this many bytes were written.
+    pub full_after: Option<Bytes>,
+    /// `kill`, `stop`, `restart`: the node also loses power, so whatever it had not
+    /// fsynced is lost (streamd only; through the passthrough of /data).
+    pub lose_unsynced: Option<bool>,
     pub repeat: Option<RawRepeat>,
 }
 
@@ -327,6 +359,12 @@ scalar_newtype!(Rate, u64, "a rate like `1mbit` or `500kbit`", |s| match s {
     Scalar::Float(x) => Err(format!("invalid rate `{x}`: expected a number with a unit, e.g. `{x}mbit`")),
 });
 
+scalar_newtype!(Bytes, u64, "a size like `64k`, `1m` or `65536` (bytes)", |s| match s {
+    Scalar::Int(n) => Ok(n),
+    Scalar::Str(s) => values::parse_bytes(s),
+    Scalar::Float(x) => Err(format!("invalid size `{x}`: expected whole bytes or a size like `64k`, `1m`")),
+});
+
 scalar_newtype!(MemSize, u64, "a memory size like `256m` or `1g`", |s| match s {
     Scalar::Str(s) => values::parse_memory(s),
     Scalar::Int(n) => values::check_memory(n as f64, &n.to_string()),
@@ -392,6 +430,62 @@ impl<'de> Deserialize<'de> for RawTrigger {
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawTrigger, A::Error> {
                 let c = CheckpointAt::deserialize(de::value::MapAccessDeserializer::new(map))?;
                 Ok(RawTrigger::Checkpoint(c.checkpoint))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `job.checkpoint_interval` as written: a duration, or `{ adaptive: { min, max, .. } }`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RawInterval {
+    Fixed(Duration),
+    Adaptive(RawAdaptive),
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping like `{ min: 200ms, max: 5s, target_recovery: 3s, mtbf: 30s }`")]
+pub struct RawAdaptive {
+    pub min: Dur,
+    pub max: Dur,
+    pub target_recovery: Option<Dur>,
+    pub mtbf: Option<Dur>,
+}
+
+const INTERVAL_EXPECTED: &str = "a duration like `1s`, or `{ adaptive: { min: 200ms, max: 5s } }`";
+
+impl<'de> Deserialize<'de> for RawInterval {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawInterval;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str(INTERVAL_EXPECTED)
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<RawInterval, E> {
+                if s.trim() == "adaptive" {
+                    return Err(E::custom(format!("`adaptive` needs its bounds: expected {INTERVAL_EXPECTED}")));
+                }
+                duration_of(Scalar::Str(s)).map(RawInterval::Fixed).map_err(E::custom)
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<RawInterval, E> {
+                duration_of(Scalar::Int(n)).map(RawInterval::Fixed).map_err(E::custom)
+            }
+            fn visit_f64<E: de::Error>(self, x: f64) -> Result<RawInterval, E> {
+                duration_of(Scalar::Float(x)).map(RawInterval::Fixed).map_err(E::custom)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawInterval, A::Error> {
+                let Some(key) = map.next_key::<String>()? else {
+                    return Err(de::Error::custom(format!("empty mapping: expected {INTERVAL_EXPECTED}")));
+                };
+                if key != "adaptive" {
+                    return Err(de::Error::unknown_field(&key, &["adaptive"]));
+                }
+                let a: RawAdaptive = map.next_value()?;
+                if let Some(k) = map.next_key::<String>()? {
+                    return Err(de::Error::custom(format!("unexpected `{k}` beside `adaptive`: expected {INTERVAL_EXPECTED}")));
+                }
+                Ok(RawInterval::Adaptive(a))
             }
         }
         d.deserialize_any(V)

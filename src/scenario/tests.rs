@@ -54,7 +54,7 @@ fn defaults_fill_what_is_absent() {
     assert_eq!(p.seed, 0);
     assert_eq!((p.cluster.jobmanagers, p.cluster.taskmanagers, p.cluster.slots), (1, 3, 2));
     assert_eq!(p.job.job_id, "wordcount");
-    assert_eq!(p.job.checkpoint_interval, Duration::from_secs(1));
+    assert_eq!(p.job.checkpoint_interval, streamd_contract::spec::CheckpointInterval::Fixed(Duration::from_secs(1)));
     assert_eq!(p.job.delivery, Delivery::ExactlyOnce);
     assert_eq!(p.job.restart, RestartStrategy::default());
     assert_eq!(p.job.input.rate, 0);
@@ -72,7 +72,7 @@ fn the_base_scenario_plans_one_kill() {
     assert_eq!(p.faults.len(), 1);
     let f = &p.faults[0];
     assert_eq!(f.trigger, Trigger::At(Duration::from_secs(4)));
-    assert_eq!(f.action, Action::Kill { signal: crate::signal::Signal::KILL });
+    assert_eq!(f.action, Action::Kill { signal: crate::signal::Signal::KILL, lose_unsynced: false });
     assert_eq!(f.targets, vec![Target::Node("taskmanager-2".into())]);
     assert_eq!((f.index, f.line, f.undo_after), (0, 11, None));
 }
@@ -230,7 +230,7 @@ fn signals_are_checked_and_canonical() {
     let e = err(&BASE.replace("    target: taskmanager-2\n", "    target: taskmanager-2\n    signal: SIGWINCH\n"));
     check(&e, 14, 13, &["unknown signal `SIGWINCH`"]);
     let p = ok(&BASE.replace("    target: taskmanager-2\n", "    target: taskmanager-2\n    signal: term\n"));
-    assert_eq!(p.faults[0].action, Action::Kill { signal: crate::signal::Signal::TERM });
+    assert_eq!(p.faults[0].action, Action::Kill { signal: crate::signal::Signal::TERM, lose_unsynced: false });
 }
 
 #[test]
@@ -258,7 +258,7 @@ fn input_file_is_resolved_against_the_scenario() {
     check(&e, 2, 8, &["input: missing input: expected `generate"]);
 }
 
-/// Issue 10, item 5: an input without words (its oracle is empty and would pass any
+/// An input without words (its oracle is empty and would pass any
 /// engine) and a line too long for a data frame are refused before anything starts.
 #[test]
 fn an_empty_input_file_and_an_overlong_line_are_refused_with_the_line() {
@@ -344,7 +344,7 @@ fn actions_with_parameters() {
     assert!(*one_way);
     assert_eq!(groups[1], vec![Target::Node("jobmanager-1".into()), Target::Node("taskmanager-2".into()), Target::Node("taskmanager-3".into())]);
     assert_eq!(p.faults[3].targets.len(), 4);
-    assert_eq!(p.faults[4].action, Action::Restart { grace: DEFAULT_GRACE });
+    assert_eq!(p.faults[4].action, Action::Restart { grace: DEFAULT_GRACE, lose_unsynced: false });
     assert_eq!(p.faults[4].targets, vec![Target::Leader]);
 
     let tl = p.timeline();
@@ -473,6 +473,19 @@ fn a_windowed_job_and_its_errors_at_their_keys() {
     check(&e, 8, 9, &["job.kind: window-wordcount runs on streamd only"]);
 }
 
+#[test]
+fn local_recovery_is_off_by_default_and_a_streamd_option() {
+    assert!(!ok(BASE).job.local_recovery);
+    let p = ok(&BASE.replace("  parallelism: 4\n", "  parallelism: 4\n  local_recovery: true\n"));
+    assert!(p.job.local_recovery);
+    // It reaches the engine's job spec.
+    assert!(serde_yaml::to_string(&p.job).unwrap().contains("local_recovery: true"));
+    let e = err(&BASE.replace("  parallelism: 4\n", "  parallelism: 4\n  local_recovery: yes please\n"));
+    check(&e, 8, 19, &["job.local_recovery", "expected true or false"]);
+    let e = err(&BASE.replace("  slots: 2\n", "  slots: 2\n  engine: flink\n").replace("  parallelism: 4\n", "  parallelism: 4\n  local_recovery: true\n"));
+    check(&e, 9, 19, &["job.local_recovery: task-local recovery is a streamd option here"]);
+}
+
 /// `input.socket`: the engine reads the line server (`lines-1`, a node faults can target);
 /// `generate`/`file` is what chaos feeds it, at `rate`.
 #[test]
@@ -507,4 +520,105 @@ fn socket_errors_are_placed_at_their_key() {
     check(&err(&alone), 9, 3, &["missing input", "what chaos feeds"]);
     let flink = with("{ port: 9000 }").replace("  slots: 2\n", "  slots: 2\n  engine: flink\n");
     check(&err(&flink), 10, 3, &["input.socket", "flink engine has no socket source"]);
+}
+
+#[test]
+fn an_adaptive_interval_is_checked_at_its_keys() {
+    let with = |v: &str| BASE.replace("  parallelism: 4\n", &format!("  parallelism: 4\n  checkpoint_interval: {v}\n"));
+    let p = ok(&with("{ adaptive: { min: 200ms, max: 5s, target_recovery: 3s } }"));
+    let a = p.job.checkpoint_interval.adaptive().expect("adaptive");
+    assert_eq!((a.min, a.max, a.target_recovery), (Duration::from_millis(200), Duration::from_secs(5), Some(Duration::from_secs(3))));
+    assert_eq!(a.mtbf, streamd_contract::spec::default_prior_mtbf());
+    let e = err(&with("adaptive"));
+    check(&e, 8, 24, &["job.checkpoint_interval: `adaptive` needs its bounds", "{ adaptive: { min: 200ms, max: 5s } }"]);
+    let e = err(&with("{ adaptive: { min: 2s, max: 1s } }"));
+    check(&e, 8, 52, &["job.checkpoint_interval.adaptive.max: 1s is below min 2s"]);
+    let e = err(&with("{ adaptive: { min: 0, max: 1s } }"));
+    check(&e, 8, 43, &["job.checkpoint_interval.adaptive.min: expected a duration above 0"]);
+    let e = err(&with("{ adaptive: { min: 1s, max: 2s, mtbf: 0 } }"));
+    check(&e, 8, 62, &["job.checkpoint_interval.adaptive.mtbf: expected a duration above 0"]);
+    let e = err(&with("{ adaptive: { min: 1s, max: 2s, target: 3s } }"));
+    check(&e, 8, 56, &["unknown field `target`", "target_recovery"]);
+    let e = err(&with("{ adaptive: { min: 1s } }"));
+    check(&e, 8, 36, &["missing field `max`"]);
+    let e = err(&with("{ adapt: { min: 1s, max: 2s } }"));
+    check(&e, 8, 24, &["unknown field `adapt`", "adaptive"]);
+    // Flink checkpoints at one interval for the job's life.
+    let e = err(&with("{ adaptive: { min: 1s, max: 2s } }").replace("cluster:\n", "cluster:\n  engine: flink\n"));
+    assert!(e.message.contains("job.checkpoint_interval.adaptive: an adaptive interval runs on streamd only"), "{e}");
+}
+
+#[test]
+fn disk_faults_are_checked_where_they_are_written() {
+    let disk = |body: &str| format!("{BASE}  - at: 6s\n    action: disk\n    target: tm1\n{body}");
+    let p = ok(&disk("    error: EIO\n    probability: 10%\n    ops: [fsync]\n    path: /data/checkpoints/\n    for: 5s\n"));
+    let Action::Disk(d) = &p.faults[1].action else { panic!("{:?}", p.faults[1]) };
+    assert_eq!(d.kind, crate::diskfault::DiskKind::Error { errno: crate::diskfault::Errno::Eio, probability: 0.1 });
+    assert_eq!((d.ops.as_slice(), d.path.as_str()), (&[crate::diskfault::Op::Fsync][..], "checkpoints"));
+    let tl = p.timeline();
+    assert!(tl.contains("EIO with probability 10% on fsync under /data/checkpoints; via the FUSE passthrough"), "{tl}");
+    let p = ok(&disk("    full_after: 64k\n"));
+    let Action::Disk(d) = &p.faults[1].action else { panic!() };
+    assert_eq!(d.kind, crate::diskfault::DiskKind::FullAfter { bytes: 65536 });
+
+    check(&err(&disk("    for: 5s\n")), 14, 5, &["disk without a kind: expected one of `delay`, `error` or `full_after`"]);
+    check(&err(&disk("    delay: 5ms\n    error: EIO\n")), 18, 5, &["exactly one of"]);
+    check(&err(&disk("    error: EIOO\n")), 17, 12, &["unknown error `EIOO`: expected one of EIO, ENOSPC, EROFS"]);
+    check(&err(&disk("    delay: 5ms\n    ops: [write, sync]\n")), 18, 18, &["faults[1].ops[1]: unknown operation `sync`: expected one of open, read, write, fsync, rename"]);
+    check(&err(&disk("    full_after: lots\n")), 17, 17, &["invalid size `lots`"]);
+    check(&err(&disk("    full_after: 1k\n    ops: [fsync]\n")), 18, 10, &["full_after acts on writes only"]);
+    check(&err(&disk("    delay: 5ms\n    path: ../etc\n")), 18, 11, &["leaves /data"]);
+    check(&err(&disk("    delay: 5ms\n    path: /data/input\n")), 18, 11, &["is the job's input, which is read beside the node's storage"]);
+    check(&err(&disk("    probability: 5%\n    delay: 1ms\n")), 17, 5, &["probability without error"]);
+    check(&err(&disk("    delay: 5ms\n    loss: 5%\n")), 18, 5, &["`loss` does not apply to `disk`"]);
+}
+
+#[test]
+fn checkpoint_storage_models_remote_storage_through_the_passthrough() {
+    let with = |body: &str| BASE.replace("  slots: 2\n", &format!("  slots: 2\n  checkpoint_storage: {body}\n"));
+    let p = ok(&with("{ latency: 20ms, bandwidth: 100mbps }"));
+    let m = p.cluster.checkpoint_storage.clone().expect("a model");
+    assert_eq!((m.path.as_str(), m.latency, m.bandwidth), ("checkpoints", Duration::from_millis(20), 100_000_000));
+    assert!(crate::diskfault::mount::plan_needs(&p), "the model needs every node's passthrough");
+    let tl = p.timeline();
+    assert!(tl.contains("checkpoint storage: remote-like, 20ms per operation, 100 MB/s under /data/checkpoints; via the FUSE passthrough"), "{tl}");
+    assert_eq!(ok(&with("{ latency: 5ms }")).cluster.checkpoint_storage.unwrap().bandwidth, 0, "unlimited");
+    assert!(!crate::diskfault::mount::plan_needs(&ok(BASE)), "no model, no disk faults: the plain bind mount");
+
+    check(&err(&with("{}")), 6, 3, &["checkpoint_storage without a model: expected `latency`, `bandwidth` or both"]);
+    check(&err(&with("{ latency: 20ms, bandwidth: fast }")), 6, 51, &["invalid rate `fast`"]);
+    check(&err(&with("{ latency: 20ms, iops: 5 }")), 6, 40, &["unknown field `iops`"]);
+    let flink = with("{ latency: 20ms }").replace("cluster:\n", "cluster:\n  engine: flink\n");
+    check(&err(&flink), 7, 3, &["expected no `checkpoint_storage` with `cluster.engine: flink`"]);
+}
+
+#[test]
+fn lose_unsynced_is_checked_where_it_is_written() {
+    let fault = |body: &str| format!("{BASE}  - at: 6s\n{body}");
+    let p = ok(&fault("    action: restart\n    target: tm1\n    lose_unsynced: true\n"));
+    assert_eq!(p.faults[1].action, Action::Restart { grace: DEFAULT_GRACE, lose_unsynced: true });
+    assert!(!p.faults[0].action.loses_unsynced());
+    assert!(crate::diskfault::mount::plan_needs(&p), "a power loss needs the passthrough");
+    assert!(crate::diskfault::mount::plan_loses_power(&p));
+    assert!(!crate::diskfault::mount::plan_needs(&ok(BASE)), "a plain kill does not");
+    let tl = p.timeline();
+    assert!(tl.contains("grace 2s; while down power loss: writes not fsynced"), "{tl}");
+    assert!(tl.contains("via the FUSE passthrough of /data (chaos-netd disk)"), "{tl}");
+    let p = ok(&fault("    action: kill\n    target: tm1\n    lose_unsynced: true\n"));
+    assert_eq!(p.faults[1].action, Action::Kill { signal: crate::signal::Signal::KILL, lose_unsynced: true });
+    let p = ok(&fault("    action: stop\n    target: { role: taskmanager, pick: one }\n    lose_unsynced: false\n"));
+    assert!(!p.faults[1].action.loses_unsynced());
+    assert!(!crate::diskfault::mount::plan_needs(&p));
+
+    check(
+        &err(&fault("    action: pause\n    target: tm1\n    lose_unsynced: true\n")),
+        17,
+        5,
+        &["faults[1].lose_unsynced", "`lose_unsynced` does not apply to `pause`: `pause` takes target, for"],
+    );
+    check(&err(&fault("    action: kill\n    target: tm1\n    lose_unsynced: yes please\n")), 17, 20, &["invalid type"]);
+    let flink = fault("    action: kill\n    target: tm1\n    lose_unsynced: true\n").replace("cluster:\n", "cluster:\n  engine: flink\n");
+    check(&err(&flink), 18, 5, &["`lose_unsynced` rolls back what a streamd node did not fsync", "expected `cluster.engine: streamd`"]);
+    let ha = fault("    action: kill\n    target: etcd-1\n    lose_unsynced: true\n").replace("cluster:\n", "cluster:\n  jobmanagers: 2\n");
+    check(&err(&ha), 17, 13, &["`etcd-1` has no passthrough of /data", "expected a jobmanager or a taskmanager"]);
 }

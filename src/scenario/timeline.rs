@@ -3,7 +3,7 @@
 use super::plan::{Action, NetemParams, Plan, Trigger};
 use super::values::format_memory;
 use streamd_contract::duration::format_duration as fd;
-use streamd_contract::spec::{Delivery, RestartStrategy};
+use streamd_contract::spec::{CheckpointInterval, Delivery, RestartStrategy};
 use std::time::Duration;
 
 /// What `timeline()` says about netem when no probe of the target machine was made.
@@ -48,6 +48,9 @@ impl Plan {
             }
             out.push_str(&format!("  {node}: {}\n", parts.join(", ")));
         }
+        if let Some(m) = &c.checkpoint_storage {
+            out.push_str(&format!("  checkpoint storage: {}; via the FUSE passthrough of /data (chaos-netd disk)\n", m.describe()));
+        }
         let j = &self.job;
         let restart = match &j.restart {
             RestartStrategy::None => "none".to_string(),
@@ -58,9 +61,12 @@ impl Plan {
             RestartStrategy::ExponentialDelay { initial, max, .. } => format!("exponential-delay {}..{}", fd(*initial), fd(*max)),
         };
         out.push_str(&format!(
-            "job: parallelism {}, checkpoints every {}, {}, restart {restart}, heartbeat timeout {}\n",
+            "job: parallelism {}, checkpoints {}, {}, restart {restart}, heartbeat timeout {}\n",
             j.parallelism,
-            fd(j.checkpoint_interval),
+            match &j.checkpoint_interval {
+                CheckpointInterval::Fixed(d) => format!("every {}", fd(*d)),
+                adaptive => adaptive.to_string(),
+            },
             match j.delivery {
                 Delivery::ExactlyOnce => "exactly-once",
                 Delivery::AtLeastOnce => "at-least-once",
@@ -113,7 +119,7 @@ impl Plan {
         if self.faults.is_empty() {
             out.push_str("no faults (a baseline run)\n");
         } else {
-            let interval = j.checkpoint_interval;
+            let interval = j.checkpoint_interval.nominal();
             let mut order: Vec<_> = self.faults.iter().collect();
             order.sort_by_key(|f| f.trigger.estimate(interval));
             let mut rows = vec![["WHEN", "ACTION", "TARGETS", "PARAMS", "UNDO", "LINE"].map(String::from)];
@@ -124,8 +130,11 @@ impl Plan {
                 };
                 let targets: Vec<String> = f.targets.iter().map(|t| t.to_string()).collect();
                 let (targets, params) = match &f.action {
-                    Action::Kill { signal } => (targets.join(", "), signal.name()),
-                    Action::Stop { grace } | Action::Restart { grace } => (targets.join(", "), format!("grace {}", fd(*grace))),
+                    Action::Kill { signal, lose_unsynced } => (targets.join(", "), format!("{}{}", signal.name(), power_note(*lose_unsynced, "then"))),
+                    Action::Stop { grace, lose_unsynced } => (targets.join(", "), format!("grace {}{}", fd(*grace), power_note(*lose_unsynced, "then"))),
+                    Action::Restart { grace, lose_unsynced } => {
+                        (targets.join(", "), format!("grace {}{}", fd(*grace), power_note(*lose_unsynced, "while down")))
+                    }
                     Action::Netem(p) => (targets.join(", "), format!("{p}; via {}", netem_mechanism(p))),
                     Action::Partition { groups, one_way } => {
                         let gs: Vec<String> = groups
@@ -134,12 +143,20 @@ impl Plan {
                             .collect();
                         (gs.join(" | "), if *one_way { "one way: from the first group".into() } else { "both ways".into() })
                     }
+                    Action::Corrupt { what, how } => (
+                        targets.join(", "),
+                        format!("{} {}; via {}", how.as_str(), what.as_str(), crate::fault::corrupt::mechanism(*what)),
+                    ),
+                    Action::Disk(d) => (
+                        targets.join(", "),
+                        format!("{}; via the FUSE passthrough of /data (chaos-netd disk)", crate::diskfault::faults::describe(d)),
+                    ),
                     _ => (targets.join(", "), String::new()),
                 };
                 let undo = match (f.undo_after, f.trigger) {
                     (Some(d), Trigger::At(t)) => format!("{} at {}", undo_word(&f.action), fd(t + d)),
                     (Some(d), Trigger::Checkpoint(_)) => format!("{} {} later", undo_word(&f.action), fd(d)),
-                    (None, _) if matches!(f.action, Action::Pause | Action::Netem(_) | Action::Partition { .. }) => {
+                    (None, _) if matches!(f.action, Action::Pause | Action::Netem(_) | Action::Partition { .. } | Action::Disk(_)) => {
                         "until the run ends".to_string()
                     }
                     (None, _) => "-".to_string(),
@@ -179,10 +196,20 @@ impl Plan {
     }
 }
 
+/// How a power loss is done, for the PARAMS column (`when`: `then`, `while down`).
+fn power_note(lose_unsynced: bool, when: &str) -> String {
+    match lose_unsynced {
+        true => format!(
+            "; {when} power loss: writes not fsynced and entry changes of directories not fsynced are rolled back; via the FUSE passthrough of /data (chaos-netd disk)"
+        ),
+        false => String::new(),
+    }
+}
+
 fn undo_word(a: &Action) -> &'static str {
     match a {
         Action::Pause => "unpause",
-        Action::Netem(_) => "remove",
+        Action::Netem(_) | Action::Disk(_) => "remove",
         Action::Partition { .. } => "heal",
         _ => "undo",
     }

@@ -6,7 +6,7 @@ use super::faults;
 use super::locate::{fmt_d, keypath, unknown_node, Ctx};
 use super::plan::{ClusterPlan, Expectations, FlinkPlan, OutputExpectation, Plan};
 use super::pos::Seg;
-use super::raw::{RawCluster, RawExpect, RawFlink, RawInput, RawJob, RawOutput, RawRestart, RawScenario, RawSocket, StrategyName};
+use super::raw::{RawInterval, RawCluster, RawStorage, RawExpect, RawFlink, RawInput, RawJob, RawOutput, RawRestart, RawScenario, RawSocket, StrategyName};
 use crate::engine::Engine;
 use super::ScenarioError;
 use crate::nodes::canonical as canonical_name;
@@ -14,7 +14,7 @@ use crate::runtime::Resources;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use streamd_contract::spec::{Delivery, FileSpec, GenerateSpec, HeartbeatSpec, InputSpec, JobKind, JobSpec, RestartStrategy, SocketSpec};
+use streamd_contract::spec::{AdaptiveInterval, CheckpointInterval, Delivery, FileSpec, GenerateSpec, HeartbeatSpec, InputSpec, JobKind, JobSpec, RestartStrategy, SocketSpec};
 
 /// Validates a deserialized scenario into a plan.
 pub(super) fn plan(raw: RawScenario, cx: &Ctx<'_>, seed_override: Option<u64>) -> Result<Plan, ScenarioError> {
@@ -98,14 +98,37 @@ fn in_range(cx: &Ctx<'_>, path: &[Seg], v: u32, lo: u32, hi: u32) -> Result<u32,
 }
 
 fn cluster(raw: Option<RawCluster>, cx: &Ctx<'_>) -> Result<ClusterPlan, ScenarioError> {
-    let raw = raw.unwrap_or(RawCluster { engine: None, jobmanagers: None, taskmanagers: None, slots: None, resources: None });
+    let raw = raw.unwrap_or_default();
+    let engine = raw.engine.unwrap_or_default();
+    let checkpoint_storage = match raw.checkpoint_storage {
+        None => None,
+        Some(_) if engine == Engine::Flink => {
+            return Err(cx.at_key(
+                &keypath!["cluster", "checkpoint_storage"],
+                "the remote-storage model acts through streamd's disk passthrough: expected no `checkpoint_storage` with `cluster.engine: flink`",
+            ))
+        }
+        Some(RawStorage { latency: None, bandwidth: None }) => {
+            return Err(cx.at_key(
+                &keypath!["cluster", "checkpoint_storage"],
+                "checkpoint_storage without a model: expected `latency`, `bandwidth` or both",
+            ))
+        }
+        Some(s) => Some(crate::diskfault::StorageModel {
+            path: "checkpoints".into(),
+            latency: s.latency.map(|d| d.0).unwrap_or_default(),
+            // `Rate` is in bits per second (tc's syntax); the model moves bytes.
+            bandwidth: s.bandwidth.map(|r| (r.0 / 8).max(1)).unwrap_or(0),
+        }),
+    };
     let mut plan = ClusterPlan {
-        engine: raw.engine.unwrap_or_default(),
+        engine,
         jobmanagers: in_range(cx, &keypath!["cluster", "jobmanagers"], raw.jobmanagers.unwrap_or(1), 1, 9)?,
         taskmanagers: in_range(cx, &keypath!["cluster", "taskmanagers"], raw.taskmanagers.unwrap_or(3), 1, 64)?,
         slots: in_range(cx, &keypath!["cluster", "slots"], raw.slots.unwrap_or(2), 1, 64)?,
         resources: BTreeMap::new(),
         lines: false,
+        checkpoint_storage,
     };
     for (key, res) in raw.resources.map(|m| m.0).unwrap_or_default() {
         let p = keypath!["cluster", "resources", key.as_str()];
@@ -147,12 +170,18 @@ fn job(raw: RawJob, input: InputSpec, cluster: &ClusterPlan, cx: &Ctx<'_>) -> Re
     };
     let kind = raw.kind.unwrap_or_default();
     let window = window(kind, raw.window, cluster, cx)?;
+    if raw.local_recovery == Some(true) && cluster.engine == Engine::Flink {
+        return Err(cx.at_value(
+            &keypath!["job", "local_recovery"],
+            "task-local recovery is a streamd option here: expected `false` (or no key) with `cluster.engine: flink`",
+        ));
+    }
     let spec = JobSpec {
         job_id: "wordcount".into(),
         kind,
         window,
         parallelism: raw.parallelism,
-        checkpoint_interval: raw.checkpoint_interval.map_or(Duration::from_secs(1), |d| d.0),
+        checkpoint_interval: checkpoint_interval(raw.checkpoint_interval, cluster, cx)?,
         checkpoint_timeout: Duration::from_secs(10),
         checkpoints_retained: 3,
         delivery: raw.delivery.unwrap_or(Delivery::ExactlyOnce),
@@ -165,11 +194,52 @@ fn job(raw: RawJob, input: InputSpec, cluster: &ClusterPlan, cx: &Ctx<'_>) -> Re
         // Deploy only once every taskmanager registered, so the job is spread over the whole
         // cluster and a fault on `taskmanager-2` hits running tasks.
         wait_for_taskmanagers: cluster.taskmanagers,
+        local_recovery: raw.local_recovery.unwrap_or(false),
     };
     // The engine's own checks, as a safety net: everything it rejects was rejected above
     // with a better position, so this only fires if the two drift apart.
     spec.validate().map_err(|m| cx.at_value(&keypath!["job"], m))?;
     Ok(spec)
+}
+
+/// `job.checkpoint_interval`: a duration (default 1s) or `{ adaptive: { min, max,
+/// target_recovery, mtbf } }` with `0 < min <= max`; adaptive runs on streamd only (Flink's
+/// interval is fixed for the job's life).
+fn checkpoint_interval(raw: Option<RawInterval>, cluster: &ClusterPlan, cx: &Ctx<'_>) -> Result<CheckpointInterval, ScenarioError> {
+    let a = match raw {
+        None => return Ok(CheckpointInterval::default()),
+        Some(RawInterval::Fixed(d)) => return Ok(CheckpointInterval::Fixed(d)),
+        Some(RawInterval::Adaptive(a)) => a,
+    };
+    let at = |k: &str| keypath!["job", "checkpoint_interval", "adaptive", k];
+    if cluster.engine == Engine::Flink {
+        return Err(cx.at_key(
+            &keypath!["job", "checkpoint_interval", "adaptive"],
+            "an adaptive interval runs on streamd only (Flink checkpoints at one interval for the job's life): expected a duration like `1s` with `cluster.engine: flink`",
+        ));
+    }
+    if a.min.0.is_zero() {
+        return Err(cx.at_value(&at("min"), "expected a duration above 0, like `200ms`"));
+    }
+    if a.max.0 < a.min.0 {
+        return Err(cx.at_value(&at("max"), format!("{} is below min {}: expected at least min", fmt_d(a.max.0), fmt_d(a.min.0))));
+    }
+    if let Some(t) = &a.target_recovery {
+        if t.0.is_zero() {
+            return Err(cx.at_value(&at("target_recovery"), "expected a duration above 0, like `3s`"));
+        }
+    }
+    if let Some(m) = &a.mtbf {
+        if m.0.is_zero() {
+            return Err(cx.at_value(&at("mtbf"), "expected a duration above 0: the mean time between failures expected before any is seen, like `30s`"));
+        }
+    }
+    Ok(CheckpointInterval::Adaptive(AdaptiveInterval {
+        min: a.min.0,
+        max: a.max.0,
+        target_recovery: a.target_recovery.map(|t| t.0),
+        mtbf: a.mtbf.map_or_else(streamd_contract::spec::default_prior_mtbf, |m| m.0),
+    }))
 }
 
 /// `job.window`: required by, and only allowed with, `kind: window-wordcount` (streamd

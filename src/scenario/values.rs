@@ -161,6 +161,23 @@ impl std::fmt::Display for Pick {
     }
 }
 
+/// A byte count: `65536`, `64k`, `1m`, `2g` (binary multiples; a trailing `b` or `ib`
+/// is accepted).
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim().to_ascii_lowercase();
+    let t = t.strip_suffix("ib").or_else(|| t.strip_suffix('b')).unwrap_or(&t);
+    let (num, mult) = match t.chars().last() {
+        Some('k') => (&t[..t.len() - 1], 1u64 << 10),
+        Some('m') => (&t[..t.len() - 1], 1 << 20),
+        Some('g') => (&t[..t.len() - 1], 1 << 30),
+        _ => (t, 1),
+    };
+    match num.trim().parse::<f64>() {
+        Ok(v) if v >= 0.0 && v.is_finite() => Ok((v * mult as f64) as u64),
+        _ => Err(format!("invalid size `{s}`: expected whole bytes or a size like `64k`, `1m`")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,6 +217,9 @@ mod tests {
         assert_eq!(parse_pick("one").unwrap(), Pick::One);
         assert_eq!(parse_pick("2").unwrap(), Pick::Count(2));
         assert_eq!(parse_pick("50%").unwrap(), Pick::Percent(50.0));
+        assert_eq!(parse_bytes("64k").unwrap(), 65536);
+        assert_eq!(parse_bytes("1MiB").unwrap(), 1 << 20);
+        assert!(parse_bytes("lots").is_err());
         assert!(parse_pick("0").is_err());
         assert!(parse_pick("0%").is_err());
         assert!(parse_pick("some").is_err());

@@ -81,6 +81,48 @@ pub struct JobDetails {
     pub history: Vec<StateChange>,
     pub failures: Vec<FailureEvent>,
     pub now_ms: u64,
+    /// How each task of each restarted attempt got its state back (only attempts that
+    /// restored a checkpoint), as the taskmanagers measured it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restores: Vec<TaskRestore>,
+}
+
+/// Where a task's restored state was read from.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RestoreSource {
+    /// The taskmanager's own node-local copy (task-local recovery).
+    Local,
+    /// Shared checkpoint storage.
+    Remote,
+}
+
+impl RestoreSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestoreSource::Local => "local",
+            RestoreSource::Remote => "remote",
+        }
+    }
+}
+
+/// One task's restore at the start of an attempt, measured in its taskmanager.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TaskRestore {
+    pub attempt: u64,
+    pub checkpoint: u64,
+    /// `source-0`, `count-1`, ...
+    pub task: String,
+    pub taskmanager: String,
+    pub source: RestoreSource,
+    /// Reading, verifying and decoding the snapshot, including a local copy that was tried
+    /// and refused first.
+    pub duration_ms: f64,
+    /// Size of the snapshot file that was used.
+    pub bytes: u64,
+    /// Why the local copy was not used, when one was looked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<String>,
 }
 
 /// One checkpoint's statistics.
@@ -106,6 +148,65 @@ pub struct CheckpointsInfo {
     pub latest: Option<CheckpointStats>,
     /// The checkpoint the current attempt restored, if any.
     pub restored: Option<u64>,
+}
+
+/// `GET /jobs/<id>/checkpoints/interval`: the checkpoint interval and, for an adaptive
+/// one, every change of it with the estimates behind it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct IntervalInfo {
+    pub adaptive: bool,
+    /// The interval in force now (the fixed one, or the adaptive one's latest choice).
+    pub current_ms: u64,
+    /// Adaptive only: its bounds.
+    pub min_ms: Option<u64>,
+    pub max_ms: Option<u64>,
+    /// Adaptive only: every change, oldest first (the newest 2000).
+    pub history: Vec<IntervalPoint>,
+}
+
+/// One choice of the adaptive interval.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct IntervalPoint {
+    /// When it was chosen (wall clock).
+    pub at_ms: u64,
+    pub interval_ms: u64,
+    /// The checkpoint cost estimate C: the pipeline's stall per checkpoint (none before a
+    /// checkpoint completed).
+    pub cost_ms: Option<f64>,
+    /// The latency estimate L: trigger to commit point.
+    #[serde(default)]
+    pub latency_ms: Option<f64>,
+    /// The estimate of the mean time between failures M.
+    pub mtbf_ms: u64,
+    /// Job failures seen so far by this jobmanager.
+    pub failures: u64,
+    pub limit: IntervalLimit,
+}
+
+/// What set an adaptive interval.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum IntervalLimit {
+    /// No checkpoint completed yet, so no cost is known: `min`.
+    Unmeasured,
+    /// Young/Daly's `sqrt(2·C·M)`.
+    Optimum,
+    /// Capped so the expected replay stays within `target_recovery`.
+    TargetRecovery,
+    Min,
+    Max,
+}
+
+impl std::fmt::Display for IntervalLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            IntervalLimit::Unmeasured => "unmeasured",
+            IntervalLimit::Optimum => "optimum",
+            IntervalLimit::TargetRecovery => "target-recovery",
+            IntervalLimit::Min => "min",
+            IntervalLimit::Max => "max",
+        })
+    }
 }
 
 /// `GET /taskmanagers` entries.

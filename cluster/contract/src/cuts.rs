@@ -1,7 +1,8 @@
 //! The consistent cuts of a job's completed checkpoints: `checkpoints/<job>/cuts.tsv` in
 //! the data directory, one line appended by the jobmanager per completed checkpoint (after
 //! its commit point: `_metadata` written and, with HA, its pointer published), kept when
-//! checkpoints are pruned. A line is `<checkpoint><TAB><position of source 0><TAB>…`, where
+//! checkpoints are pruned. A checkpoint re-taken after a restore of an older one (the
+//! engine's catch-up, at the same cut) keeps its one line. A line is `<checkpoint><TAB><position of source 0><TAB>…`, where
 //! a source subtask's position is the number of lines of its partition (the lines whose
 //! index `% p ==` its index) it had read when it injected the checkpoint's barrier.
 //!
@@ -34,20 +35,31 @@ pub fn path(data: &Path, job: &str) -> PathBuf {
     data.join("checkpoints").join(job).join("cuts.tsv")
 }
 
-/// Appends `cut` as one line, with one write, and makes it durable.
+/// Appends `cut` as one line, with one write, and makes it durable: the line by the
+/// file's fsync, and the file's name, when this append created it, by its directory's
+/// fsync. Without the latter a power loss of the jobmanager took the whole file with it
+/// (its directory is made, and fsynced, by whoever writes the first snapshot, not by
+/// the jobmanager), and with it every cut before.
 pub fn append(path: &Path, cut: &Cut) -> io::Result<()> {
-    if let Some(dir) = path.parent() {
-        crate::output::create_dir_all_durable(dir)?;
-    }
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    crate::output::create_dir_all_durable(dir)?;
     let mut line = cut.checkpoint.to_string();
     for p in &cut.positions {
         line.push('\t');
         line.push_str(&p.to_string());
     }
     line.push('\n');
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+    let (mut f, created) = match std::fs::OpenOptions::new().append(true).open(path) {
+        Ok(f) => (f, false),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => (std::fs::OpenOptions::new().create(true).append(true).open(path)?, true),
+        Err(e) => return Err(e),
+    };
     f.write_all(line.as_bytes())?;
-    f.sync_all()
+    f.sync_all()?;
+    if created {
+        crate::output::sync_dir(dir)?;
+    }
+    Ok(())
 }
 
 /// Every cut in `path`, in file order; no file means no cuts.

@@ -20,9 +20,10 @@ pub struct JobSpec {
     #[serde(default, with = "dur_opt", skip_serializing_if = "Option::is_none")]
     pub window: Option<Duration>,
     pub parallelism: u32,
-    /// `0` disables periodic checkpoints (a final one is still taken at the end of input).
-    #[serde(default = "default_ckpt_interval", with = "dur")]
-    pub checkpoint_interval: Duration,
+    /// A fixed period (`0` disables periodic checkpoints; a final one is still taken at the
+    /// end of input), or `{ adaptive: { .. } }`: see [`CheckpointInterval`].
+    #[serde(default)]
+    pub checkpoint_interval: CheckpointInterval,
     /// A pending checkpoint older than this is declined.
     #[serde(default = "default_ckpt_timeout", with = "dur")]
     pub checkpoint_timeout: Duration,
@@ -40,19 +41,182 @@ pub struct JobSpec {
     /// cluster is spread as planned); later restarts take whatever slots there are.
     #[serde(default)]
     pub wait_for_taskmanagers: u32,
+    /// Task-local recovery (Flink's `state.backend.local-recovery`): every taskmanager also
+    /// keeps its tasks' latest snapshots on its own node-local storage, a restart places
+    /// each task on its previous taskmanager when it can, and a task placed there restores
+    /// from that copy (after checking it) instead of shared checkpoint storage.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub local_recovery: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 fn default_job_id() -> String {
     "wordcount".into()
-}
-fn default_ckpt_interval() -> Duration {
-    Duration::from_secs(1)
 }
 fn default_ckpt_timeout() -> Duration {
     Duration::from_secs(10)
 }
 fn default_retained() -> usize {
     3
+}
+
+/// How often checkpoints are triggered.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CheckpointInterval {
+    /// Every this long (`0`: no periodic checkpoints).
+    Fixed(Duration),
+    /// Chosen by the jobmanager as the job runs, from the measured checkpoint cost and the
+    /// observed failures (see [`AdaptiveInterval`]).
+    Adaptive(AdaptiveInterval),
+}
+
+impl Default for CheckpointInterval {
+    fn default() -> Self {
+        CheckpointInterval::Fixed(Duration::from_secs(1))
+    }
+}
+
+impl CheckpointInterval {
+    /// Periodic checkpoints are off (`checkpoint_interval: 0`).
+    pub fn is_disabled(&self) -> bool {
+        matches!(self, CheckpointInterval::Fixed(d) if d.is_zero())
+    }
+
+    /// The period to assume before the job runs (estimates, lint): the fixed period, or an
+    /// adaptive interval's `min`, the fastest it ever checkpoints.
+    pub fn nominal(&self) -> Duration {
+        match self {
+            CheckpointInterval::Fixed(d) => *d,
+            CheckpointInterval::Adaptive(a) => a.min,
+        }
+    }
+
+    pub fn adaptive(&self) -> Option<&AdaptiveInterval> {
+        match self {
+            CheckpointInterval::Adaptive(a) => Some(a),
+            CheckpointInterval::Fixed(_) => None,
+        }
+    }
+}
+
+impl std::fmt::Display for CheckpointInterval {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let fd = crate::duration::format_duration;
+        match self {
+            CheckpointInterval::Fixed(d) => f.write_str(&fd(*d)),
+            CheckpointInterval::Adaptive(a) => {
+                write!(f, "adaptive {}..{}", fd(a.min), fd(a.max))?;
+                if let Some(t) = a.target_recovery {
+                    write!(f, ", target recovery {}", fd(t))?;
+                }
+                write!(f, ", prior MTBF {}", fd(a.mtbf))
+            }
+        }
+    }
+}
+
+/// `checkpoint_interval: { adaptive: { min, max, target_recovery, mtbf } }`: the jobmanager
+/// sets the interval near the Young/Daly optimum from the measured checkpoint cost and the
+/// estimated mean time between failures, bounded by `target_recovery` and clamped to
+/// `[min, max]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AdaptiveInterval {
+    #[serde(with = "dur")]
+    pub min: Duration,
+    #[serde(with = "dur")]
+    pub max: Duration,
+    /// Keep the expected replay after a failure (interval / 2 + the checkpoint latency, trigger
+    /// to complete) within this.
+    #[serde(default, with = "dur_opt", skip_serializing_if = "Option::is_none")]
+    pub target_recovery: Option<Duration>,
+    /// The prior mean time between failures, worth one observed failure: what the
+    /// estimate starts from before the job has failed.
+    #[serde(default = "default_prior_mtbf", with = "dur")]
+    pub mtbf: Duration,
+}
+
+/// Without a prior, one failure a minute: pessimistic enough that a job that fails often
+/// is not caught with a long interval before its first failures are seen.
+pub fn default_prior_mtbf() -> Duration {
+    Duration::from_secs(60)
+}
+
+impl AdaptiveInterval {
+    /// The bounds' rules, as one sentence per broken rule.
+    pub fn check(&self) -> Result<(), String> {
+        if self.min.is_zero() {
+            return Err("min: expected a duration above 0".into());
+        }
+        if self.max < self.min {
+            return Err("max: expected at least min".into());
+        }
+        if self.mtbf.is_zero() {
+            return Err("mtbf: expected a duration above 0".into());
+        }
+        if self.target_recovery.is_some_and(|t| t.is_zero()) {
+            return Err("target_recovery: expected a duration above 0".into());
+        }
+        Ok(())
+    }
+}
+
+const INTERVAL_EXPECTED: &str = "a duration like `1s`, or `{ adaptive: { min: 200ms, max: 5s } }`";
+
+impl Serialize for CheckpointInterval {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        match self {
+            CheckpointInterval::Fixed(d) => s.serialize_str(&crate::duration::format_duration(*d)),
+            CheckpointInterval::Adaptive(a) => {
+                let mut m = s.serialize_map(Some(1))?;
+                m.serialize_entry("adaptive", a)?;
+                m.end()
+            }
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for CheckpointInterval {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{self, MapAccess, Visitor};
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = CheckpointInterval;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str(INTERVAL_EXPECTED)
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<CheckpointInterval, E> {
+                if s.trim() == "adaptive" {
+                    return Err(E::custom(format!("`adaptive` needs its bounds: expected {INTERVAL_EXPECTED}")));
+                }
+                parse_duration(s).map(CheckpointInterval::Fixed).map_err(E::custom)
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<CheckpointInterval, E> {
+                match n {
+                    0 => Ok(CheckpointInterval::Fixed(Duration::ZERO)),
+                    n => Err(E::custom(format!("invalid duration `{n}`: expected a number with a unit (ms, s, m, h), e.g. `{n}s`"))),
+                }
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<CheckpointInterval, A::Error> {
+                let Some(key) = map.next_key::<String>()? else {
+                    return Err(de::Error::custom(format!("empty mapping: expected {INTERVAL_EXPECTED}")));
+                };
+                if key != "adaptive" {
+                    return Err(de::Error::unknown_field(&key, &["adaptive"]));
+                }
+                let a: AdaptiveInterval = map.next_value()?;
+                if let Some(k) = map.next_key::<String>()? {
+                    return Err(de::Error::custom(format!("unexpected `{k}` beside `adaptive`: expected {INTERVAL_EXPECTED}")));
+                }
+                Ok(CheckpointInterval::Adaptive(a))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// What the job computes.
@@ -319,6 +483,9 @@ impl JobSpec {
         if self.heartbeat.interval.is_zero() || self.heartbeat.timeout <= self.heartbeat.interval {
             return Err("heartbeat: expected 0 < interval < timeout".into());
         }
+        if let Some(a) = self.checkpoint_interval.adaptive() {
+            a.check().map_err(|m| format!("checkpoint_interval.adaptive.{m}"))?;
+        }
         if self.checkpoints_retained == 0 {
             return Err("checkpoints_retained: expected at least 1".into());
         }
@@ -413,6 +580,29 @@ mod tests {
         let e = JobSpec::parse("kind: window-wordcount\nwindow: 1.5ms\nparallelism: 2\ninput: { generate: { lines: 10 } }\n").unwrap_err();
         assert!(e.contains("milliseconds"), "{e}");
         assert_eq!(JobSpec::parse("parallelism: 2\ninput: { generate: { lines: 10 } }\n").unwrap().window_clock(), None);
+    }
+
+    #[test]
+    fn an_interval_is_fixed_or_adaptive() {
+        let base = "parallelism: 2\ninput: { generate: { lines: 10 } }\n";
+        let s = JobSpec::parse(base).unwrap();
+        assert_eq!(s.checkpoint_interval, CheckpointInterval::Fixed(Duration::from_secs(1)));
+        let s = JobSpec::parse(&format!("{base}checkpoint_interval: 0\n")).unwrap();
+        assert!(s.checkpoint_interval.is_disabled());
+        let s = JobSpec::parse(&format!("{base}checkpoint_interval: {{ adaptive: {{ min: 200ms, max: 5s, target_recovery: 3s }} }}\n")).unwrap();
+        let a = s.checkpoint_interval.adaptive().unwrap();
+        assert_eq!((a.min, a.max, a.target_recovery, a.mtbf), (Duration::from_millis(200), Duration::from_secs(5), Some(Duration::from_secs(3)), default_prior_mtbf()));
+        assert_eq!(s.checkpoint_interval.nominal(), Duration::from_millis(200));
+        // It round-trips through the YAML the executor writes.
+        assert_eq!(JobSpec::parse(&serde_yaml::to_string(&s).unwrap()).unwrap(), s);
+        let e = JobSpec::parse(&format!("{base}checkpoint_interval: adaptive\n")).unwrap_err();
+        assert!(e.contains("needs its bounds"), "{e}");
+        let e = JobSpec::parse(&format!("{base}checkpoint_interval: {{ adaptive: {{ min: 2s, max: 1s }} }}\n")).unwrap_err();
+        assert!(e.contains("checkpoint_interval.adaptive.max"), "{e}");
+        let e = JobSpec::parse(&format!("{base}checkpoint_interval: {{ adaptive: {{ min: 1s }} }}\n")).unwrap_err();
+        assert!(e.contains("max"), "{e}");
+        let e = JobSpec::parse(&format!("{base}checkpoint_interval: {{ adaptiv: {{ min: 1s, max: 2s }} }}\n")).unwrap_err();
+        assert!(e.contains("adaptiv"), "{e}");
     }
 
     #[test]

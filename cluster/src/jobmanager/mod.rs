@@ -14,7 +14,8 @@
 //! - [`view`]: the REST view, written by the master, read by the REST server.
 //! - [`rpc`]: the RPC listener: taskmanager connections, their frames as [`Event`]s.
 //! - [`attempts`]: the attempt counter without HA; [`checkpoints`]: the checkpoint
-//!   coordinator.
+//!   coordinator; [`interval`]: the adaptive checkpoint interval (pure estimates and choice);
+//!   [`catch_up`]: which completed checkpoints a restore of an older one must re-take.
 //! - [`ops`]: [`HaOp`], a step taken only once its records are durable.
 //! - [`master`]: [`JobMaster`], the actor that makes every decision: registrations,
 //!   heartbeats, failures and restarts, scheduling, checkpoints, the master's side of HA.
@@ -25,8 +26,10 @@
 //!   HA life.
 
 pub mod attempts;
+pub mod catch_up;
 pub mod checkpoints;
 pub mod config;
+pub mod interval;
 pub mod leadership;
 pub mod master;
 pub mod ops;

@@ -28,6 +28,7 @@ pub(super) enum Then {
     Trigger { attempt: u64, checkpoint: u64 },
     /// Send the deployments of an attempt that is recorded.
     Deploy { attempt: u64, deployments: Vec<(String, Deployment)> },
-    /// Tell the sinks a checkpoint completed: its pointer is published.
-    Complete { metadata: Box<Metadata>, is_final: bool, attempt: u64 },
+    /// Tell the sinks a checkpoint completed: its pointer is published. `catch_up`: it
+    /// re-took a checkpoint that had completed before (see `jobmanager::catch_up`).
+    Complete { metadata: Box<Metadata>, is_final: bool, catch_up: bool, attempt: u64 },
 }

@@ -1,5 +1,6 @@
 //! The REST API (JSON), as Flink's: `/overview`, `/jobs`, `/jobs/<id>`,
-//! `/jobs/<id>/checkpoints`, `/taskmanagers`, `/metrics` (Prometheus text).
+//! `/jobs/<id>/checkpoints`, `/jobs/<id>/checkpoints/interval` (the checkpoint interval
+//! and, when adaptive, its history), `/taskmanagers`, `/metrics` (Prometheus text).
 //!
 //! With HA, a standby answers `/overview` itself (`leader: false`, `leader_address`: the
 //! leader's REST URL; the cluster numbers are the leader's, fetched from it) and forwards
@@ -23,6 +24,7 @@ pub fn router(view: SharedView) -> Router {
         .route("/jobs", get(jobs))
         .route("/jobs/{id}", get(job))
         .route("/jobs/{id}/checkpoints", get(checkpoints))
+        .route("/jobs/{id}/checkpoints/interval", get(interval))
         .route("/taskmanagers", get(taskmanagers))
         .route("/metrics", get(metrics))
         .with_state(view)
@@ -118,6 +120,14 @@ async fn checkpoints(State(v): State<SharedView>, Path(id): Path<String>, uri: U
     }
 }
 
+async fn interval(State(v): State<SharedView>, Path(id): Path<String>, uri: Uri, headers: HeaderMap) -> Response {
+    match leader_view(&v, &uri, &headers).await {
+        Ok(v) if v.job.id == id => Json(v.interval).into_response(),
+        Ok(_) => (StatusCode::NOT_FOUND, format!("no job {id}")).into_response(),
+        Err(e) => e,
+    }
+}
+
 async fn taskmanagers(State(v): State<SharedView>, uri: Uri, headers: HeaderMap) -> Response {
     match leader_view(&v, &uri, &headers).await {
         Ok(v) => Json(v.taskmanagers).into_response(),
@@ -140,6 +150,7 @@ async fn metrics(State(v): State<SharedView>, uri: Uri, headers: HeaderMap) -> R
     g("checkpoints_completed_total", "counter", "Completed checkpoints.", v.checkpoints.completed_total);
     g("checkpoints_failed_total", "counter", "Aborted or declined checkpoints.", v.checkpoints.failed_total);
     g("checkpoint_last_duration_ms", "gauge", "Duration of the latest completed checkpoint.", v.checkpoint_last_duration_ms);
+    g("checkpoint_interval_ms", "gauge", "The checkpoint interval in force (adaptive: its latest choice).", v.interval.current_ms);
     g("restarts_total", "counter", "Job restarts.", j.restarts);
     g("attempt", "gauge", "Current execution attempt.", j.attempt);
     g("taskmanagers", "gauge", "Registered taskmanagers.", v.overview.taskmanagers as u64);

@@ -18,6 +18,7 @@ pub struct View {
     pub checkpoints: api::CheckpointsInfo,
     pub taskmanagers: Vec<TaskManagerInfo>,
     pub checkpoint_last_duration_ms: u64,
+    pub interval: api::IntervalInfo,
 }
 
 pub type SharedView = Arc<RwLock<View>>;
@@ -39,6 +40,19 @@ fn empty_details(job: &JobSpec, start_ms: u64) -> JobDetails {
         history: vec![],
         failures: vec![],
         now_ms: start_ms,
+        restores: Vec::new(),
+    }
+}
+
+/// The interval before a master chose one: the fixed one, or an adaptive one's `min`.
+fn fixed_or_unstarted_interval(job: &JobSpec) -> api::IntervalInfo {
+    let a = job.checkpoint_interval.adaptive();
+    api::IntervalInfo {
+        adaptive: a.is_some(),
+        current_ms: job.checkpoint_interval.nominal().as_millis() as u64,
+        min_ms: a.map(|a| a.min.as_millis() as u64),
+        max_ms: a.map(|a| a.max.as_millis() as u64),
+        history: vec![],
     }
 }
 
@@ -69,5 +83,6 @@ pub(super) fn initial_view(cfg: &JmConfig, leader: bool, known: Option<&LeaderIn
         },
         taskmanagers: vec![],
         checkpoint_last_duration_ms: 0,
+        interval: fixed_or_unstarted_interval(&cfg.job),
     }
 }

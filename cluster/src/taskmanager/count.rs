@@ -114,6 +114,8 @@ pub async fn run(
     // Epochs continue from the restored checkpoint, so this attempt's at-least-once parts
     // sort after the ones the failed attempt wrote.
     let mut last_barrier = restored_checkpoint;
+    // When the first barrier of the epoch being aligned arrived: the stall starts there.
+    let mut align_started: Option<std::time::Instant> = None;
     let mut eager = tokio::time::interval(EAGER_COMMIT_EVERY);
     eager.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
@@ -165,7 +167,9 @@ pub async fn run(
                         ctx.counters.words.fetch_add(words, Ordering::Relaxed);
                     }
                     Input::Barrier(input, n) => {
+                        let first = *align_started.get_or_insert_with(std::time::Instant::now);
                         if let Some(n) = aligner.on_barrier(input, n) {
+                            align_started = None;
                             // Epoch n is complete on every input. Copy what the checkpoint
                             // needs (the epoch's updates, the counts), release the inputs at
                             // once, and let the writer make it durable and acknowledge: the
@@ -201,7 +205,8 @@ pub async fn run(
                             gen += 1;
                             last_barrier = n;
                             let _ = release_tx.send(n);
-                            if writer.send(WriteJob { checkpoint: n, staged, records, state }).is_err() {
+                            let stall_us = first.elapsed().as_micros() as u64;
+                            if writer.send(WriteJob { checkpoint: n, staged, records, state, stall_us }).is_err() {
                                 return Err("the checkpoint writer stopped".into());
                             }
                         }
@@ -250,42 +255,60 @@ struct WriteJob {
     staged: Staged,
     records: Vec<(Box<str>, u64)>,
     state: CountState,
+    stall_us: u64,
 }
 
-/// The checkpoint writer: one job at a time, in checkpoint order (so when checkpoint `m`
-/// is acknowledged every earlier staged epoch is on disk too, and a commit of `<= m` finds
-/// them), each acknowledged only once durable.
+/// An epoch whose staging failed: its number, where and what it stages.
+type Unstaged = (u64, Staged, Vec<(Box<str>, u64)>);
+
+/// The checkpoint writer: one job at a time, in checkpoint order, each acknowledged only
+/// once durable.
 ///
-/// A write that fails declines the checkpoint *and fails the task*, and the writer stops:
-/// the epoch is already pending in the sink and listed in later snapshots, so carrying on
-/// would commit a later epoch over a hole. The restart restores the latest completed
-/// checkpoint and aborts what this attempt staged.
+/// A write that fails (EIO, ENOSPC, a failed fsync) declines that checkpoint and the task
+/// goes on: a disk that fails for a while must cost checkpoints, not the job. The epoch is
+/// already pending in the sink and listed in later snapshots, so its staged transaction
+/// is kept in memory and written again before each later checkpoint's; a checkpoint is
+/// acknowledged only when every epoch up to it is staged, so a commit of `<= m` never
+/// skips over a hole.
 fn spawn_writer(ctx: TaskCtx, id: TaskId) -> mpsc::UnboundedSender<WriteJob> {
     let (tx, mut rx) = mpsc::unbounded_channel::<WriteJob>();
     tokio::spawn(async move {
+        // Epochs whose staging failed, oldest first, with what they must stage.
+        let mut unstaged: Vec<Unstaged> = Vec::new();
         while let Some(job) = rx.recv().await {
             let data = ctx.data_dir.clone();
+            let local = ctx.local_dir.clone();
             let job_id = ctx.job.job_id.clone();
-            let n = job.checkpoint;
-            let result = tokio::task::spawn_blocking(move || {
-                let path = match &job.staged {
-                    Staged::Stage(p) | Staged::Commit(p) => p,
+            let (n, stall_us) = (job.checkpoint, job.stall_us);
+            let retry = std::mem::take(&mut unstaged);
+            let ((result, left), cpu_us) = tokio::task::spawn_blocking(move || super::with_thread_cpu(|| {
+                let mut left = Vec::new();
+                let mut first_err: Option<String> = None;
+                for (e, staged, records) in retry.into_iter().chain(std::iter::once((n, job.staged, job.records))) {
+                    let path = match &staged {
+                        Staged::Stage(p) | Staged::Commit(p) => p,
+                    };
+                    if let Err(err) = crate::output::write_transaction(path, records.iter().map(|(w, c)| (&**w, *c))) {
+                        first_err.get_or_insert(format!("staging epoch {e}: {err}"));
+                        left.push((e, staged, records));
+                    }
+                }
+                let result = match first_err {
+                    Some(e) => Err(e),
+                    None => snapshot::write_task_snapshot(&data, local.as_deref(), &job_id, n, id, &job.state).map_err(|e| e.to_string()),
                 };
-                crate::output::write_transaction(path, job.records.iter().map(|(w, c)| (&**w, *c)))
-                    .map_err(|e| format!("staging epoch {n}: {e}"))?;
-                snapshot::write_task_snapshot(&data, &job_id, n, id, &job.state).map_err(|e| e.to_string())
-            })
+                (result, left)
+            }))
             .await
-            .unwrap_or_else(|e| Err(format!("checkpoint writer: {e}")));
+            .unwrap_or_else(|e| ((Err(format!("checkpoint writer: {e}")), Vec::new()), 0));
+            unstaged = left;
             match result {
                 Ok(handle) => {
-                    let _ = ctx.outbox.send(TmToJm::Ack { attempt: ctx.attempt, checkpoint: n, task: id, handle, lines: 0 });
+                    let _ = ctx.outbox.send(TmToJm::Ack { attempt: ctx.attempt, checkpoint: n, task: id, handle, lines: 0, stall_us, cpu_us });
                 }
                 Err(reason) => {
-                    tracing::warn!(checkpoint = n, "checkpoint write failed: {reason}");
-                    let _ = ctx.outbox.send(TmToJm::Decline { attempt: ctx.attempt, checkpoint: n, task: id, reason: reason.clone() });
-                    let _ = ctx.outbox.send(TmToJm::TaskFailed { attempt: ctx.attempt, task: id, cause: reason });
-                    return;
+                    tracing::warn!(checkpoint = n, unstaged = unstaged.len(), "checkpoint write failed, checkpoint declined: {reason}");
+                    let _ = ctx.outbox.send(TmToJm::Decline { attempt: ctx.attempt, checkpoint: n, task: id, reason });
                 }
             }
         }
@@ -331,28 +354,43 @@ mod tests {
     use crate::spec::JobSpec;
     use std::sync::Arc;
 
-    /// Issue 10, item 1: a staging write that fails must fail the task, not only decline
-    /// the checkpoint (the epoch stays pending and a later commit would skip it).
+    /// A staging write that fails declines its checkpoint and the task goes on; the epoch
+    /// is staged again before the next checkpoint, which is acknowledged only then, so a
+    /// later commit never skips it.
     #[tokio::test]
-    async fn a_failed_staging_write_declines_and_fails_the_task_and_stops_the_writer() {
+    async fn a_failed_staging_write_declines_and_is_staged_again_before_the_next_ack() {
         let d = tempfile::tempdir().unwrap();
         let job: JobSpec = serde_yaml::from_str("parallelism: 1\ninput: { generate: { lines: 10 } }").unwrap();
         let (outbox, mut out_rx) = mpsc::unbounded_channel();
-        let ctx = TaskCtx { attempt: 4, job: Arc::new(job), data_dir: d.path().to_path_buf(), outbox, counters: Arc::default(), line_server: None };
+        let ctx = TaskCtx { attempt: 4, job: Arc::new(job), data_dir: d.path().to_path_buf(), outbox, counters: Arc::default(), line_server: None, local_dir: None, input_root: None };
         let writer = spawn_writer(ctx, TaskId::Count(0));
-        // A staged path whose directory does not exist: the write fails.
-        let bad = d.path().join("missing-dir").join("staged-3-4.tsv");
-        let job = |n: u64, p: std::path::PathBuf| WriteJob { checkpoint: n, staged: Staged::Stage(p), records: vec![], state: CountState::default() };
-        // Epoch 4 is queued behind it and would be written fine.
-        let good = d.path().join("staged-4-4.tsv");
-        writer.send(job(3, bad)).unwrap();
-        writer.send(job(4, good.clone())).unwrap();
+        // A staged path whose directory does not exist yet: the write fails (a full disk).
+        let dir = d.path().join("later-dir");
+        let bad = dir.join("staged-3-4.tsv");
+        let job = |n: u64, p: std::path::PathBuf, w: &str| WriteJob {
+            checkpoint: n,
+            staged: Staged::Stage(p),
+            records: vec![(w.into(), n)],
+            state: CountState::default(),
+            stall_us: 0,
+        };
+        writer.send(job(3, bad.clone(), "three")).unwrap();
         let first = out_rx.recv().await.unwrap();
         assert!(matches!(first, TmToJm::Decline { attempt: 4, checkpoint: 3, .. }), "{first:?}");
+        // Still failing: epoch 4 is declined too, though its own file could be written.
+        let good4 = d.path().join("staged-4-4.tsv");
+        writer.send(job(4, good4.clone(), "four")).unwrap();
         let second = out_rx.recv().await.unwrap();
-        assert!(matches!(second, TmToJm::TaskFailed { attempt: 4, task: TaskId::Count(0), .. }), "{second:?}");
-        // The writer is gone: the later epoch is never written over the hole.
-        assert!(out_rx.recv().await.is_none(), "the writer must stop after a failed write");
-        assert!(!good.exists());
+        assert!(matches!(second, TmToJm::Decline { checkpoint: 4, .. }), "{second:?}");
+        // The disk is back: epoch 3 is staged again, then 5, and checkpoint 5 is acknowledged.
+        std::fs::create_dir_all(&dir).unwrap();
+        let good5 = d.path().join("staged-5-4.tsv");
+        writer.send(job(5, good5.clone(), "five")).unwrap();
+        let third = out_rx.recv().await.unwrap();
+        assert!(matches!(third, TmToJm::Ack { checkpoint: 5, .. }), "{third:?}");
+        assert!(std::fs::read_to_string(&bad).unwrap().starts_with("three\t3\n"), "epoch 3 staged before the ack of 5");
+        assert!(good4.exists() && good5.exists());
+        // No TaskFailed: the task was never failed.
+        assert!(out_rx.try_recv().is_err());
     }
 }

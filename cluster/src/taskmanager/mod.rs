@@ -10,6 +10,15 @@
 //! same process) when a newer leader is elected. It remembers the newest leader epoch it has
 //! seen and refuses every command of an older epoch: a deposed leader that wakes up cannot
 //! deploy, trigger, commit or cancel anything here.
+//!
+//! With `job.local_recovery` and a `--local-dir`, tasks also keep their snapshots on that
+//! node-local directory and restore from it when the jobmanager places them here again
+//! ([`crate::snapshot::restore_task`]); each deployment reports how every task restored
+//! (local or remote, and how long it took) with its `Deployed`.
+//!
+//! A deployment that restores an older checkpoint than the latest completed one carries
+//! the cuts of the newer ones (see `jobmanager::catch_up`): each source gets its own
+//! position in every one and injects those barriers itself.
 
 pub mod alignment;
 pub mod count;
@@ -19,10 +28,29 @@ pub mod socket;
 pub mod source;
 pub mod window;
 
+/// Runs `f` and returns its result with the CPU time the calling thread spent in it (µs;
+/// user and system, so waiting for a disk does not count). A checkpoint writer's CPU is
+/// what a checkpoint takes from processing on a busy node, beyond the data path's stall:
+/// the adaptive interval's cost counts it (`jobmanager::interval`).
+pub(crate) fn with_thread_cpu<T>(f: impl FnOnce() -> T) -> (T, u64) {
+    fn now_us() -> u64 {
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: a valid pointer to a timespec; CLOCK_THREAD_CPUTIME_ID always exists on Linux.
+        if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } != 0 {
+            return 0;
+        }
+        ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1_000
+    }
+    let start = now_us();
+    let r = f();
+    (r, now_us().saturating_sub(start))
+}
+
 use crate::ha::{self, HaConfig, LeaderInfo};
 use crate::spec::JobSpec;
 use crate::snapshot;
-use crate::wire::{self, DataHello, Deployment, JmToTm, TaskId, TaskMetrics, TmToJm};
+use crate::api::TaskRestore;
+use crate::wire::{self, DataHello, Deployment, JmToTm, SnapshotHandle, TaskId, TaskMetrics, TmToJm};
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
@@ -50,6 +78,12 @@ pub struct TmConfig {
     pub ha: Option<TmHa>,
     /// `host:port` of the line server, overriding the job's `input.socket` address.
     pub line_server: Option<String>,
+    /// Node-local storage for task-local recovery: on Docker a directory of the
+    /// container's own filesystem (it survives a restart of the container, not its
+    /// re-creation). `None`: no local copies, whatever the job asks.
+    pub local_dir: Option<PathBuf>,
+    /// What a job's input file path is relative to; `None`: `data_dir`.
+    pub input_root: Option<PathBuf>,
 }
 
 /// Where a taskmanager finds the leader with high availability.
@@ -80,6 +114,18 @@ pub struct TaskCtx {
     pub counters: Arc<Counters>,
     /// See [`TmConfig::line_server`].
     pub line_server: Option<String>,
+    /// Where snapshots get their local copy: set when the job asks for local recovery and
+    /// this taskmanager has a local directory.
+    pub local_dir: Option<PathBuf>,
+    /// See [`TmConfig::input_root`].
+    pub input_root: Option<PathBuf>,
+}
+
+impl TaskCtx {
+    /// Where the job's input file `path` (relative, like `input/words.txt`) is.
+    pub fn input_path(&self, path: &str) -> PathBuf {
+        self.input_root.as_ref().unwrap_or(&self.data_dir).join(path)
+    }
 }
 
 /// The tasks of the attempt this taskmanager currently runs.
@@ -89,6 +135,9 @@ struct Running {
     sources: HashMap<u32, mpsc::Sender<source::SourceCmd>>,
     counts: HashMap<u32, mpsc::Sender<count::CountCmd>>,
     metrics: Vec<(TaskId, Arc<Counters>)>,
+    /// Task-local recovery: the local directory and the job id, to prune local copies as
+    /// checkpoints complete.
+    local: Option<(PathBuf, String)>,
 }
 
 impl Running {
@@ -268,12 +317,26 @@ async fn registered_session(
     let (outbox, mut out_rx) = mpsc::unbounded_channel::<TmToJm>();
     let mut hb = tokio::time::interval(hb_interval);
     let mut last_heard = Instant::now();
+    // A deployment whose tasks are reading their state: a session's own (a lost
+    // connection fails the attempt anyway).
+    let mut restoring: Option<Restoring> = None;
     loop {
         tokio::select! {
             m = in_rx.recv() => {
                 let m = m.ok_or("reader ended")??;
                 last_heard = Instant::now();
-                handle(cfg, routes, running, &outbox, fence, m);
+                handle(cfg, routes, running, &mut restoring, fence, m);
+            }
+            (attempt, restored) = restored(&mut restoring) => {
+                match restored.and_then(|(d, r)| deploy(cfg, routes, &outbox, d, r)) {
+                    Ok((r, restores)) => {
+                        *running = Some(r);
+                        let _ = outbox.send(TmToJm::Deployed { attempt, restores });
+                    }
+                    Err((task, cause)) => {
+                        let _ = outbox.send(TmToJm::TaskFailed { attempt, task, cause });
+                    }
+                }
             }
             Some(msg) = out_rx.recv() => {
                 wire::write_json(&mut w, &msg).await.map_err(|e| e.to_string())?;
@@ -301,43 +364,81 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// A deployment whose tasks' state is being read (local copy or shared storage, verified,
+/// decoded) on a blocking thread. Off the control loop, so the taskmanager goes on
+/// heartbeating while it reads: a large state from remote-like storage used to take longer
+/// than the heartbeat timeout, and the jobmanager declared the restoring node lost and
+/// restarted the job, again and again.
+struct Restoring {
+    attempt: u64,
+    task: JoinHandle<Result<(Deployment, Restored), (TaskId, String)>>,
+}
+
+/// Each task's restored state, and how each was restored.
+#[derive(Default)]
+struct Restored {
+    counts: HashMap<u32, count::CountState>,
+    sources: HashMap<u32, source::SourceState>,
+    restores: Vec<TaskRestore>,
+}
+
+impl Restoring {
+    fn start(cfg: &TmConfig, d: Deployment) -> Restoring {
+        let cfg = cfg.clone();
+        let attempt = d.attempt;
+        let task = tokio::task::spawn_blocking(move || restore_states(&cfg, &d).map(|r| (d, r)));
+        Restoring { attempt, task }
+    }
+}
+
+/// Resolves when the deployment being restored has its state, with its attempt (never
+/// while there is none); the deployment is then no longer restoring.
+async fn restored(restoring: &mut Option<Restoring>) -> (u64, Result<(Deployment, Restored), (TaskId, String)>) {
+    let Some(r) = restoring.as_mut() else { return std::future::pending().await };
+    let out = (&mut r.task).await;
+    let attempt = r.attempt;
+    *restoring = None;
+    // A panic on the blocking thread is the deployment's failure, not the node's.
+    (attempt, out.unwrap_or_else(|e| Err((TaskId::Source(0), format!("restoring the deployment's state: {e}")))))
+}
+
 /// Acts on one jobmanager command. `newest_epoch` is the newest leader epoch this
 /// taskmanager has seen: commands of an older epoch come from a deposed leader and are
-/// refused, whatever they are.
-fn handle(cfg: &TmConfig, routes: &SharedRoutes, running: &mut Option<Running>, outbox: &Outbox, newest_epoch: u64, m: JmToTm) {
+/// refused, whatever they are. A deployment starts restoring (see [`Restoring`]); its tasks
+/// start when [`restored`] resolves.
+fn handle(cfg: &TmConfig, routes: &SharedRoutes, running: &mut Option<Running>, restoring: &mut Option<Restoring>, newest_epoch: u64, m: JmToTm) {
     if let Some(epoch) = m.leader_epoch().filter(|&e| e < newest_epoch) {
         tracing::warn!(epoch, newest_epoch, command = ?command_name(&m), "refusing a command of a stale leader epoch");
         return;
     }
     let current = running.as_ref().map(|r| r.attempt);
+    let newest = current.max(restoring.as_ref().map(|r| r.attempt));
     match m {
         JmToTm::Heartbeat | JmToTm::Registered { .. } => {}
         JmToTm::Deploy(d) => {
-            if current.is_some_and(|a| a >= d.attempt) {
+            if newest.is_some_and(|a| a >= d.attempt) {
                 tracing::warn!(attempt = d.attempt, "ignoring a deployment of an old attempt");
                 return;
             }
             cancel(running, routes);
-            let attempt = d.attempt;
-            match deploy(cfg, routes, outbox, *d) {
-                Ok(r) => {
-                    *running = Some(r);
-                    let _ = outbox.send(TmToJm::Deployed { attempt });
-                }
-                Err((task, cause)) => {
-                    let _ = outbox.send(TmToJm::TaskFailed { attempt, task, cause });
-                }
-            }
+            // A newer deployment supersedes one still restoring: its result is dropped.
+            *restoring = Some(Restoring::start(cfg, *d));
         }
         JmToTm::Cancel { attempt, .. } => {
             if current == Some(attempt) {
                 cancel(running, routes);
+            }
+            if restoring.as_ref().is_some_and(|r| r.attempt == attempt) {
+                *restoring = None;
             }
         }
         JmToTm::Finish { attempt, .. } => {
             if current == Some(attempt) {
                 tracing::info!(attempt, "job finished; stopping tasks");
                 cancel(running, routes);
+            }
+            if restoring.as_ref().is_some_and(|r| r.attempt == attempt) {
+                *restoring = None;
             }
         }
         JmToTm::Trigger { attempt, checkpoint, .. } => {
@@ -351,6 +452,11 @@ fn handle(cfg: &TmConfig, routes: &SharedRoutes, running: &mut Option<Running>, 
             if let Some(r) = running.as_ref().filter(|r| r.attempt == attempt) {
                 for tx in r.counts.values() {
                     let _ = tx.try_send(count::CountCmd::Complete(checkpoint));
+                }
+                // The completed checkpoint subsumes older ones: their local copies go
+                // (newer ones may be in flight and stay).
+                if let Some((dir, job)) = &r.local {
+                    snapshot::prune_local(dir, job, checkpoint, None);
                 }
             }
         }
@@ -369,9 +475,47 @@ fn command_name(m: &JmToTm) -> &'static str {
     }
 }
 
-/// Starts the tasks of one deployment.
-fn deploy(cfg: &TmConfig, routes: &SharedRoutes, outbox: &Outbox, d: Deployment) -> Result<Running, (TaskId, String)> {
+/// Where this taskmanager keeps local copies for `job`: its local directory when the job
+/// asks for task-local recovery.
+fn local_dir_for(cfg: &TmConfig, job: &JobSpec) -> Option<PathBuf> {
+    match (job.local_recovery, &cfg.local_dir) {
+        (true, Some(dir)) => Some(dir.clone()),
+        (true, None) => {
+            tracing::warn!("the job asks for local recovery but this taskmanager has no --local-dir: restoring from shared storage only");
+            None
+        }
+        (false, _) => None,
+    }
+}
+
+/// Reads, verifies and decodes the state of every task of `d` that has a snapshot in the
+/// restored checkpoint (blocking: run by [`Restoring`]).
+fn restore_states(cfg: &TmConfig, d: &Deployment) -> Result<Restored, (TaskId, String)> {
+    let mut out = Restored::default();
+    let Some(restore) = &d.restore else { return Ok(out) };
+    let local_dir = local_dir_for(cfg, &d.job);
+    let handle = |t: TaskId| restore.handles.iter().find(|(id, _)| *id == t).map(|(_, h)| h.clone());
+    let (job, n) = (&d.job.job_id, restore.checkpoint);
+    for &i in &d.local {
+        if let Some(h) = handle(TaskId::Count(i)) {
+            let st = restore_one(cfg, local_dir.as_deref(), job, d.attempt, n, TaskId::Count(i), &h, &mut out.restores)?;
+            out.counts.insert(i, st);
+        }
+        if let Some(h) = handle(TaskId::Source(i)) {
+            let st = restore_one(cfg, local_dir.as_deref(), job, d.attempt, n, TaskId::Source(i), &h, &mut out.restores)?;
+            out.sources.insert(i, st);
+        }
+    }
+    Ok(out)
+}
+
+/// Starts the tasks of one deployment from their restored state; returns them and how
+/// each restored its state.
+fn deploy(cfg: &TmConfig, routes: &SharedRoutes, outbox: &Outbox, d: Deployment, mut restored: Restored) -> Result<(Running, Vec<TaskRestore>), (TaskId, String)> {
     let job = Arc::new(d.job);
+    let local_dir = local_dir_for(cfg, &job);
+    let restore_from = d.restore.as_ref().map(|r| r.checkpoint);
+    let restores = std::mem::take(&mut restored.restores);
     let p = job.parallelism;
     let mut outputs = d.assignments.clone();
     outputs.sort_by_key(|a| a.subtask);
@@ -384,20 +528,14 @@ fn deploy(cfg: &TmConfig, routes: &SharedRoutes, outbox: &Outbox, d: Deployment)
         sources: HashMap::new(),
         counts: HashMap::new(),
         metrics: Vec::new(),
+        local: local_dir.clone().map(|dir| (dir, job.job_id.clone())),
     };
-    let restore_handle = |t: TaskId| d.restore.as_ref().and_then(|rs| rs.handles.iter().find(|(id, _)| *id == t).map(|(_, h)| h.clone()));
     let mut new_inputs = HashMap::new();
     for &i in &d.local {
         // Count task (sink chained).
         let counters = Arc::new(Counters::default());
-        let ctx = TaskCtx { attempt: d.attempt, job: job.clone(), data_dir: cfg.data_dir.clone(), outbox: outbox.clone(), counters: counters.clone(), line_server: cfg.line_server.clone() };
-        let restore = match restore_handle(TaskId::Count(i)) {
-            Some(h) => {
-                let st: count::CountState = snapshot::read_task_snapshot(&cfg.data_dir, &h).map_err(|e| (TaskId::Count(i), e.to_string()))?;
-                Some((d.restore.as_ref().map(|r| r.checkpoint).unwrap_or(0), st))
-            }
-            None => None,
-        };
+        let ctx = task_ctx(cfg, d.attempt, &job, outbox, &counters, &local_dir);
+        let restore = restored.counts.remove(&i).map(|st| (restore_from.unwrap_or(0), st));
         let (conn_tx, conn_rx) = mpsc::channel(p as usize + 4);
         let (cmd_tx, cmd_rx) = mpsc::channel(64);
         new_inputs.insert(i, conn_tx);
@@ -407,22 +545,67 @@ fn deploy(cfg: &TmConfig, routes: &SharedRoutes, outbox: &Outbox, d: Deployment)
 
         // Source task (tokenizer chained).
         let counters = Arc::new(Counters::default());
-        let ctx = TaskCtx { attempt: d.attempt, job: job.clone(), data_dir: cfg.data_dir.clone(), outbox: outbox.clone(), counters: counters.clone(), line_server: cfg.line_server.clone() };
-        let restore = match restore_handle(TaskId::Source(i)) {
-            Some(h) => Some(snapshot::read_task_snapshot::<source::SourceState>(&cfg.data_dir, &h).map_err(|e| (TaskId::Source(i), e.to_string()))?),
-            None => None,
-        };
+        let ctx = task_ctx(cfg, d.attempt, &job, outbox, &counters, &local_dir);
+        let restore = restored.sources.remove(&i);
         let (cmd_tx, cmd_rx) = mpsc::channel(64);
         r.sources.insert(i, cmd_tx);
         r.metrics.push((TaskId::Source(i), counters));
-        r.handles.push(spawn_task(ctx.clone(), TaskId::Source(i), source::run(ctx, i, outputs.clone(), restore, cmd_rx)));
+        // This source's position in every catch-up checkpoint's cut.
+        let catch_up: Vec<(u64, u64)> =
+            d.catch_up.iter().filter_map(|c| c.positions.get(i as usize).map(|&at| (c.checkpoint, at))).collect();
+        r.handles.push(spawn_task(ctx.clone(), TaskId::Source(i), source::run(ctx, i, outputs.clone(), restore, catch_up, cmd_rx)));
     }
     if let Ok(mut g) = routes.lock() {
         g.attempt = d.attempt;
         g.inputs = new_inputs;
     }
-    tracing::info!(attempt = d.attempt, pipelines = ?d.local, restore = ?d.restore.as_ref().map(|r| r.checkpoint), "deployed");
-    Ok(r)
+    // Local copies of any other checkpoint are now useless: newer ones belong to the failed
+    // attempt (never completed, or not restorable), older ones are subsumed.
+    if let Some(dir) = &local_dir {
+        snapshot::prune_local(dir, &job.job_id, 0, Some(restore_from.unwrap_or(0)));
+    }
+    tracing::info!(attempt = d.attempt, pipelines = ?d.local, restore = ?restore_from, "deployed");
+    Ok((r, restores))
+}
+
+/// Restores one task from checkpoint `n` (local copy first, when there is a local
+/// directory) and records how.
+#[allow(clippy::too_many_arguments)]
+fn restore_one<T: serde::de::DeserializeOwned>(
+    cfg: &TmConfig,
+    local_dir: Option<&std::path::Path>,
+    job: &str,
+    attempt: u64,
+    n: u64,
+    t: TaskId,
+    h: &SnapshotHandle,
+    restores: &mut Vec<TaskRestore>,
+) -> Result<T, (TaskId, String)> {
+    let r = snapshot::restore_task(&cfg.data_dir, local_dir, job, n, t, h).map_err(|e| (t, e.to_string()))?;
+    restores.push(TaskRestore {
+        attempt,
+        checkpoint: n,
+        task: t.to_string(),
+        taskmanager: cfg.id.clone(),
+        source: r.source,
+        duration_ms: r.duration.as_secs_f64() * 1e3,
+        bytes: r.bytes,
+        fallback: r.fallback,
+    });
+    Ok(r.state)
+}
+
+fn task_ctx(cfg: &TmConfig, attempt: u64, job: &Arc<JobSpec>, outbox: &Outbox, counters: &Arc<Counters>, local_dir: &Option<PathBuf>) -> TaskCtx {
+    TaskCtx {
+        attempt,
+        job: job.clone(),
+        data_dir: cfg.data_dir.clone(),
+        outbox: outbox.clone(),
+        counters: counters.clone(),
+        line_server: cfg.line_server.clone(),
+        local_dir: local_dir.clone(),
+        input_root: cfg.input_root.clone(),
+    }
 }
 
 /// Runs a task; its failure becomes a `TaskFailed` report (never a crash of the node).
@@ -499,6 +682,8 @@ mod tests {
             advertise: "127.0.0.1:0".into(),
             ha: None,
             line_server: None,
+            local_dir: None,
+            input_root: None,
         }
     }
 
@@ -512,21 +697,22 @@ mod tests {
             sources: HashMap::from([(0, src_tx)]),
             counts: HashMap::from([(0, cnt_tx)]),
             metrics: Vec::new(),
+            local: None,
         };
         (r, src_rx, cnt_rx)
     }
 
     fn deployment(attempt: u64, leader_epoch: u64) -> JmToTm {
         let job: JobSpec = serde_yaml::from_str("parallelism: 2\ninput: { generate: { lines: 10 } }").unwrap();
-        JmToTm::Deploy(Box::new(Deployment { attempt, leader_epoch, job, assignments: vec![], local: vec![0], restore: None }))
+        JmToTm::Deploy(Box::new(Deployment { attempt, leader_epoch, job, assignments: vec![], local: vec![0], restore: None, catch_up: vec![] }))
     }
 
     #[tokio::test]
     async fn commands_of_a_stale_leader_epoch_are_refused() {
         let (cfg, routes) = (cfg(), SharedRoutes::default());
-        let (outbox, mut out_rx) = mpsc::unbounded_channel();
         let (r, mut src_rx, mut cnt_rx) = running(7);
         let mut running = Some(r);
+        let mut restoring = None;
         // The newest epoch seen is 5; a deposed leader of epoch 3 (a zombie that woke up)
         // triggers, completes, deploys, finishes and cancels: all refused.
         let newest = 5;
@@ -537,31 +723,64 @@ mod tests {
             JmToTm::Finish { attempt: 7, leader_epoch: 3 },
             JmToTm::Cancel { attempt: 7, leader_epoch: 3 },
         ] {
-            handle(&cfg, &routes, &mut running, &outbox, newest, m);
+            handle(&cfg, &routes, &mut running, &mut restoring, newest, m);
         }
         assert!(src_rx.try_recv().is_err(), "a stale trigger reached a source");
         assert!(cnt_rx.try_recv().is_err(), "a stale completion reached a sink");
-        assert!(out_rx.try_recv().is_err(), "a stale deployment was acted on");
+        assert!(restoring.is_none(), "a stale deployment was acted on");
         assert_eq!(running.as_ref().map(|r| r.attempt), Some(7), "the running attempt was touched");
 
         // The current leader's commands are obeyed.
-        handle(&cfg, &routes, &mut running, &outbox, newest, JmToTm::Trigger { attempt: 7, checkpoint: 9, leader_epoch: 5 });
+        handle(&cfg, &routes, &mut running, &mut restoring, newest, JmToTm::Trigger { attempt: 7, checkpoint: 9, leader_epoch: 5 });
         assert!(matches!(src_rx.try_recv(), Ok(source::SourceCmd::Trigger(9))));
-        handle(&cfg, &routes, &mut running, &outbox, newest, JmToTm::Complete { attempt: 7, checkpoint: 9, leader_epoch: 5 });
+        handle(&cfg, &routes, &mut running, &mut restoring, newest, JmToTm::Complete { attempt: 7, checkpoint: 9, leader_epoch: 5 });
         assert!(matches!(cnt_rx.try_recv(), Ok(count::CountCmd::Complete(9))));
-        handle(&cfg, &routes, &mut running, &outbox, newest, JmToTm::Cancel { attempt: 7, leader_epoch: 5 });
+        handle(&cfg, &routes, &mut running, &mut restoring, newest, JmToTm::Cancel { attempt: 7, leader_epoch: 5 });
         assert!(running.is_none(), "the current leader's cancel must stop the tasks");
     }
 
     #[tokio::test]
     async fn a_newer_epoch_is_obeyed() {
         let (cfg, routes) = (cfg(), SharedRoutes::default());
-        let (outbox, _out_rx) = mpsc::unbounded_channel();
         let (r, mut src_rx, _cnt_rx) = running(7);
         let mut running = Some(r);
+        let mut restoring = None;
         // A command of a newer epoch than the session's is not stale (the session ends
         // when the taskmanager learns of the new leader, but fencing only refuses the old).
-        handle(&cfg, &routes, &mut running, &outbox, 5, JmToTm::Trigger { attempt: 7, checkpoint: 2, leader_epoch: 6 });
+        handle(&cfg, &routes, &mut running, &mut restoring, 5, JmToTm::Trigger { attempt: 7, checkpoint: 2, leader_epoch: 6 });
         assert!(matches!(src_rx.try_recv(), Ok(source::SourceCmd::Trigger(2))));
+    }
+
+    /// A large state from remote-like storage took longer to restore than the heartbeat
+    /// timeout while the control loop waited for it: the jobmanager declared the node lost
+    /// and restarted the job again and again. The restore now runs off the loop: `handle`
+    /// returns at once, heartbeats go on, and the result arrives through `restored` (here a
+    /// missing snapshot: the deployment fails with the task that could not restore).
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_deployment_restores_off_the_control_loop() {
+        let (cfg, routes) = (cfg(), SharedRoutes::default());
+        let (mut running, mut restoring) = (None, None);
+        let deploy = |attempt| {
+            let job: JobSpec = serde_yaml::from_str("job_id: j\nparallelism: 1\ninput: { generate: { lines: 10 } }").unwrap();
+            let handle = SnapshotHandle { path: "checkpoints/j/chk-4/count-0.snap".into(), crc32: 0, size: 10 };
+            let restore = wire::Restore { checkpoint: 4, handles: vec![(TaskId::Count(0), handle)] };
+            JmToTm::Deploy(Box::new(Deployment { attempt, leader_epoch: 1, job, assignments: vec![], local: vec![0], restore: Some(restore), catch_up: vec![] }))
+        };
+        handle(&cfg, &routes, &mut running, &mut restoring, 1, deploy(3));
+        assert!(running.is_none() && restoring.as_ref().is_some_and(|r| r.attempt == 3), "restoring, not yet running");
+        handle(&cfg, &routes, &mut running, &mut restoring, 1, deploy(2));
+        assert_eq!(restoring.as_ref().map(|r| r.attempt), Some(3), "an older deployment does not replace a restoring one");
+        let (attempt, r) = restored(&mut restoring).await;
+        assert_eq!(attempt, 3);
+        let Err((task, cause)) = r else { panic!("restored from a missing snapshot") };
+        assert_eq!(task, TaskId::Count(0), "{cause}");
+        assert!(restoring.is_none());
+        // A cancel or a finish of the restoring attempt drops it.
+        handle(&cfg, &routes, &mut running, &mut restoring, 1, deploy(4));
+        handle(&cfg, &routes, &mut running, &mut restoring, 1, JmToTm::Cancel { attempt: 4, leader_epoch: 1 });
+        assert!(restoring.is_none(), "cancelled while restoring");
+        handle(&cfg, &routes, &mut running, &mut restoring, 1, deploy(5));
+        handle(&cfg, &routes, &mut running, &mut restoring, 1, JmToTm::Finish { attempt: 5, leader_epoch: 1 });
+        assert!(restoring.is_none(), "finished while restoring");
     }
 }

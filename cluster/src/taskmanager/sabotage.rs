@@ -8,6 +8,9 @@
 //! - `skip-commit:<subtask>:<epoch>`: that sink forgets epoch `<epoch>` at commit time
 //!   (its staged file deleted, nothing committed), as the engine once did when a staged
 //!   file went missing.
+//! - `no-catch-up`: the jobmanager restores an older checkpoint without re-taking the
+//!   newer completed ones at their cuts (`jobmanager::catch_up`), as the engine did before
+//!   it had the catch-up.
 
 /// The environment variable that switches a sabotage on.
 pub const ENV: &str = "STREAMD_SABOTAGE";
@@ -17,6 +20,7 @@ pub const ENV: &str = "STREAMD_SABOTAGE";
 pub enum Sabotage {
     DropEpoch { subtask: u32, epoch: u64 },
     SkipCommit { subtask: u32, epoch: u64 },
+    NoCatchUp,
 }
 
 impl Sabotage {
@@ -32,6 +36,9 @@ impl Sabotage {
     }
 
     fn parse(v: &str) -> Option<Sabotage> {
+        if v == "no-catch-up" {
+            return Some(Sabotage::NoCatchUp);
+        }
         let mut it = v.split(':');
         let (kind, subtask, epoch) = (it.next()?, it.next()?.parse().ok()?, it.next()?.parse().ok()?);
         match (kind, it.next()) {
@@ -57,10 +64,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_the_two_sabotages_and_nothing_else() {
+    fn parses_the_three_sabotages_and_nothing_else() {
         assert_eq!(Sabotage::parse("drop-epoch:1:3"), Some(Sabotage::DropEpoch { subtask: 1, epoch: 3 }));
         assert_eq!(Sabotage::parse("skip-commit:0:4"), Some(Sabotage::SkipCommit { subtask: 0, epoch: 4 }));
-        for bad in ["", "drop-epoch", "drop-epoch:1", "drop-epoch:x:3", "drop-epoch:1:3:4", "other:1:3"] {
+        assert_eq!(Sabotage::parse("no-catch-up"), Some(Sabotage::NoCatchUp));
+        for bad in ["", "drop-epoch", "drop-epoch:1", "drop-epoch:x:3", "drop-epoch:1:3:4", "other:1:3", "no-catch-up:1"] {
             assert_eq!(Sabotage::parse(bad), None, "{bad}");
         }
     }

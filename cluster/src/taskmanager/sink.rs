@@ -7,10 +7,18 @@
 //! `committed-<n>.tsv` (notices can be lost, so a later one subsumes earlier ones). On
 //! restore the pending epochs of the restored snapshot are committed (idempotently: they
 //! belong to a completed checkpoint) and every staged file of an *older* attempt is
-//! aborted (deleted). A newer attempt's files are never touched: a stale deployment (a
+//! aborted (deleted), then again at every commit (a stale task may stage after the
+//! restore). A newer attempt's files are never touched: a stale deployment (a
 //! taskmanager that was frozen with a deployment in its socket buffer) may restore after
 //! a newer attempt runs elsewhere, and its restore cannot be cancelled (it runs before the
 //! task's first await).
+//!
+//! An epoch committed already when it is committed again (a catch-up re-took its
+//! checkpoint after a restore of an older one, see `jobmanager::catch_up`) keeps its
+//! committed file, and the re-staged one is dropped: the replay staged the same updates.
+//! A subtask whose commit notice was lost the first time has no committed file yet: its
+//! staged file of the older attempt was aborted on restore, and the re-staged one is
+//! committed as usual.
 //!
 //! A pending epoch whose staged file is gone at commit time (and not already committed) is
 //! an error, never a warning: its updates would be lost while the job goes on.
@@ -19,8 +27,8 @@
 //! straight away, where `part` orders the writes of successive attempts.
 
 use crate::output::{
-    committed_name, create_dir_all_durable, parse_in_progress_name, parse_name, staged_name, sync_dir, write_transaction,
-    TxnFile,
+    committed_name, create_dir_all_durable, parse_in_progress_name, parse_name, read_transaction, staged_name, sync_dir,
+    write_transaction, TxnFile,
 };
 use std::collections::BTreeSet;
 use std::io;
@@ -77,6 +85,18 @@ impl FileSink {
         for &e in pending {
             self.commit_one(e, staged_by)?;
         }
+        self.abort_older_attempts()?;
+        // The commits above are renames: durable once the directory is.
+        sync_dir(&self.dir).map_err(io_err(&self.dir))
+    }
+
+    /// Deletes every staged (or half-written) transaction of an attempt older than this
+    /// one: after the restore nothing of theirs can ever be committed. Done at restore and
+    /// again at every commit, because a stale task can still write after the restore (a
+    /// taskmanager frozen with a barrier in its socket buffer stages that epoch when it
+    /// wakes up, before it learns it was replaced); at the next commit its file goes.
+    fn abort_older_attempts(&mut self) -> Result<(), SinkError> {
+        let mut aborted = false;
         for entry in std::fs::read_dir(&self.dir).map_err(io_err(&self.dir))? {
             let entry = entry.map_err(io_err(&self.dir))?;
             let name = entry.file_name();
@@ -89,10 +109,18 @@ impl FileSink {
             };
             if owner < self.attempt {
                 tracing::debug!(file = name, "aborting a staged transaction of an older attempt");
-                std::fs::remove_file(entry.path()).map_err(io_err(&entry.path()))?;
+                match std::fs::remove_file(entry.path()) {
+                    Ok(()) => aborted = true,
+                    // The stale task renamed it meanwhile (its .tmp to .tsv): the next sweep.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(io_err(&entry.path())(e)),
+                }
             }
         }
-        sync_dir(&self.dir).map_err(io_err(&self.dir))
+        if aborted {
+            sync_dir(&self.dir).map_err(io_err(&self.dir))?;
+        }
+        Ok(())
     }
 
     /// Phase one: stage epoch `epoch`'s updates durably.
@@ -132,6 +160,7 @@ impl FileSink {
         if !done.is_empty() {
             sync_dir(&self.dir).map_err(io_err(&self.dir))?;
         }
+        self.abort_older_attempts()?;
         Ok(done)
     }
 
@@ -144,6 +173,11 @@ impl FileSink {
             self.pending.remove(&epoch);
             return Ok(());
         }
+        if staged.exists() && self.keep_committed(epoch, &staged, &committed)? {
+            std::fs::remove_file(&staged).map_err(io_err(&staged))?;
+            self.pending.remove(&epoch);
+            return Ok(());
+        }
         match std::fs::rename(&staged, &committed) {
             Ok(()) => {}
             // Already committed (a repeated notice, or a restore after the commit): fine.
@@ -153,6 +187,34 @@ impl FileSink {
         }
         self.pending.remove(&epoch);
         Ok(())
+    }
+
+    /// Whether epoch `epoch` is committed already, so that its `staged` file is dropped
+    /// instead of renamed over `committed`. Only a catch-up gets here (ids never repeat
+    /// otherwise): the attempt re-took a completed checkpoint whose epoch this sink had
+    /// committed. The replay staged the same updates, so either file would do; the one
+    /// committed first stays, as readers may have seen it — unless it is not a complete
+    /// transaction (then the fresh one replaces it). A different content is logged: the
+    /// replay was not deterministic, and the verdict's epoch checks will tell.
+    fn keep_committed(&self, epoch: u64, staged: &Path, committed: &Path) -> Result<bool, SinkError> {
+        let (mut old, ok) = match read_transaction(committed) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(io_err(committed)(e)),
+        };
+        if let Err(why) = ok {
+            tracing::warn!(epoch, "the committed transaction is damaged ({why}): replacing it with the re-staged one");
+            return Ok(false);
+        }
+        let (mut new, _) = read_transaction(staged).map_err(io_err(staged))?;
+        old.sort_unstable();
+        new.sort_unstable();
+        if old == new {
+            tracing::debug!(epoch, "epoch committed already, with the same updates: keeping it");
+        } else {
+            tracing::warn!(epoch, committed = old.len(), restaged = new.len(), "epoch committed already with other updates than re-staged now: keeping the committed one");
+        }
+        Ok(true)
     }
 
     /// at-least-once: commit `records` at once as a new part of `epoch`.
@@ -207,7 +269,7 @@ mod tests {
         assert_eq!(t[0].records, vec![("a".to_string(), 1)]);
     }
 
-    /// Issue 10, item 1: an epoch marked pending whose staged file was never written (the
+    /// An epoch marked pending whose staged file was never written (the
     /// write failed) must not be dropped with a warning at the next commit.
     #[test]
     fn a_pending_epoch_without_its_staged_file_fails_the_commit() {
@@ -224,7 +286,7 @@ mod tests {
         assert!(matches!(r.restore(&[4], 1), Err(SinkError::Lost { epoch: 4, .. })));
     }
 
-    /// Issue 10, item 2: a stale deployment (attempt 1) restoring after a newer attempt
+    /// A stale deployment (attempt 1) restoring after a newer attempt
     /// (2) staged an epoch in the same directory must not delete the newer one's file.
     #[test]
     fn a_stale_restore_leaves_a_newer_attempts_staged_files_alone() {
@@ -246,6 +308,63 @@ mod tests {
         assert_eq!(names(&dir), vec!["staged-5-2.tsv", "staged-6-2.tmp"]);
         assert_eq!(newer.commit_up_to(5).unwrap(), vec![5]);
         assert_eq!(read_committed(d.path()).unwrap()[0].records, vec![("a".to_string(), 4)]);
+    }
+
+    /// A catch-up re-takes checkpoint 4 after a restore of 3: subtask 0 had committed epoch
+    /// 4, subtask 1's notice was lost (its staged file was aborted on restore).
+    #[test]
+    fn a_catch_up_epoch_keeps_what_was_committed_and_commits_what_was_not() {
+        let d = tempfile::tempdir().unwrap();
+        let (dir0, dir1) = (d.path().join("0"), d.path().join("1"));
+        let mut first0 = FileSink::open(dir0.clone(), 1).unwrap();
+        first0.pre_commit(4, [("a", 2), ("b", 1)]).unwrap();
+        first0.commit_up_to(4).unwrap();
+        let mut first1 = FileSink::open(dir1.clone(), 1).unwrap();
+        first1.pre_commit(4, [("c", 5)]).unwrap(); // never committed
+        let before = std::fs::read(dir0.join("committed-4.tsv")).unwrap();
+        // Attempt 2 restores checkpoint 3 (nothing pending) and re-takes 4.
+        let mut again0 = FileSink::open(dir0.clone(), 2).unwrap();
+        again0.restore(&[], 1).unwrap();
+        again0.pre_commit(4, [("b", 1), ("a", 2)]).unwrap(); // same updates, another order
+        assert_eq!(again0.commit_up_to(4).unwrap(), vec![4]);
+        assert_eq!(names(&dir0), vec!["committed-4.tsv"], "the re-staged file is dropped");
+        assert_eq!(std::fs::read(dir0.join("committed-4.tsv")).unwrap(), before, "the committed file is kept as it was");
+        let mut again1 = FileSink::open(dir1.clone(), 2).unwrap();
+        again1.restore(&[], 1).unwrap();
+        assert!(names(&dir1).is_empty(), "the older attempt's staged epoch 4 is aborted");
+        again1.pre_commit(4, [("c", 5)]).unwrap();
+        assert_eq!(again1.commit_up_to(4).unwrap(), vec![4]);
+        assert_eq!(names(&dir1), vec!["committed-4.tsv"]);
+        // A committed file that is not a complete transaction is replaced.
+        std::fs::write(dir1.join("committed-4.tsv"), "c\t5\n").unwrap(); // no trailer
+        let mut third1 = FileSink::open(dir1.clone(), 3).unwrap();
+        third1.pre_commit(4, [("c", 5)]).unwrap();
+        third1.commit_up_to(4).unwrap();
+        let t = read_committed(d.path()).unwrap();
+        assert!(t.iter().all(|t| t.well_formed.is_ok()), "{t:?}");
+        assert_eq!(t.iter().find(|t| t.subtask == 1).unwrap().records, vec![("c".to_string(), 5)]);
+    }
+
+    /// CI, pause-tm on processes: a taskmanager frozen past the heartbeat timeout woke up
+    /// with barrier 3 in its socket buffer and staged epoch 3 as attempt 1 after attempt 2
+    /// had restored; the file was left after FINISHED (`epochs_complete` failed).
+    #[test]
+    fn a_stale_attempts_staging_after_the_restore_is_aborted_at_the_next_commit() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("0");
+        let mut newer = FileSink::open(dir.clone(), 2).unwrap();
+        newer.restore(&[], 1).unwrap();
+        let mut stale = FileSink::open(dir.clone(), 1).unwrap();
+        stale.pre_commit(3, [("a", 9)]).unwrap(); // wakes up after the restore
+        std::fs::write(dir.join("staged-4-1.tmp"), "a\t10\n").unwrap();
+        newer.pre_commit(4, [("a", 2)]).unwrap();
+        assert_eq!(newer.commit_up_to(4).unwrap(), vec![4]);
+        assert_eq!(names(&dir), vec!["committed-4.tsv"]);
+        // A newer attempt's staging is never the older one's to sweep.
+        std::fs::write(dir.join("staged-5-3.tsv"), "a\t3\n").unwrap();
+        newer.pre_commit(5, [("a", 3)]).unwrap();
+        newer.commit_up_to(5).unwrap();
+        assert_eq!(names(&dir), vec!["committed-4.tsv", "committed-5.tsv", "staged-5-3.tsv"]);
     }
 
     #[test]

@@ -104,6 +104,7 @@ impl JobSource for ScriptedJob {
             history,
             failures,
             now_ms: now,
+            restores: Vec::new(),
         })
     }
 
@@ -136,7 +137,7 @@ fn plan(faults: &str, expect: &str) -> Plan {
 /// Runs the loop; `interrupt_after`: a Ctrl-C that long after the start.
 async fn run(rt: &Recorder, plan: &Plan, job: &mut ScriptedJob, interrupt_after: Option<Duration>) -> (Result<Driven, ChaosError>, RunReport) {
     let progress = Progress::hidden();
-    let env = Env { rt, nf: None, plan, progress: &progress, flink: None, feed: None };
+    let env = Env { rt, nf: None, plan, progress: &progress, flink: None, feed: None, run_dir: std::path::Path::new("/nonexistent") };
     let interrupt = async move {
         match interrupt_after {
             Some(d) => tokio::time::sleep(d).await,

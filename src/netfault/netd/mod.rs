@@ -4,7 +4,8 @@
 //! tools (iptables, tc, ip) cannot: `delay` serves the NFQUEUE rule on kernels without
 //! netem, `echo` and `probe` measure round trips, `sink` and `send` TCP throughput,
 //! `hold` keeps a sidecar alive while
-//! `chaos` runs commands in it through `docker exec`. Every mode ends cleanly on SIGTERM
+//! `chaos` runs commands in it through `docker exec`; `disk` serves a node's disk-fault
+//! passthrough (`chaos::diskfault`). Every mode ends cleanly on SIGTERM
 //! (it is PID 1 of its container, where signals without a handler are ignored).
 
 pub mod delayer;
@@ -86,6 +87,18 @@ pub enum Command {
         /// Firewall mark of duplicates, which the NFQUEUE rule must exclude.
         #[arg(long, default_value_t = 0)]
         mark: u32,
+    },
+    /// Mount the disk-fault passthrough of BACKING on MOUNT and serve it until SIGTERM
+    /// (see `chaos::diskfault`).
+    Disk {
+        #[arg(long)]
+        backing: std::path::PathBuf,
+        #[arg(long)]
+        mount: std::path::PathBuf,
+        #[arg(long)]
+        control: std::path::PathBuf,
+        #[arg(long)]
+        stats: std::path::PathBuf,
     },
     /// Answer UDP datagrams on PORT.
     Echo {
@@ -169,6 +182,10 @@ fn run(command: Command) -> std::io::Result<()> {
                 },
                 &STOP,
             )
+        }
+        Command::Disk { backing, mount, control, stats } => {
+            let cfg = crate::diskfault::daemon::DaemonConfig { backing, mount, control, stats };
+            crate::diskfault::daemon::run(&cfg, &STOP)
         }
         Command::Echo { port } => udp::echo(port, &STOP),
         Command::Sink { port } => tcp::sink(port, &STOP),

@@ -18,6 +18,13 @@ pub const REST_PORT: u16 = 8081;
 pub const DATA_PORT: u16 = 6121;
 /// Where the run directory is mounted inside every node.
 pub const DATA_DIR: &str = "/data";
+/// Where a taskmanager whose /data is a disk-fault view finds the job's input (`input/…`):
+/// the run directory's input, bound read-only beside the view.
+pub const INPUT_ROOT: &str = "/input-root";
+/// A taskmanager's node-local storage (task-local recovery): a directory of the
+/// container's own filesystem, not a mount, so it lives exactly as long as the container:
+/// it survives `kill`/`stop` + `start` and `restart` (same container), not a re-creation.
+pub const LOCAL_DIR: &str = "/local";
 
 /// The cluster's bridge network: `<cluster>-internal`.
 pub fn network_name(cluster: &str) -> String {
@@ -63,6 +70,8 @@ pub fn node_command(node: &NodeDef, jobmanager: &str) -> Result<Vec<String>> {
             format!("0.0.0.0:{DATA_PORT}"),
             "--advertise".into(),
             format!("{name}:{DATA_PORT}"),
+            "--local-dir".into(),
+            LOCAL_DIR.into(),
         ],
         // The etcd image's own entrypoint; see `super::etcd`.
         Role::Etcd => super::etcd::etcd_command(name),
@@ -242,7 +251,7 @@ mod tests {
         assert_eq!(
             cmd,
             "taskmanager --jobmanager jobmanager-1:6123 --slots 3 --data-dir /data \
-             --id taskmanager-2 --data-bind 0.0.0.0:6121 --advertise taskmanager-2:6121"
+             --id taskmanager-2 --data-bind 0.0.0.0:6121 --advertise taskmanager-2:6121 --local-dir /local"
         );
     }
 

@@ -20,6 +20,7 @@ impl JobMaster {
     pub fn resume(&mut self, rec: &ha::Recovered) {
         let pointer = rec.checkpoint.map(|p| p.checkpoint);
         self.restore_ceiling = Some(pointer.unwrap_or(0));
+        self.published = rec.checkpoint;
         self.ckpt.bump_past(rec.checkpoint_counter.max(pointer.unwrap_or(0)));
         let Some(st) = &rec.status else { return };
         // A job that cannot start here (its input file is missing) stays FAILED, with the
@@ -138,7 +139,7 @@ impl JobMaster {
                     }
                 }
             }
-            Then::Complete { metadata, is_final, attempt } => {
+            Then::Complete { metadata, is_final, catch_up, attempt } => {
                 let id = metadata.checkpoint;
                 if !ok {
                     // Flink discards a checkpoint its CompletedCheckpointStore cannot store:
@@ -148,15 +149,41 @@ impl JobMaster {
                         tracing::warn!("cannot discard {}: {e}", meta.display());
                     }
                     self.ckpt.retract(id);
+                    if catch_up && attempt == self.attempt {
+                        // Regular checkpoints must not follow a catch-up that did not finish.
+                        self.fail(None, format!("catch-up checkpoint {id} could not be published; the next attempt redoes the catch-up"));
+                    }
                     return;
                 }
-                tracing::info!(checkpoint = id, records_in = metadata.records_in, "checkpoint complete");
+                for r in &op.records {
+                    if let Record::LatestCheckpoint(p) = r {
+                        if self.published.is_none_or(|q| q.checkpoint <= p.checkpoint) {
+                            self.published = Some(*p);
+                        }
+                    }
+                }
+                tracing::info!(checkpoint = id, records_in = metadata.records_in, catch_up, "checkpoint complete");
+                if let Some(a) = &mut self.adaptive {
+                    // C is what the checkpoint took from processing (the pipeline's stall
+                    // and its writers' CPU), L trigger to commit point: see
+                    // `jobmanager::interval`.
+                    let cost = self.ckpt.last_cost.filter(|s| s.0 == id).map_or(Duration::ZERO, |s| s.1);
+                    a.cost.observe(cost);
+                    a.latency.observe(Duration::from_millis(metadata.complete_ms.saturating_sub(metadata.trigger_ms)));
+                    self.adapt_interval();
+                }
                 // The verdict's evidence: the cut of every checkpoint that counts as
                 // complete (past its commit point), kept when checkpoints are pruned. A
-                // failed append loses a check, never the job.
+                // failed append loses a check, never the job. A catch-up checkpoint has the
+                // cut recorded the first time (it is where it was re-taken): one line per
+                // checkpoint, so it is appended only when that line is missing.
                 let cut = crate::cuts::Cut { checkpoint: id, positions: metadata.cut.clone() };
-                if let Err(e) = crate::cuts::append(&crate::cuts::path(&self.cfg.data_dir, &self.cfg.job.job_id), &cut) {
-                    tracing::warn!(checkpoint = id, "cannot record the checkpoint's cut: {e}");
+                let path = crate::cuts::path(&self.cfg.data_dir, &self.cfg.job.job_id);
+                let recorded = catch_up && crate::cuts::read(&path).is_ok_and(|cuts| cuts.iter().any(|c| c.checkpoint == id));
+                if !recorded {
+                    if let Err(e) = crate::cuts::append(&path, &cut) {
+                        tracing::warn!(checkpoint = id, "cannot record the checkpoint's cut: {e}");
+                    }
                 }
                 self.restore_ceiling = self.restore_ceiling.map(|c| c.max(id));
                 self.broadcast(JmToTm::Complete { attempt, checkpoint: id, leader_epoch: self.leader_epoch });

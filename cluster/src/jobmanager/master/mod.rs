@@ -5,7 +5,8 @@
 //! # Layout
 //! - here: the state; registrations, heartbeats and task messages; failures and restart
 //!   decisions; the timers (heartbeats, the restart delay, checkpoint trigger and timeout);
-//!   the refresh of the REST view.
+//!   the checkpoint interval in force (fixed, or re-chosen after every completed checkpoint
+//!   and job failure by [`super::interval`]); the refresh of the REST view.
 //! - `schedule.rs`: deploying the next attempt: placement on slots, the checkpoint to
 //!   restore, the deployments.
 //! - `failover.rs`: the master's side of HA: the queue of [`HaOp`]s and what follows once
@@ -20,6 +21,7 @@ mod tests;
 use super::attempts;
 use super::checkpoints::Coordinator;
 use super::config::JmConfig;
+use super::interval::Adaptive;
 use super::ops::{HaOp, Then};
 use super::rpc::Event;
 use super::view::{initial_view, SharedView};
@@ -32,6 +34,9 @@ use std::sync::{Arc, RwLock};
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
+
+/// Restore records kept for REST (a few per task and attempt).
+const MAX_RESTORES_KEPT: usize = 4096;
 
 struct Tm {
     id: String,
@@ -56,12 +61,20 @@ pub struct JobMaster {
     /// checkpoint whose `_metadata` exists but whose pointer never made it to etcd is not
     /// complete). `None`: the latest intact checkpoint on disk (no HA).
     restore_ceiling: Option<u64>,
+    /// HA: the checkpoint pointer last published (by this leader or, at takeover, the one
+    /// before it); a catch-up checkpoint never publishes an older one over it.
+    published: Option<CheckpointPointer>,
     state: JobState,
     attempt: u64,
     restarts: u64,
     tms: BTreeMap<String, Tm>,
     /// Pipelines of the current attempt -> taskmanager id.
     placement: Vec<Assignment>,
+    /// The latest attempt's placement, kept after it failed: task-local recovery puts
+    /// pipelines back where their local snapshot copies are.
+    previous_placement: Vec<Assignment>,
+    /// How tasks restored their state, per attempt (as the taskmanagers reported it).
+    restores: Vec<api::TaskRestore>,
     deployed: BTreeSet<String>,
     restart: RestartTracker,
     restart_at: Option<Instant>,
@@ -78,6 +91,10 @@ pub struct JobMaster {
     start_ms: u64,
     last_hb_sent: Instant,
     view: SharedView,
+    /// The adaptive interval's estimates and choice (`None`: a fixed interval).
+    adaptive: Option<Adaptive>,
+    /// When this master started: the exposure time of the failure-rate estimate.
+    started: Instant,
 }
 
 impl JobMaster {
@@ -98,11 +115,14 @@ impl JobMaster {
             ops: VecDeque::new(),
             status_dirty: true,
             restore_ceiling,
+            published: None,
             state: JobState::Created,
             attempt: 0,
             restarts: 0,
             tms: BTreeMap::new(),
             placement: Vec::new(),
+            previous_placement: Vec::new(),
+            restores: Vec::new(),
             deployed: BTreeSet::new(),
             restart,
             restart_at: None,
@@ -118,8 +138,11 @@ impl JobMaster {
             start_ms,
             last_hb_sent: Instant::now(),
             view,
+            adaptive: cfg.job.checkpoint_interval.adaptive().cloned().map(Adaptive::new),
+            started: Instant::now(),
             cfg,
         };
+        jm.adapt_interval();
         if jm.cfg.ha.is_none() {
             // A restarted jobmanager continues the attempts of the one before it (HA keeps
             // them in etcd instead): attempt numbers name output parts and fence tasks.
@@ -201,30 +224,48 @@ impl JobMaster {
         match msg {
             TmToJm::Register { .. } => {}
             TmToJm::Heartbeat { metrics } => self.on_metrics(metrics),
-            TmToJm::Deployed { attempt } if attempt == current => {
+            TmToJm::Deployed { attempt, restores } if attempt == current => {
                 self.deployed.insert(tm.to_string());
+                self.restores.extend(restores);
+                // Bounded: a job that restarts forever keeps only the newest restores.
+                let excess = self.restores.len().saturating_sub(MAX_RESTORES_KEPT);
+                self.restores.drain(..excess);
                 let needed: BTreeSet<String> = self.placement.iter().map(|a| a.taskmanager.clone()).collect();
                 let deploying = self.state == JobState::Restarting || self.state == JobState::Created;
                 if deploying && needed.is_subset(&self.deployed) {
                     self.set_state(JobState::Running, &format!("attempt {current} deployed on {} taskmanagers", needed.len()));
                 }
             }
-            TmToJm::Ack { attempt, checkpoint, task, handle, lines } => {
+            TmToJm::Ack { attempt, checkpoint, task, handle, lines, stall_us, cpu_us } => {
                 let expected = 2 * self.p() as usize;
-                if let Some((m, is_final)) =
-                    self.ckpt.ack(&self.cfg.data_dir, &self.cfg.job.job_id, attempt, checkpoint, task, handle, lines, expected)
-                {
+                let (data, job) = (&self.cfg.data_dir, &self.cfg.job.job_id);
+                for done in self.ckpt.ack(data, job, attempt, checkpoint, task, handle, lines, (stall_us, cpu_us), expected) {
+                    let c = match done {
+                        Ok(c) => c,
+                        Err(why) => {
+                            self.fail(None, format!("{why}; the next attempt redoes the catch-up"));
+                            break;
+                        }
+                    };
                     // `_metadata` is written; the sinks hear of it only once the pointer is
-                    // published (HA) — the fence of the commit path.
-                    let pointer = CheckpointPointer { checkpoint: m.checkpoint, epoch: self.leader_epoch, completed_ms: m.complete_ms };
+                    // published (HA) — the fence of the commit path. A catch-up checkpoint
+                    // older than the published one leaves the pointer as it is (it must
+                    // never go backwards), written again under this leader's fence.
+                    let m = c.metadata;
+                    let fresh = CheckpointPointer { checkpoint: m.checkpoint, epoch: self.leader_epoch, completed_ms: m.complete_ms };
+                    let pointer = self.published.filter(|p| p.checkpoint > m.checkpoint).unwrap_or(fresh);
                     self.ops.push_back(HaOp {
                         records: vec![Record::LatestCheckpoint(pointer)],
-                        then: Then::Complete { metadata: Box::new(m), is_final, attempt },
+                        then: Then::Complete { metadata: Box::new(m), is_final: c.is_final, catch_up: c.catch_up, attempt },
                     });
                 }
             }
             TmToJm::Decline { attempt, checkpoint, task, reason } if attempt == current => {
-                if self.ckpt.pending.as_ref().is_some_and(|p| p.id == checkpoint) {
+                if self.ckpt.is_catch_up(checkpoint) {
+                    // A catch-up checkpoint cannot be skipped: a later one at another cut
+                    // would commit over what may be committed already.
+                    self.fail(Some(tm.to_string()), format!("{task} declined catch-up checkpoint {checkpoint}: {reason}; the next attempt redoes the catch-up"));
+                } else if self.ckpt.pending.as_ref().is_some_and(|p| p.id == checkpoint) {
                     self.ckpt.abort(&format!("{task} declined: {reason}"));
                 }
             }
@@ -297,6 +338,11 @@ impl JobMaster {
         }
         self.broadcast(JmToTm::Cancel { attempt: self.attempt, leader_epoch: self.leader_epoch });
         self.ckpt.abort("the attempt failed");
+        if let Some(a) = &mut self.adaptive {
+            // One job failure, however many tasks report it (the early return above).
+            a.failures.failed();
+        }
+        self.adapt_interval();
         self.placement.clear();
         self.deployed.clear();
         self.sources_ended.clear();
@@ -341,13 +387,16 @@ impl JobMaster {
 
         if self.state == JobState::Running {
             if let Some(p) = &self.ckpt.pending {
-                if now.duration_since(p.started) > self.cfg.job.checkpoint_timeout {
+                // A catch-up checkpoint is not timed out: aborting it could not help (the
+                // next checkpoint must be it, at its cut), and the replay to its cut takes
+                // as long as the input took the first time.
+                if p.catch_up.is_none() && now.duration_since(p.started) > self.cfg.job.checkpoint_timeout {
                     self.ckpt.abort("timed out");
                 }
             }
             let all_ended = self.sources_ended.len() as u32 == self.p();
             if self.ckpt.pending.is_none() && self.final_checkpoint.is_none() {
-                let interval = self.cfg.job.checkpoint_interval;
+                let interval = self.checkpoint_interval();
                 let due = !interval.is_zero() && self.ckpt.last_trigger.is_none_or(|t| now.duration_since(t) >= interval);
                 if all_ended || due {
                     let id = self.ckpt.trigger(self.attempt, all_ended);
@@ -362,6 +411,38 @@ impl JobMaster {
             }
         }
         self.refresh_view();
+    }
+
+    /// The interval in force: the fixed one, or the adaptive one's latest choice.
+    fn checkpoint_interval(&self) -> std::time::Duration {
+        match &self.adaptive {
+            Some(a) => a.current,
+            None => self.cfg.job.checkpoint_interval.nominal(),
+        }
+    }
+
+    /// Re-chooses an adaptive interval from the estimates (after a checkpoint completed or
+    /// the job failed); a fixed interval stays as it is.
+    pub(super) fn adapt_interval(&mut self) {
+        let exposure = self.started.elapsed();
+        if let Some(a) = &mut self.adaptive {
+            let before = a.current;
+            let now = a.update(exposure, api::now_ms());
+            if now != before {
+                tracing::debug!(interval_ms = now.as_millis() as u64, limit = %a.history.last().map(|p| p.limit.to_string()).unwrap_or_default(), "checkpoint interval adapted");
+            }
+        }
+    }
+
+    fn interval_info(&self) -> api::IntervalInfo {
+        let a = self.adaptive.as_ref();
+        api::IntervalInfo {
+            adaptive: a.is_some(),
+            current_ms: self.checkpoint_interval().as_millis() as u64,
+            min_ms: a.map(|a| a.cfg.min.as_millis() as u64),
+            max_ms: a.map(|a| a.cfg.max.as_millis() as u64),
+            history: a.map(|a| a.history.clone()).unwrap_or_default(),
+        }
     }
 
     fn refresh_view(&self) {
@@ -404,6 +485,7 @@ impl JobMaster {
             history: self.history.clone(),
             failures: self.failures.clone(),
             now_ms,
+            restores: self.restores.clone(),
         };
         let overview = Overview {
             jobmanager: self.cfg.id.clone(),
@@ -422,6 +504,7 @@ impl JobMaster {
             v.checkpoint_last_duration_ms = self.ckpt.last_duration_ms();
             v.checkpoints = info;
             v.taskmanagers = taskmanagers;
+            v.interval = self.interval_info();
         }
     }
 }

@@ -13,6 +13,13 @@ use std::time::Duration;
 /// decides how each HA op ends) and one registered taskmanager, whose channel is
 /// returned.
 fn master(data: &std::path::Path) -> (JobMaster, mpsc::UnboundedReceiver<JmToTm>) {
+    let mut jm = unregistered_master(data);
+    let rx = register(&mut jm);
+    (jm, rx)
+}
+
+/// [`master`] before any taskmanager registered (a leader that takes over resumes first).
+fn unregistered_master(data: &std::path::Path) -> JobMaster {
     let job: JobSpec =
         serde_yaml::from_str("job_id: j\nparallelism: 1\ncheckpoint_interval: 10ms\ninput: { generate: { lines: 1000 } }").unwrap();
     let cfg = JmConfig {
@@ -25,11 +32,15 @@ fn master(data: &std::path::Path) -> (JobMaster, mpsc::UnboundedReceiver<JmToTm>
         rest_url: "http://127.0.0.1:2".into(),
         ha: Some(HaConfig::new(vec!["http://127.0.0.1:9".into()])),
     };
-    let mut jm = JobMaster::new(cfg, 7);
+    JobMaster::new(cfg, 7)
+}
+
+/// Registers taskmanager-1 (one slot); returns its channel.
+fn register(jm: &mut JobMaster) -> mpsc::UnboundedReceiver<JmToTm> {
     let (tx, rx) = mpsc::unbounded_channel();
     let reader = tokio::spawn(std::future::pending::<()>()).abort_handle();
     jm.handle_event(Event::Registered { conn: 1, id: "taskmanager-1".into(), data_address: "x".into(), slots: 1, tx, reader });
-    (jm, rx)
+    rx
 }
 
 /// Completes every queued op with `ok`, as the run loop does after a write.
@@ -61,7 +72,7 @@ fn checkpoint(jm: &mut JobMaster, rx: &mut mpsc::UnboundedReceiver<JmToTm>, id: 
     );
     for task in [TaskId::Source(0), TaskId::Count(0)] {
         let handle = SnapshotHandle { path: format!("x/{task}"), crc32: 0, size: 1 };
-        let msg = TmToJm::Ack { attempt: 1, checkpoint: id, task, handle, lines: 10 };
+        let msg = TmToJm::Ack { attempt: 1, checkpoint: id, task, handle, lines: 10, stall_us: 3000, cpu_us: 4000 };
         jm.handle_event(Event::Message { conn: 1, msg });
     }
 }
@@ -77,7 +88,7 @@ async fn sinks_hear_of_a_checkpoint_only_once_its_pointer_is_published() {
     assert!(drain(&mut rx).is_empty(), "deployed before the attempt was recorded");
     jm.op_done(op, Ok(()));
     assert!(matches!(drain(&mut rx).as_slice(), [JmToTm::Deploy(d)] if d.leader_epoch == 7 && d.attempt == 1));
-    jm.handle_event(Event::Message { conn: 1, msg: TmToJm::Deployed { attempt: 1 } });
+    jm.handle_event(Event::Message { conn: 1, msg: TmToJm::Deployed { attempt: 1, restores: vec![] } });
     settle(&mut jm, true);
 
     // Checkpoint 1 completes on disk, but etcd cannot take its pointer: no commit.
@@ -104,14 +115,14 @@ async fn sinks_hear_of_a_checkpoint_only_once_its_pointer_is_published() {
     assert_eq!(cuts, vec![crate::cuts::Cut { checkpoint: 2, positions: vec![10] }]);
 }
 
-/// Issue 10, item 7: a leader deposed while a completion waits for its pointer must
+/// A leader deposed while a completion waits for its pointer must
 /// not leave that checkpoint's `_metadata` behind.
 #[tokio::test]
 async fn a_deposed_leader_discards_its_unpublished_metadata() {
     let dir = tempfile::tempdir().unwrap();
     let (mut jm, mut rx) = master(dir.path());
     settle(&mut jm, true);
-    jm.handle_event(Event::Message { conn: 1, msg: TmToJm::Deployed { attempt: 1 } });
+    jm.handle_event(Event::Message { conn: 1, msg: TmToJm::Deployed { attempt: 1, restores: vec![] } });
     settle(&mut jm, true);
     drain(&mut rx);
     checkpoint(&mut jm, &mut rx, 1);
@@ -149,7 +160,7 @@ fn deployed_attempts(jm: &mut JobMaster, rx: &mut mpsc::UnboundedReceiver<JmToTm
     drain(rx).into_iter().filter_map(|m| if let JmToTm::Deploy(d) = m { Some(d.attempt) } else { None }).collect()
 }
 
-/// Issue 10, item 6: a jobmanager restarted without HA continues the attempt numbers
+/// A jobmanager restarted without HA continues the attempt numbers
 /// (at-least-once part names would repeat otherwise) and does not wait for every
 /// taskmanager of the cluster again (one may be dead).
 #[tokio::test]
@@ -208,4 +219,186 @@ async fn stepping_down_cancels_under_the_old_epoch_and_drops_taskmanagers() {
     assert!(matches!(drain(&mut rx).as_slice(), [JmToTm::Cancel { leader_epoch: 7, .. }]));
     assert!(jm.tms.is_empty());
     assert!(jm.next_op().is_none_or(|op| matches!(op.then, Then::Nothing)));
+}
+
+#[tokio::test]
+async fn an_adaptive_interval_starts_at_min_then_follows_the_cost_and_the_failures() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut jm, mut rx) = master(dir.path());
+    jm.cfg.job.checkpoint_interval = crate::spec::CheckpointInterval::Adaptive(crate::spec::AdaptiveInterval {
+        min: Duration::from_millis(10),
+        max: Duration::from_secs(5),
+        target_recovery: None,
+        mtbf: Duration::from_secs(60),
+    });
+    jm.adaptive = jm.cfg.job.checkpoint_interval.adaptive().cloned().map(super::Adaptive::new);
+    jm.adapt_interval();
+    assert_eq!(jm.checkpoint_interval(), Duration::from_millis(10), "no cost measured yet: min");
+    settle(&mut jm, true);
+    jm.handle_event(Event::Message { conn: 1, msg: TmToJm::Deployed { attempt: 1, restores: Vec::new() } });
+    drain(&mut rx);
+    checkpoint(&mut jm, &mut rx, 1);
+    settle(&mut jm, true);
+    let measured = jm.checkpoint_interval();
+    let info = jm.interval_info();
+    let last = info.history.last().unwrap();
+    assert!(info.adaptive && last.cost_ms.is_some(), "{info:?}");
+    // C = the longest stall (3 ms) + the writers' CPU (4 ms from each of the two tasks)
+    // over the one lane: what the checkpoint took from processing.
+    assert!((last.cost_ms.unwrap() - 11.0).abs() < 1e-6, "{info:?}");
+    // The test's checkpoint completes within milliseconds: sqrt(2 · C · 60 s) is between
+    // min and max, or `min` when C rounds to nothing.
+    assert!(measured >= Duration::from_millis(10) && measured <= Duration::from_secs(5), "{measured:?}");
+    assert_eq!(info.current_ms, measured.as_millis() as u64);
+    // A failure: counted once however many tasks report it, and the interval never grows.
+    jm.handle_event(Event::Message { conn: 1, msg: TmToJm::TaskFailed { attempt: 1, task: TaskId::Source(0), cause: "boom".into() } });
+    jm.handle_event(Event::Message { conn: 1, msg: TmToJm::TaskFailed { attempt: 1, task: TaskId::Count(0), cause: "boom".into() } });
+    let info = jm.interval_info();
+    assert_eq!(info.history.last().map(|p| p.failures), Some(1), "{info:?}");
+    assert!(jm.checkpoint_interval() <= measured);
+}
+
+/// Checkpoint `n` of the one-pipeline job on disk, its source at `lines`, its cut
+/// recorded; `corrupt`: its source snapshot then fails its checksum.
+fn real_checkpoint(data: &std::path::Path, n: u64, lines: u64, corrupt: bool) {
+    use crate::taskmanager::{count::CountState, source::SourceState};
+    let src = snapshot::write_task_snapshot(data, None, "j", n, TaskId::Source(0), &SourceState { lines, ..Default::default() }).unwrap();
+    let cnt = snapshot::write_task_snapshot(data, None, "j", n, TaskId::Count(0), &CountState::default()).unwrap();
+    let m = snapshot::Metadata {
+        job_id: "j".into(),
+        checkpoint: n,
+        attempt: 1,
+        trigger_ms: 0,
+        complete_ms: 0,
+        records_in: lines,
+        cut: vec![lines],
+        tasks: vec![(TaskId::Source(0), src.clone()), (TaskId::Count(0), cnt)],
+    };
+    snapshot::write_metadata(data, &m).unwrap();
+    crate::cuts::append(&crate::cuts::path(data, "j"), &crate::cuts::Cut { checkpoint: n, positions: vec![lines] }).unwrap();
+    if corrupt {
+        let p = data.join(&src.path);
+        let mut b = std::fs::read(&p).unwrap();
+        let last = b.len() - 2;
+        b[last] ^= 0x01;
+        std::fs::write(&p, b).unwrap();
+    }
+}
+
+fn ack_both(jm: &mut JobMaster, attempt: u64, id: u64, lines: u64) {
+    for task in [TaskId::Source(0), TaskId::Count(0)] {
+        let handle = SnapshotHandle { path: format!("x/{task}"), crc32: 0, size: 1 };
+        let msg = TmToJm::Ack { attempt, checkpoint: id, task, handle, lines: if task == TaskId::Source(0) { lines } else { 0 }, stall_us: 0, cpu_us: 0 };
+        jm.handle_event(Event::Message { conn: 1, msg });
+    }
+}
+
+/// Checkpoint 4 is corrupt: the deployment restores 3 and re-takes 4 at its recorded cut;
+/// no checkpoint is triggered before 4 completed again, its cut is not recorded twice, and
+/// regular ids continue at 5.
+#[tokio::test]
+async fn a_restore_of_an_older_checkpoint_re_takes_the_newer_completed_one_first() {
+    let dir = tempfile::tempdir().unwrap();
+    real_checkpoint(dir.path(), 3, 30, false);
+    real_checkpoint(dir.path(), 4, 40, true);
+    let (mut jm, mut rx) = master_without_ha(dir.path(), 1);
+    settle(&mut jm, true);
+    let d = drain(&mut rx)
+        .into_iter()
+        .find_map(|m| if let JmToTm::Deploy(d) = m { Some(d) } else { None })
+        .expect("deployed");
+    assert_eq!(d.restore.as_ref().map(|r| r.checkpoint), Some(3));
+    assert_eq!(d.catch_up, vec![crate::wire::CatchUp { checkpoint: 4, positions: vec![40] }]);
+    let attempt = d.attempt;
+    jm.handle_event(Event::Message { conn: 1, msg: TmToJm::Deployed { attempt, restores: vec![] } });
+    assert_eq!(jm.state, JobState::Running);
+    jm.last_hb_sent = Instant::now() + Duration::from_secs(60);
+    jm.ckpt.last_trigger = None;
+    jm.tick();
+    settle(&mut jm, true);
+    assert!(!drain(&mut rx).iter().any(|m| matches!(m, JmToTm::Trigger { .. })), "a checkpoint triggered during the catch-up");
+    ack_both(&mut jm, attempt, 4, 40);
+    settle(&mut jm, true);
+    let sent = drain(&mut rx);
+    assert!(sent.iter().any(|m| matches!(m, JmToTm::Complete { checkpoint: 4, .. })), "{sent:?}");
+    let cuts = crate::cuts::read(&crate::cuts::path(dir.path(), "j")).unwrap();
+    assert_eq!(cuts.iter().map(|c| c.checkpoint).collect::<Vec<_>>(), vec![3, 4], "one line per checkpoint");
+    assert!(snapshot::load_metadata(dir.path(), "j", 4).unwrap().trigger_ms > 0, "a fresh _metadata replaced the old one");
+    jm.ckpt.last_trigger = None;
+    jm.tick();
+    settle(&mut jm, true);
+    let sent = drain(&mut rx);
+    assert!(sent.iter().any(|m| matches!(m, JmToTm::Trigger { checkpoint: 5, .. })), "{sent:?}");
+}
+
+/// A declined catch-up checkpoint fails the attempt (it cannot be skipped), and the next
+/// attempt re-takes it again.
+#[tokio::test]
+async fn a_declined_catch_up_checkpoint_fails_the_attempt_and_is_redone() {
+    let dir = tempfile::tempdir().unwrap();
+    real_checkpoint(dir.path(), 3, 30, false);
+    real_checkpoint(dir.path(), 4, 40, true);
+    let (mut jm, mut rx) = master_without_ha(dir.path(), 1);
+    jm.cfg.job.restart = serde_yaml::from_str("{ strategy: fixed-delay, attempts: 5, delay: 0ms }").unwrap();
+    jm.restart = crate::restart::RestartTracker::new(jm.cfg.job.restart.clone(), api::now_ms());
+    settle(&mut jm, true);
+    drain(&mut rx);
+    let attempt = jm.attempt;
+    jm.handle_event(Event::Message { conn: 1, msg: TmToJm::Deployed { attempt, restores: vec![] } });
+    let msg = TmToJm::Decline { attempt, checkpoint: 4, task: TaskId::Count(0), reason: "disk full".into() };
+    jm.handle_event(Event::Message { conn: 1, msg });
+    assert!(jm.failure_cause.as_deref().is_some_and(|c| c.contains("declined catch-up checkpoint 4")), "{:?}", jm.failure_cause);
+    jm.tick();
+    settle(&mut jm, true);
+    let d = drain(&mut rx).into_iter().find_map(|m| if let JmToTm::Deploy(d) = m { Some(d) } else { None }).expect("redeployed");
+    assert_eq!((d.attempt, d.catch_up.len()), (attempt + 1, 1));
+}
+
+/// HA: checkpoints 4 and 5 are corrupt and 5 is the published pointer. Re-taking 4 must
+/// not move the pointer back to 4 (it is written again as it is, under this leader's
+/// fence); re-taking 5 publishes 5 under this leader.
+#[tokio::test]
+async fn a_catch_up_never_moves_the_published_pointer_back() {
+    let dir = tempfile::tempdir().unwrap();
+    real_checkpoint(dir.path(), 3, 30, false);
+    real_checkpoint(dir.path(), 4, 40, true);
+    real_checkpoint(dir.path(), 5, 50, true);
+    let mut jm = unregistered_master(dir.path());
+    let published = CheckpointPointer { checkpoint: 5, epoch: 3, completed_ms: 11 };
+    let rec = ha::Recovered {
+        job: None,
+        checkpoint: Some(published),
+        checkpoint_counter: 6,
+        status: Some(JobStatusRecord {
+            leader: "jobmanager-2".into(),
+            epoch: 3,
+            state: JobState::Running,
+            attempt: 4,
+            restarts: 0,
+            start_ms: 1,
+            failure_cause: None,
+            history: vec![],
+            failures: vec![],
+        }),
+    };
+    jm.resume(&rec);
+    let mut rx = register(&mut jm);
+    settle(&mut jm, true);
+    let d = drain(&mut rx).into_iter().find_map(|m| if let JmToTm::Deploy(d) = m { Some(d) } else { None }).expect("deployed");
+    assert_eq!(d.restore.as_ref().map(|r| r.checkpoint), Some(3));
+    assert_eq!(d.catch_up.iter().map(|c| c.checkpoint).collect::<Vec<_>>(), vec![4, 5]);
+    jm.handle_event(Event::Message { conn: 1, msg: TmToJm::Deployed { attempt: 5, restores: vec![] } });
+    settle(&mut jm, true);
+    ack_both(&mut jm, 5, 4, 40);
+    let op = jm.next_op().expect("a publish op for 4");
+    let pointers: Vec<CheckpointPointer> =
+        op.records.iter().filter_map(|r| if let Record::LatestCheckpoint(p) = r { Some(*p) } else { None }).collect();
+    assert_eq!(pointers, vec![published], "the pointer stays at 5");
+    jm.op_done(op, Ok(()));
+    assert!(drain(&mut rx).iter().any(|m| matches!(m, JmToTm::Complete { checkpoint: 4, leader_epoch: 7, .. })));
+    ack_both(&mut jm, 5, 5, 50);
+    let op = jm.next_op().expect("a publish op for 5");
+    assert!(op.records.iter().any(|r| matches!(r, Record::LatestCheckpoint(p) if p.checkpoint == 5 && p.epoch == 7)), "{:?}", op.records);
+    jm.op_done(op, Ok(()));
+    assert_eq!(jm.ckpt.trigger(5, false), 7, "regular ids continue above the reserved ones");
 }
