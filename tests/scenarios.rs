@@ -315,7 +315,6 @@ fn corrupt_latest_checkpoint() {
     }
 }
 
-/// Every scenario file has a test above (a new file without one fails here).
 /// A disk scenario: it passes, and the report carries the passthrough's measurements of
 /// the first fault on `node`. Returns them and the report.
 fn disk_passes(file: &str, node: &str) -> Option<(serde_json::Value, serde_json::Value)> {
@@ -404,6 +403,7 @@ fn power_loss_tm() {
     assert!(o.stdout.contains("#5 power loss: taskmanager-3: "), "the summary line:\n{}", o.stdout);
 }
 
+/// Every scenario file has a test in this file (a new file without one fails here).
 #[test]
 fn every_scenario_file_is_covered() {
     let src = std::fs::read_to_string(root().join("tests/scenarios.rs")).expect("this file");

@@ -268,19 +268,42 @@ pub fn load_metadata(data: &Path, job: &str, n: u64) -> Result<Metadata, Snapsho
 
 /// Reads a checkpoint's metadata and verifies every task snapshot it names.
 pub fn load_verified(data: &Path, job: &str, n: u64) -> Result<Metadata, SnapshotError> {
+    load_verified_keeping(data, job, n, |_| false).map(|(m, _)| m)
+}
+
+/// [`load_verified`], keeping the verified payloads of the tasks `keep` names (every
+/// snapshot is read once: on remote-like storage a second read costs as much again).
+fn load_verified_keeping(data: &Path, job: &str, n: u64, keep: impl Fn(TaskId) -> bool) -> Result<(Metadata, Vec<(TaskId, Vec<u8>)>), SnapshotError> {
     let m = load_metadata(data, job, n)?;
-    for (_, h) in &m.tasks {
-        read_verified(data, h)?;
+    let mut kept = Vec::new();
+    for (t, h) in &m.tasks {
+        let payload = read_verified(data, h)?;
+        if keep(*t) {
+            kept.push((*t, payload));
+        }
     }
-    Ok(m)
+    Ok((m, kept))
 }
 
 /// The latest checkpoint that is complete and intact, skipping (and logging) corrupt ones.
 pub fn latest_valid(data: &Path, job: &str) -> Option<Metadata> {
-    for n in checkpoint_ids(data, job).into_iter().rev() {
-        match load_verified(data, job, n) {
-            Ok(m) => return Some(m),
-            Err(SnapshotError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {}
+    latest_valid_keeping(data, job, None, |_| false).map(|(m, _)| m)
+}
+
+/// The newest complete and intact checkpoint not above `ceiling` (`None`: the newest),
+/// skipping (and logging) corrupt ones, with the verified payloads of the tasks `keep`
+/// names. A checkpoint without `_metadata` never completed and is skipped quietly, unless
+/// it is within a ceiling (HA published it as complete).
+pub fn latest_valid_keeping(
+    data: &Path,
+    job: &str,
+    ceiling: Option<u64>,
+    keep: impl Fn(TaskId) -> bool,
+) -> Option<(Metadata, Vec<(TaskId, Vec<u8>)>)> {
+    for n in checkpoint_ids(data, job).into_iter().rev().filter(|&n| ceiling.is_none_or(|max| n <= max)) {
+        match load_verified_keeping(data, job, n, &keep) {
+            Ok(found) => return Some(found),
+            Err(SnapshotError::Io { source, .. }) if ceiling.is_none() && source.kind() == io::ErrorKind::NotFound => {}
             Err(e) => tracing::warn!("checkpoint {n} unusable, falling back to an older one: {e}"),
         }
     }

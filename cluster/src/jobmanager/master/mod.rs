@@ -61,6 +61,8 @@ pub struct JobMaster {
     /// checkpoint whose `_metadata` exists but whose pointer never made it to etcd is not
     /// complete). `None`: the latest intact checkpoint on disk (no HA).
     restore_ceiling: Option<u64>,
+    /// The next attempt's restore point, being looked up off the loop (`schedule.rs`).
+    lookup: Option<schedule::RestoreLookup>,
     /// HA: the checkpoint pointer last published (by this leader or, at takeover, the one
     /// before it); a catch-up checkpoint never publishes an older one over it.
     published: Option<CheckpointPointer>,
@@ -115,6 +117,7 @@ impl JobMaster {
             ops: VecDeque::new(),
             status_dirty: true,
             restore_ceiling,
+            lookup: None,
             published: None,
             state: JobState::Created,
             attempt: 0,
@@ -352,6 +355,8 @@ impl JobMaster {
         match self.restart.on_failure(Instant::now()) {
             Decision::RestartAfter(d) => {
                 self.restarts += 1;
+                // A lookup still running (a failure while restarting) predates this failure.
+                self.lookup = None;
                 self.restart_at = Some(Instant::now() + d);
                 self.set_state(JobState::Restarting, &format!("{cause}; restarting in {} ms", d.as_millis()));
             }

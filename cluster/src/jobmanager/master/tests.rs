@@ -402,3 +402,58 @@ async fn a_catch_up_never_moves_the_published_pointer_back() {
     jm.op_done(op, Ok(()));
     assert_eq!(jm.ckpt.trigger(5, false), 7, "regular ids continue above the reserved ones");
 }
+
+/// Checking the checkpoint to restore reads every snapshot in it: seconds on remote-like
+/// storage. The master must go on heartbeating meanwhile (it used to stall its loop, so
+/// every taskmanager was declared lost at every restart) and deploy once the check is done.
+/// Here the snapshot is a FIFO: reading it blocks until the test writes it.
+#[tokio::test]
+async fn the_master_heartbeats_while_the_restore_point_is_checked() {
+    use crate::taskmanager::source::SourceState;
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let state = SourceState { lines: 42, ..Default::default() };
+    let h = snapshot::write_task_snapshot(data, None, "j", 3, TaskId::Source(0), &state).unwrap();
+    let tasks = vec![(TaskId::Source(0), h.clone())];
+    let m = snapshot::Metadata { job_id: "j".into(), checkpoint: 3, attempt: 1, trigger_ms: 1, complete_ms: 2, records_in: 42, cut: vec![42], tasks };
+    snapshot::write_metadata(data, &m).unwrap();
+    let path = data.join(&h.path);
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    // The snapshot's bytes go in when the test says so, or after 5 s whatever happens: a
+    // master that blocks on the read must fail this test, not hang it.
+    let (go, wait) = std::sync::mpsc::channel::<()>();
+    let writer = std::thread::spawn(move || {
+        let _ = wait.recv_timeout(Duration::from_secs(5));
+        std::fs::write(&path, &bytes).unwrap();
+    });
+
+    let (mut jm, mut rx) = master_without_ha(data, 1);
+    assert!(jm.next_op().is_none(), "deployed before the restore point was checked");
+    jm.last_hb_sent = Instant::now() - Duration::from_secs(60);
+    jm.tick();
+    let sent = drain(&mut rx);
+    assert!(sent.iter().any(|m| matches!(m, JmToTm::Heartbeat)), "no heartbeat while checking: {sent:?}");
+    assert!(jm.next_op().is_none(), "deployed before the restore point was checked");
+
+    go.send(()).unwrap();
+    writer.join().unwrap();
+    let op = (0..500)
+        .find_map(|_| {
+            std::thread::sleep(Duration::from_millis(10));
+            jm.tick();
+            jm.next_op()
+        })
+        .expect("deployed once the check was done");
+    jm.op_done(op, Ok(()));
+    let deploy = drain(&mut rx).into_iter().find_map(|m| match m {
+        JmToTm::Deploy(d) => Some(d),
+        _ => None,
+    });
+    let d = deploy.expect("a deployment");
+    assert_eq!((d.attempt, d.restore.map(|r| r.checkpoint)), (1, Some(3)));
+    assert_eq!(jm.source_lines.get(&0), Some(&42), "the restored source position");
+}
