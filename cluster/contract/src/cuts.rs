@@ -109,4 +109,14 @@ mod tests {
         std::fs::write(&p, "3\n").unwrap();
         assert!(matches!(read(&p), Err(CutsError::Malformed { line: 1, .. })));
     }
+
+    /// Only a missing file means no cuts: one that cannot be read is an error, or the
+    /// verdict's cut checks would pass with nothing to check.
+    #[test]
+    fn an_unreadable_cuts_file_is_an_error_not_no_cuts() {
+        let d = tempfile::tempdir().unwrap();
+        let p = path(d.path(), "j");
+        std::fs::create_dir_all(&p).unwrap(); // a directory where the file should be
+        assert!(matches!(read(&p), Err(CutsError::Io { .. })));
+    }
 }

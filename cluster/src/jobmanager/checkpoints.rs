@@ -302,6 +302,41 @@ mod tests {
         assert_eq!(c.trigger(2, false), 6, "regular ids continue above the catch-up ones");
     }
 
+    /// What the REST API and the adaptive interval read: totals, the latest 200, the
+    /// latest id, duration and cost; a retraction; a `_metadata` that cannot be written.
+    #[test]
+    fn statistics_count_every_completion_failure_and_retraction() {
+        let d = tempfile::tempdir().unwrap();
+        let mut c = Coordinator::new(d.path(), "j");
+        for n in 1..=201u64 {
+            assert_eq!(c.trigger(2, false), n);
+            c.pending.as_mut().unwrap().trigger_ms -= 40; // triggered 40 ms ago
+            let h = |t: TaskId| SnapshotHandle { path: format!("x/{t}"), crc32: 0, size: 1 };
+            // Two source subtasks: two lanes.
+            let (s0, s1) = (TaskId::Source(0), TaskId::Source(1));
+            assert!(c.ack(d.path(), "j", 2, n, s0, h(s0), n, (3000, 1000), 2).is_empty());
+            let done = c.ack(d.path(), "j", 2, n, s1, h(s1), n, (1000, 3000), 2);
+            assert_eq!(done.len(), 1);
+        }
+        let info = c.info();
+        assert_eq!((info.completed_total, info.failed_total, info.completed.len()), (201, 0, 200), "the latest 200 kept");
+        assert_eq!(info.completed.first().map(|s| s.id), Some(2));
+        assert_eq!(c.latest_id(), Some(201));
+        assert!((40..1000).contains(&c.last_duration_ms()), "{}", c.last_duration_ms());
+        // The longest stall (3 ms) plus the writers' CPU (4 ms) shared over the two lanes.
+        assert_eq!(c.last_cost, Some((201, std::time::Duration::from_millis(5))));
+
+        c.retract(201);
+        assert_eq!((c.completed_total, c.failed_total, c.latest_id()), (200, 1, Some(200)));
+
+        // Checkpoint 202's directory cannot be made (a file is in its way): not complete.
+        let n = c.trigger(2, false);
+        std::fs::write(snapshot::checkpoint_dir(d.path(), "j", n), b"in the way").unwrap();
+        assert!(ack(&mut c, d.path(), n, TaskId::Source(0), 1).is_empty());
+        assert!(ack(&mut c, d.path(), n, TaskId::Count(0), 0).is_empty(), "completed without its _metadata");
+        assert_eq!((c.completed_total, c.failed_total, c.latest_id()), (200, 2, Some(200)));
+    }
+
     #[test]
     fn aborting_drops_every_catch_up_checkpoint() {
         let d = tempfile::tempdir().unwrap();
