@@ -451,6 +451,8 @@ mod tests {
         assert_eq!(latest_valid(d.path(), "j").unwrap().checkpoint, 2);
         let v: u64 = read_task_snapshot(d.path(), &m2.tasks[0].1).unwrap();
         assert_eq!(v, 20);
+        // The size the REST API reports is the snapshot file's.
+        assert_eq!(m2.size_bytes(), std::fs::metadata(d.path().join(&m2.tasks[0].1.path)).unwrap().len());
         // Flip a byte of checkpoint 2's snapshot: restore falls back to 1.
         let p = d.path().join(&m2.tasks[0].1.path);
         let mut b = std::fs::read(&p).unwrap();
