@@ -488,6 +488,9 @@ mod tests {
         }
         prune(d.path(), "j", 2);
         assert_eq!(checkpoint_ids(d.path(), "j"), vec![4, 5]);
+        // Keeping none still keeps the newest: it is what a restore would use.
+        prune(d.path(), "j", 0);
+        assert_eq!(checkpoint_ids(d.path(), "j"), vec![5]);
     }
 
     /// Writes a snapshot of `value` for checkpoint `n` with a local copy under `local`.
@@ -558,6 +561,15 @@ mod tests {
         let r = restore(d.path(), l.path(), 7, &h7);
         assert_eq!((r.state, r.source), (70, Remote));
         assert!(r.fallback.unwrap().contains("length"));
+
+        // Missing, not stale: the node holds checkpoint 8, but only another task's copy.
+        let h8 = write_task_snapshot(d.path(), Some(l.path()), "j", 8, TaskId::Source(0), &0u64).unwrap();
+        let msg = read_local_copy(l.path(), "j", 8, TaskId::Count(0), &h8).unwrap_err();
+        assert!(msg.starts_with("missing: no local copy of count-0"), "{msg}");
+        // Unreadable: something that is not a file where the copy should be.
+        std::fs::create_dir_all(local_copy_path(l.path(), "j", 8, TaskId::Count(0))).unwrap();
+        let msg = read_local_copy(l.path(), "j", 8, TaskId::Count(0), &h8).unwrap_err();
+        assert!(msg.starts_with("unreadable: "), "{msg}");
     }
 
     #[test]
