@@ -446,6 +446,35 @@ mod tests {
         assert!(c.validate().is_err());
         c.lease_ttl = Duration::from_millis(500);
         assert!(c.validate().is_err());
+        // The limits themselves are allowed: a 1 s TTL renewed exactly twice per TTL.
+        c.lease_ttl = Duration::from_secs(1);
+        c.keepalive_interval = Duration::from_millis(500);
+        c.validate().unwrap();
+    }
+
+    /// Only a failure to reach etcd is retried as one (a reconnect); an answer etcd gave,
+    /// or a lost leadership, is not.
+    #[test]
+    fn transport_failures_are_told_from_answers() {
+        use etcd_client::Error as E;
+        let transport = [
+            HaError::Timeout(Duration::from_secs(1)),
+            HaError::Etcd(E::GRpcStatus(tonic::Status::unavailable("connection refused"))),
+            HaError::Etcd(E::IoError(std::io::Error::other("reset"))),
+            HaError::Etcd(E::WatchError("stream ended".into())),
+            HaError::Etcd(E::LeaseKeepAliveError("stream ended".into())),
+        ];
+        for e in &transport {
+            assert!(e.is_transport(), "{e}");
+        }
+        let answers = [
+            HaError::Etcd(E::GRpcStatus(tonic::Status::failed_precondition("compacted"))),
+            HaError::NotLeader("another leader".into()),
+            HaError::Malformed { key: "k".into(), reason: "r".into() },
+        ];
+        for e in &answers {
+            assert!(!e.is_transport(), "{e}");
+        }
     }
 
     #[test]
@@ -454,6 +483,7 @@ mod tests {
         assert_eq!(k.leader(), "/streamd/wc/leader");
         assert_eq!(k.checkpoint(), "/streamd/wc/checkpoint");
         assert_eq!(k.checkpoint_counter(), "/streamd/wc/checkpoint-counter");
+        assert_eq!(k.prefix(), "/streamd/wc/");
         assert!(k.status().starts_with(k.prefix()) && k.job().starts_with(k.prefix()));
     }
 
