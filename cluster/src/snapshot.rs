@@ -271,9 +271,12 @@ pub fn load_verified(data: &Path, job: &str, n: u64) -> Result<Metadata, Snapsho
     load_verified_keeping(data, job, n, |_| false).map(|(m, _)| m)
 }
 
+/// Verified snapshot payloads, by task.
+pub type Payloads = Vec<(TaskId, Vec<u8>)>;
+
 /// [`load_verified`], keeping the verified payloads of the tasks `keep` names (every
 /// snapshot is read once: on remote-like storage a second read costs as much again).
-fn load_verified_keeping(data: &Path, job: &str, n: u64, keep: impl Fn(TaskId) -> bool) -> Result<(Metadata, Vec<(TaskId, Vec<u8>)>), SnapshotError> {
+fn load_verified_keeping(data: &Path, job: &str, n: u64, keep: impl Fn(TaskId) -> bool) -> Result<(Metadata, Payloads), SnapshotError> {
     let m = load_metadata(data, job, n)?;
     let mut kept = Vec::new();
     for (t, h) in &m.tasks {
@@ -299,7 +302,7 @@ pub fn latest_valid_keeping(
     job: &str,
     ceiling: Option<u64>,
     keep: impl Fn(TaskId) -> bool,
-) -> Option<(Metadata, Vec<(TaskId, Vec<u8>)>)> {
+) -> Option<(Metadata, Payloads)> {
     for n in checkpoint_ids(data, job).into_iter().rev().filter(|&n| ceiling.is_none_or(|max| n <= max)) {
         match load_verified_keeping(data, job, n, &keep) {
             Ok(found) => return Some(found),
