@@ -235,6 +235,25 @@ pub fn write_metadata(data: &Path, m: &Metadata) -> Result<(), SnapshotError> {
     write_atomic(&path, &frame(&payload, "").0)
 }
 
+/// Test support: checkpoint `n` of `job` completed on disk as the coordinator leaves it,
+/// one snapshot per `(task, state)` and `cut` as its cut.
+#[cfg(test)]
+pub(crate) fn write_test_checkpoint(data: &Path, job: &str, n: u64, cut: &[u64], states: &[(TaskId, serde_json::Value)]) -> Metadata {
+    let tasks = states.iter().map(|(t, st)| (*t, write_task_snapshot(data, None, job, n, *t, st).unwrap())).collect();
+    let m = Metadata {
+        job_id: job.into(),
+        checkpoint: n,
+        attempt: 1,
+        trigger_ms: 0,
+        complete_ms: 0,
+        records_in: cut.iter().sum(),
+        cut: cut.to_vec(),
+        tasks,
+    };
+    write_metadata(data, &m).unwrap();
+    m
+}
+
 /// Where checkpoint `n`'s `_metadata` is.
 pub fn metadata_path(data: &Path, job: &str, n: u64) -> PathBuf {
     checkpoint_dir(data, job, n).join("_metadata")
@@ -429,19 +448,7 @@ mod tests {
     use super::*;
 
     fn complete(data: &Path, n: u64, value: u64) -> Metadata {
-        let h = write_task_snapshot(data, None, "j", n, TaskId::Count(0), &value).unwrap();
-        let m = Metadata {
-            job_id: "j".into(),
-            checkpoint: n,
-            attempt: 1,
-            trigger_ms: 0,
-            complete_ms: 0,
-            records_in: 0,
-            cut: vec![0],
-            tasks: vec![(TaskId::Count(0), h)],
-        };
-        write_metadata(data, &m).unwrap();
-        m
+        write_test_checkpoint(data, "j", n, &[0], &[(TaskId::Count(0), value.into())])
     }
 
     #[test]

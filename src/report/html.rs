@@ -375,8 +375,8 @@ fn interval_chart(r: &RunReport, i: &super::IntervalReport) -> String {
     let mut d = String::new();
     for (k, p) in i.points.iter().enumerate() {
         let end = i.points.get(k + 1).map_or(t_max, |n| n.t_ms);
-        let _ = write!(d, "{}{:.1},{:.1} L{:.1},{:.1} ", if k == 0 { "M" } else { "L" }, x(p.t_ms), y(p.interval_ms), x(end), y(p.interval_ms));
-        let cost = match (p.cost_ms, p.latency_ms) {
+        let _ = write!(d, "{}{:.1},{:.1} L{:.1},{:.1} ", if k == 0 { "M" } else { "L" }, x(p.t_ms), y(p.chosen.interval_ms), x(end), y(p.chosen.interval_ms));
+        let cost = match (p.chosen.cost_ms, p.chosen.latency_ms) {
             (Some(c), Some(l)) => format!("cost {c:.1} ms, latency {l:.0} ms"),
             _ => "cost not measured".into(),
         };
@@ -384,12 +384,12 @@ fn interval_chart(r: &RunReport, i: &super::IntervalReport) -> String {
             s,
             "<circle class=\"ivpoint\" cx=\"{:.1}\" cy=\"{:.1}\" r=\"2.5\"><title>{} at {}: {cost}, MTBF estimate {}, {} failures; set by {}</title></circle>",
             x(p.t_ms),
-            y(p.interval_ms),
-            ms(p.interval_ms),
+            y(p.chosen.interval_ms),
+            ms(p.chosen.interval_ms),
             secs(Some(p.t_ms)),
-            ms(p.mtbf_ms),
-            p.failures,
-            p.limit
+            ms(p.chosen.mtbf_ms),
+            p.chosen.failures,
+            p.chosen.limit
         );
     }
     let _ = write!(s, "<path class=\"interval\" d=\"{}\"/>", d.trim_end());

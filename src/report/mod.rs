@@ -185,24 +185,14 @@ pub struct IntervalReport {
     pub points: Vec<IntervalSample>,
 }
 
-/// One choice of the interval and the estimates behind it.
+/// One choice of the interval and the estimates behind it, as the jobmanager's REST API
+/// gave it (its fields appear in the report beside `t_ms`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct IntervalSample {
     /// Ms since the job started running (0: chosen before).
     pub t_ms: u64,
-    pub interval_ms: u64,
-    /// The checkpoint cost estimate: the pipeline's stall per checkpoint (none before a
-    /// checkpoint completed).
-    pub cost_ms: Option<f64>,
-    /// The checkpoint latency estimate: trigger to commit point.
-    #[serde(default)]
-    pub latency_ms: Option<f64>,
-    /// The estimate of the mean time between failures.
-    pub mtbf_ms: u64,
-    /// Job failures seen by then.
-    pub failures: u64,
-    /// What set it: `unmeasured`, `optimum`, `target-recovery`, `min` or `max`.
-    pub limit: streamd_contract::api::IntervalLimit,
+    #[serde(flatten)]
+    pub chosen: streamd_contract::api::IntervalPoint,
 }
 
 impl IntervalReport {
@@ -214,23 +204,15 @@ impl IntervalReport {
         let points = info
             .history
             .iter()
-            .map(|p| IntervalSample {
-                t_ms: p.at_ms.saturating_sub(t0),
-                interval_ms: p.interval_ms,
-                cost_ms: p.cost_ms,
-                latency_ms: p.latency_ms,
-                mtbf_ms: p.mtbf_ms,
-                failures: p.failures,
-                limit: p.limit,
-            })
+            .map(|p| IntervalSample { t_ms: p.at_ms.saturating_sub(t0), chosen: p.clone() })
             .collect();
         Some(IntervalReport { min_ms: info.min_ms.unwrap_or(0), max_ms: info.max_ms.unwrap_or(0), points })
     }
 
     /// The shortest and longest interval chosen.
     pub fn range(&self) -> Option<(u64, u64)> {
-        let lo = self.points.iter().map(|p| p.interval_ms).min()?;
-        let hi = self.points.iter().map(|p| p.interval_ms).max()?;
+        let lo = self.points.iter().map(|p| p.chosen.interval_ms).min()?;
+        let hi = self.points.iter().map(|p| p.chosen.interval_ms).max()?;
         Some((lo, hi))
     }
 }
@@ -428,7 +410,7 @@ mod interval_tests {
         let point = |at_ms, interval_ms| IntervalPoint { at_ms, interval_ms, cost_ms: Some(5.0), latency_ms: Some(90.0), mtbf_ms: 60_000, failures: 0, limit: IntervalLimit::Optimum };
         let mut info = IntervalInfo { adaptive: true, current_ms: 700, min_ms: Some(100), max_ms: Some(2000), history: vec![point(900, 100), point(1500, 700)] };
         let r = IntervalReport::from_info(&info, 1000).unwrap();
-        assert_eq!(r.points.iter().map(|p| (p.t_ms, p.interval_ms)).collect::<Vec<_>>(), vec![(0, 100), (500, 700)]);
+        assert_eq!(r.points.iter().map(|p| (p.t_ms, p.chosen.interval_ms)).collect::<Vec<_>>(), vec![(0, 100), (500, 700)]);
         assert_eq!((r.min_ms, r.max_ms, r.range()), (100, 2000, Some((100, 700))));
         info.adaptive = false;
         assert_eq!(IntervalReport::from_info(&info, 1000), None);
@@ -447,12 +429,15 @@ pub(crate) mod sample {
         use streamd_contract::api::IntervalLimit;
         let p = |t_ms, interval_ms, cost_ms: Option<f64>, mtbf_ms, failures, limit| IntervalSample {
             t_ms,
-            interval_ms,
-            cost_ms,
-            latency_ms: cost_ms.map(|c| c * 10.0),
-            mtbf_ms,
-            failures,
-            limit,
+            chosen: streamd_contract::api::IntervalPoint {
+                at_ms: 1_700_000_000_000 + t_ms,
+                interval_ms,
+                cost_ms,
+                latency_ms: cost_ms.map(|c| c * 10.0),
+                mtbf_ms,
+                failures,
+                limit,
+            },
         };
         IntervalReport {
             min_ms: 200,

@@ -228,7 +228,7 @@ fn interval_line(r: &RunReport) -> Option<String> {
     let (first, last) = (i.points.first()?, i.points.last()?);
     let (lo, hi) = i.range()?;
     let ms = |v: u64| streamd_contract::duration::format_duration(std::time::Duration::from_millis(v));
-    let cost = match (last.cost_ms, last.latency_ms) {
+    let cost = match (last.chosen.cost_ms, last.chosen.latency_ms) {
         (Some(c), Some(l)) => format!("cost {c:.1}ms, latency {l:.0}ms"),
         _ => "cost not measured".into(),
     };
@@ -236,14 +236,14 @@ fn interval_line(r: &RunReport) -> Option<String> {
         "checkpoint interval adaptive {}..{}: {} -> {} (range {}..{}, {} changes; {} failures, MTBF estimate {}, {cost}; set by {})",
         ms(i.min_ms),
         ms(i.max_ms),
-        ms(first.interval_ms),
-        ms(last.interval_ms),
+        ms(first.chosen.interval_ms),
+        ms(last.chosen.interval_ms),
         ms(lo),
         ms(hi),
         i.points.len().saturating_sub(1),
-        last.failures,
-        ms(last.mtbf_ms),
-        last.limit
+        last.chosen.failures,
+        ms(last.chosen.mtbf_ms),
+        last.chosen.limit
     ))
 }
 

@@ -130,19 +130,7 @@ mod tests {
     }
 
     fn checkpoint(data: &Path, n: u64, positions: &[u64]) -> snapshot::Metadata {
-        let h = snapshot::write_task_snapshot(data, None, "j", n, crate::wire::TaskId::Count(0), &n).unwrap();
-        let m = snapshot::Metadata {
-            job_id: "j".into(),
-            checkpoint: n,
-            attempt: 1,
-            trigger_ms: 0,
-            complete_ms: 0,
-            records_in: positions.iter().sum(),
-            cut: positions.to_vec(),
-            tasks: vec![(crate::wire::TaskId::Count(0), h)],
-        };
-        snapshot::write_metadata(data, &m).unwrap();
-        m
+        snapshot::write_test_checkpoint(data, "j", n, positions, &[(crate::wire::TaskId::Count(0), n.into())])
     }
 
     #[test]

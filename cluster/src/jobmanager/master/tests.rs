@@ -260,29 +260,20 @@ async fn an_adaptive_interval_starts_at_min_then_follows_the_cost_and_the_failur
 
 /// Checkpoint `n` of the one-pipeline job on disk, its source at `lines`, its cut
 /// recorded; `corrupt`: its source snapshot then fails its checksum.
-fn real_checkpoint(data: &std::path::Path, n: u64, lines: u64, corrupt: bool) {
+fn real_checkpoint(data: &std::path::Path, n: u64, lines: u64, corrupt: bool) -> snapshot::Metadata {
     use crate::taskmanager::{count::CountState, source::SourceState};
-    let src = snapshot::write_task_snapshot(data, None, "j", n, TaskId::Source(0), &SourceState { lines, ..Default::default() }).unwrap();
-    let cnt = snapshot::write_task_snapshot(data, None, "j", n, TaskId::Count(0), &CountState::default()).unwrap();
-    let m = snapshot::Metadata {
-        job_id: "j".into(),
-        checkpoint: n,
-        attempt: 1,
-        trigger_ms: 0,
-        complete_ms: 0,
-        records_in: lines,
-        cut: vec![lines],
-        tasks: vec![(TaskId::Source(0), src.clone()), (TaskId::Count(0), cnt)],
-    };
-    snapshot::write_metadata(data, &m).unwrap();
+    let source = serde_json::to_value(SourceState { lines, ..Default::default() }).unwrap();
+    let states = [(TaskId::Source(0), source), (TaskId::Count(0), serde_json::to_value(CountState::default()).unwrap())];
+    let m = snapshot::write_test_checkpoint(data, "j", n, &[lines], &states);
     crate::cuts::append(&crate::cuts::path(data, "j"), &crate::cuts::Cut { checkpoint: n, positions: vec![lines] }).unwrap();
     if corrupt {
-        let p = data.join(&src.path);
+        let p = data.join(&m.tasks[0].1.path);
         let mut b = std::fs::read(&p).unwrap();
         let last = b.len() - 2;
         b[last] ^= 0x01;
         std::fs::write(&p, b).unwrap();
     }
+    m
 }
 
 fn ack_both(jm: &mut JobMaster, attempt: u64, id: u64, lines: u64) {
@@ -409,15 +400,11 @@ async fn a_catch_up_never_moves_the_published_pointer_back() {
 /// Here the snapshot is a FIFO: reading it blocks until the test writes it.
 #[tokio::test]
 async fn the_master_heartbeats_while_the_restore_point_is_checked() {
-    use crate::taskmanager::source::SourceState;
     use std::os::unix::ffi::OsStrExt;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path();
-    let state = SourceState { lines: 42, ..Default::default() };
-    let h = snapshot::write_task_snapshot(data, None, "j", 3, TaskId::Source(0), &state).unwrap();
-    let tasks = vec![(TaskId::Source(0), h.clone())];
-    let m = snapshot::Metadata { job_id: "j".into(), checkpoint: 3, attempt: 1, trigger_ms: 1, complete_ms: 2, records_in: 42, cut: vec![42], tasks };
-    snapshot::write_metadata(data, &m).unwrap();
+    let m = real_checkpoint(data, 3, 42, false);
+    let h = m.tasks[0].1.clone(); // the source's snapshot
     let path = data.join(&h.path);
     let bytes = std::fs::read(&path).unwrap();
     std::fs::remove_file(&path).unwrap();
