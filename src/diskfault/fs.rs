@@ -413,10 +413,7 @@ impl Filesystem for Passthrough {
             let rm = || std::fs::remove_file(self.full(&rel));
             self.entry(&guard, rm, |t| t.unlink(&rel, rm)).map_err(err)
         });
-        match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        reply_empty(reply, r);
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -425,10 +422,7 @@ impl Filesystem for Passthrough {
             let rm = || std::fs::remove_dir(self.full(&rel));
             self.entry(&guard, rm, |t| t.rmdir(&rel, rm)).map_err(err)
         });
-        match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        reply_empty(reply, r);
     }
 
     fn rename(
@@ -470,10 +464,7 @@ impl Filesystem for Passthrough {
             move_paths(&mut self.shared.paths.lock().unwrap(), &from, &to);
             Ok(())
         })();
-        match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        reply_empty(reply, r);
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
@@ -651,10 +642,7 @@ impl Filesystem for Passthrough {
             self.done(Op::Fsync, start, 0);
             r.map_err(err)
         })();
-        match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        reply_empty(reply, r);
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -712,10 +700,7 @@ impl Filesystem for Passthrough {
             self.done(Op::Fsync, start, 0);
             r.map_err(err)
         })();
-        match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        reply_empty(reply, r);
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
@@ -726,5 +711,13 @@ impl Filesystem for Passthrough {
             return reply.error(err(std::io::Error::last_os_error()));
         }
         reply.statfs(s.f_blocks, s.f_bfree, s.f_bavail, s.f_files, s.f_ffree, s.f_bsize as u32, s.f_namemax as u32, s.f_frsize as u32);
+    }
+}
+
+/// Answers an operation that returns nothing: done, or its error.
+fn reply_empty(reply: ReplyEmpty, r: Result<(), FErrno>) {
+    match r {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(e),
     }
 }
