@@ -393,4 +393,242 @@ mod tests {
         // No TaskFailed: the task was never failed.
         assert!(out_rx.try_recv().is_err());
     }
+
+    /// A count task under test: its inputs are real TCP connections on 127.0.0.1, handed
+    /// over as the taskmanager's data server hands them, and the test writes frames as
+    /// the sources would.
+    struct Harness {
+        dir: tempfile::TempDir,
+        job: Arc<JobSpec>,
+        conns: mpsc::Sender<(u32, TcpStream)>,
+        cmds: mpsc::Sender<CountCmd>,
+        out: mpsc::UnboundedReceiver<TmToJm>,
+        task: tokio::task::JoinHandle<Result<(), String>>,
+        listener: tokio::net::TcpListener,
+    }
+
+    impl Harness {
+        /// Starts subtask 0 of a job; no input is connected yet.
+        fn start(yaml: &str, attempt: u64, restore: Option<(u64, CountState)>) -> Harness {
+            let dir = tempfile::tempdir().unwrap();
+            Harness::start_in(dir, yaml, attempt, restore)
+        }
+
+        fn start_in(dir: tempfile::TempDir, yaml: &str, attempt: u64, restore: Option<(u64, CountState)>) -> Harness {
+            let job: Arc<JobSpec> = Arc::new(serde_yaml::from_str(yaml).unwrap());
+            let (outbox, out) = mpsc::unbounded_channel();
+            let ctx = TaskCtx { attempt, job: job.clone(), data_dir: dir.path().to_path_buf(), outbox, counters: Arc::default(), line_server: None, local_dir: None, input_root: None };
+            let (conns, conns_rx) = mpsc::channel(8);
+            let (cmds, cmds_rx) = mpsc::channel(8);
+            let task = tokio::spawn(run(ctx, 0, restore, conns_rx, cmds_rx));
+            let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            std_listener.set_nonblocking(true).unwrap();
+            let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
+            Harness { dir, job, conns, cmds, out, task, listener }
+        }
+
+        /// Connects one input as source subtask `from`; returns the source's end.
+        async fn connect(&self, from: u32) -> TcpStream {
+            let (client, server) = tokio::join!(TcpStream::connect(self.listener.local_addr().unwrap()), self.listener.accept());
+            self.conns.send((from, server.unwrap().0)).await.unwrap();
+            client.unwrap()
+        }
+
+        fn out_dir(&self) -> std::path::PathBuf {
+            self.dir.path().join("output").join(&self.job.job_id).join("0")
+        }
+
+        /// The next message to the jobmanager (within 10 s).
+        async fn next(&mut self) -> TmToJm {
+            tokio::time::timeout(Duration::from_secs(10), self.out.recv()).await.expect("a message from the task").expect("outbox open")
+        }
+
+        /// One transaction file of this subtask, its records sorted.
+        fn read(&self, name: &str) -> Vec<(String, u64)> {
+            let (mut records, ok) = crate::output::read_transaction(&self.out_dir().join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+            ok.unwrap();
+            records.sort();
+            records
+        }
+
+        fn files(&self) -> Vec<String> {
+            let mut v: Vec<String> = std::fs::read_dir(self.out_dir()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+            v.sort();
+            v
+        }
+    }
+
+    async fn batch(s: &mut TcpStream, entries: &[(&str, u32)]) {
+        let mut b = Vec::new();
+        wire::begin_batch(&mut b);
+        for (w, c) in entries {
+            wire::push_entry(&mut b, w, *c);
+        }
+        wire::write_frame(s, &b).await.unwrap();
+    }
+
+    async fn barrier(s: &mut TcpStream, n: u64) {
+        wire::write_frame(s, &wire::barrier_payload(n)).await.unwrap();
+    }
+
+    fn recs(v: &[(&str, u64)]) -> Vec<(String, u64)> {
+        v.iter().map(|(w, c)| (w.to_string(), *c)).collect()
+    }
+
+    const TWO: &str = "parallelism: 2\ninput: { generate: { lines: 10 } }";
+
+    /// Exactly-once with two inputs: an input that delivered barrier n is held until the
+    /// other delivers it too (what it sends meanwhile belongs to epoch n + 1); epoch n
+    /// stages each word changed in it with its new total, is acknowledged with the stall
+    /// of the alignment, and is committed only when checkpoint n completes.
+    #[tokio::test]
+    async fn barriers_are_aligned_and_each_epoch_stages_and_commits_its_changed_words() {
+        let mut h = Harness::start(TWO, 3, None);
+        // Connected after the task started waiting: it waits for both.
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let mut a = h.connect(0).await;
+        let mut b = h.connect(1).await;
+        batch(&mut a, &[("x", 1), ("y", 2)]).await;
+        batch(&mut b, &[("x", 3)]).await;
+        barrier(&mut a, 1).await;
+        // After its barrier: epoch 2, held back until b's barrier.
+        batch(&mut a, &[("x", 100)]).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        batch(&mut b, &[("z", 1)]).await;
+        barrier(&mut b, 1).await;
+        match h.next().await {
+            TmToJm::Ack { attempt: 3, checkpoint: 1, task: TaskId::Count(0), stall_us, .. } => {
+                assert!(stall_us >= 40_000, "the alignment waited 50 ms: {stall_us} us");
+            }
+            m => panic!("{m:?}"),
+        }
+        assert_eq!(h.read("staged-1-3.tsv"), recs(&[("x", 4), ("y", 2), ("z", 1)]));
+        assert!(!h.out_dir().join("committed-1.tsv").exists(), "committed before the checkpoint completed");
+        h.cmds.send(CountCmd::Complete(1)).await.unwrap();
+        assert!(matches!(h.next().await, TmToJm::Committed { attempt: 3, subtask: 0, checkpoint: 1 }));
+        assert_eq!(h.read("committed-1.tsv"), recs(&[("x", 4), ("y", 2), ("z", 1)]));
+        // Epoch 2: only x changed (the held-back batch).
+        barrier(&mut a, 2).await;
+        barrier(&mut b, 2).await;
+        assert!(matches!(h.next().await, TmToJm::Ack { checkpoint: 2, .. }));
+        h.cmds.send(CountCmd::Complete(2)).await.unwrap();
+        assert!(matches!(h.next().await, TmToJm::Committed { checkpoint: 2, .. }));
+        assert_eq!(h.read("committed-2.tsv"), recs(&[("x", 104)]));
+        assert_eq!(h.files(), ["committed-1.tsv", "committed-2.tsv"]);
+        // The taskmanager closing the command channel ends the task cleanly.
+        drop(h.cmds);
+        assert_eq!(h.task.await.unwrap(), Ok(()));
+    }
+
+    /// A second connection claiming an input already connected (a stale source of an
+    /// older deployment, or a retry) is closed: its data never counts.
+    #[tokio::test]
+    async fn a_duplicate_input_connection_is_ignored() {
+        let mut h = Harness::start(TWO, 1, None);
+        let mut a = h.connect(0).await;
+        let mut stale = h.connect(0).await;
+        batch(&mut stale, &[("stale", 5)]).await;
+        let mut b = h.connect(1).await;
+        batch(&mut a, &[("w", 1)]).await;
+        barrier(&mut a, 1).await;
+        barrier(&mut b, 1).await;
+        assert!(matches!(h.next().await, TmToJm::Ack { checkpoint: 1, .. }));
+        assert_eq!(h.read("staged-1-1.tsv"), recs(&[("w", 1)]));
+    }
+
+    /// A restored task continues the restored counts, commits the restored snapshot's
+    /// pending epochs (they belong to a completed checkpoint) and numbers its epochs on
+    /// from the restored checkpoint.
+    #[tokio::test]
+    async fn a_restored_task_continues_the_counts_and_commits_the_restored_pending_epochs() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("output").join("wordcount").join("0");
+        std::fs::create_dir_all(&out).unwrap();
+        crate::output::write_transaction(&out.join("staged-5-1.tsv"), [("x", 7u64)]).unwrap();
+        let restored = CountState { counts: vec![("x".into(), 7), ("y".into(), 1)], pending: vec![5], attempt: 1 };
+        let mut h = Harness::start_in(dir, TWO, 2, Some((5, restored)));
+        let mut a = h.connect(0).await;
+        let mut b = h.connect(1).await;
+        assert_eq!(h.read("committed-5.tsv"), recs(&[("x", 7)]), "committed at restore");
+        batch(&mut b, &[("x", 1)]).await;
+        barrier(&mut a, 6).await;
+        barrier(&mut b, 6).await;
+        assert!(matches!(h.next().await, TmToJm::Ack { attempt: 2, checkpoint: 6, .. }));
+        assert_eq!(h.read("staged-6-2.tsv"), recs(&[("x", 8)]));
+    }
+
+    /// At-least-once: no alignment and no staging; changed words are committed at once,
+    /// as parts of the epoch after the latest barrier.
+    #[tokio::test]
+    async fn at_least_once_commits_changed_words_eagerly_between_barriers() {
+        let yaml = "parallelism: 2\ndelivery: at-least-once\ninput: { generate: { lines: 10 } }";
+        let restored = CountState { counts: vec![("x".into(), 7)], pending: vec![], attempt: 1 };
+        let mut h = Harness::start(yaml, 2, Some((4, restored)));
+        let mut a = h.connect(0).await;
+        let mut b = h.connect(1).await;
+        batch(&mut a, &[("x", 1)]).await;
+        barrier(&mut a, 5).await;
+        // Not aligned: what a sends after its barrier counts before b's barrier.
+        batch(&mut a, &[("y", 1)]).await;
+        // Every part committed so far of epoch 5 (the epoch after the restored 4), each
+        // word at its latest count.
+        let epoch5 = |h: &Harness| {
+            let mut seen = std::collections::BTreeMap::new();
+            for f in h.files().into_iter().filter(|f| f.starts_with("committed-5")) {
+                for (w, c) in h.read(&f) {
+                    let e = seen.entry(w).or_insert(0);
+                    *e = c.max(*e);
+                }
+            }
+            seen.into_iter().collect::<Vec<_>>()
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while epoch5(&h).len() < 2 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(epoch5(&h), recs(&[("x", 8), ("y", 1)]), "{:?}", h.files());
+        barrier(&mut b, 5).await;
+        assert!(matches!(h.next().await, TmToJm::Ack { checkpoint: 5, .. }));
+        assert!(h.files().iter().all(|f| !f.starts_with("staged-")), "{:?}", h.files());
+    }
+
+    /// Twenty inputs (more than the input queue's per-input share of 16 at low
+    /// parallelism): a barrier completes only once it arrived on every one of them.
+    #[tokio::test]
+    async fn a_barrier_is_aligned_across_twenty_inputs() {
+        let mut h = Harness::start("parallelism: 20\ninput: { generate: { lines: 10 } }", 1, None);
+        let mut inputs = Vec::new();
+        for from in 0..20 {
+            inputs.push(h.connect(from).await);
+        }
+        for (i, s) in inputs.iter_mut().enumerate() {
+            batch(s, &[("w", 1)]).await;
+            if i < 19 {
+                barrier(s, 1).await;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(h.out.try_recv().is_err(), "acknowledged before the last input's barrier");
+        barrier(&mut inputs[19], 1).await;
+        assert!(matches!(h.next().await, TmToJm::Ack { checkpoint: 1, .. }));
+        assert_eq!(h.read("staged-1-1.tsv"), recs(&[("w", 20)]));
+    }
+
+    /// An input that closes fails the task with the input named: the jobmanager restarts
+    /// the job rather than count a partial epoch. The task's other inputs are let go once
+    /// it is gone: their source sees the connection closed instead of sending on into a
+    /// task that no longer counts.
+    #[tokio::test]
+    async fn a_lost_input_fails_the_task_and_lets_go_of_the_others() {
+        let h = Harness::start(TWO, 1, None);
+        let a = h.connect(0).await;
+        let mut b = h.connect(1).await;
+        drop(a);
+        let r = tokio::time::timeout(Duration::from_secs(10), h.task).await.unwrap().unwrap();
+        assert!(r.as_ref().is_err_and(|e| e.contains("input from source-0 lost")), "{r:?}");
+        batch(&mut b, &[("late", 1)]).await;
+        let mut byte = [0u8; 1];
+        let read = tokio::time::timeout(Duration::from_secs(10), tokio::io::AsyncReadExt::read(&mut b, &mut byte)).await;
+        assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "the other input is still held open: {read:?}");
+    }
 }
