@@ -479,6 +479,9 @@ async fn connect_outputs(ctx: &TaskCtx, subtask: u32, outputs: &[Assignment]) ->
 mod tests {
     use super::*;
     use crate::spec::JobSpec;
+    use crate::taskmanager::Counters;
+    use std::collections::BTreeMap;
+    use std::path::{Path, PathBuf};
     use std::sync::Arc;
     use tokio::net::TcpListener;
 
@@ -590,5 +593,831 @@ mod tests {
         assert_eq!(barriers.iter().map(|b| b.0).collect::<Vec<_>>(), vec![3]);
         let e = result.unwrap_err();
         assert!(e.contains("before catch-up checkpoint 4's position 200"), "{e}");
+    }
+
+    // ----------------------------------------------------------------------------------
+    // The real source task against fake count tasks on 127.0.0.1: what each data
+    // connection carries, and what the source tells the jobmanager.
+    // ----------------------------------------------------------------------------------
+
+    /// How long any one wait may take before a test fails (a hung source, or one that
+    /// sleeps far too long); the tests themselves take well under a second each.
+    const DEADLINE: Duration = Duration::from_secs(10);
+    /// Every source here runs as this attempt (not 0 or 1, so a wrong one shows).
+    const ATTEMPT: u64 = 7;
+
+    fn job(yaml: &str) -> JobSpec {
+        serde_yaml::from_str(yaml).unwrap()
+    }
+
+    /// What one fake count task saw on its data connection, in order.
+    #[derive(Debug, Clone, PartialEq)]
+    enum Frame {
+        /// The `DataHello`: `(attempt, from, to)`.
+        Hello(u64, u32, u32),
+        Batch(Vec<(String, u32)>),
+        Barrier(u64),
+        Watermark(u64),
+    }
+
+    /// A fake count task: accepts one connection and forwards what arrives on it, frame by
+    /// frame, as output `out`, until the source closes it.
+    async fn fake_count_task(listener: TcpListener, out: usize, tx: mpsc::UnboundedSender<(usize, Frame)>) {
+        let Ok((mut stream, _)) = listener.accept().await else { return };
+        let mut buf = Vec::new();
+        let Ok(h) = wire::read_json::<_, DataHello>(&mut stream, &mut buf).await else { return };
+        let _ = tx.send((out, Frame::Hello(h.attempt, h.from, h.to)));
+        while wire::read_frame(&mut stream, &mut buf).await.is_ok() {
+            let f = match wire::decode_kind(&buf).expect("a well-formed data frame") {
+                wire::FrameKind::Batch => {
+                    let mut entries = Vec::new();
+                    wire::for_each_entry(&buf, |w, c| entries.push((w.to_string(), c))).expect("a well-formed batch");
+                    Frame::Batch(entries)
+                }
+                wire::FrameKind::Barrier(n) => Frame::Barrier(n),
+                wire::FrameKind::Watermark(t) => Frame::Watermark(t),
+            };
+            if tx.send((out, f)).is_err() {
+                return;
+            }
+        }
+    }
+
+    #[derive(Default)]
+    struct Opts {
+        subtask: u32,
+        restore: Option<SourceState>,
+        catch_up: Vec<(u64, u64)>,
+        /// Triggers queued on the command channel before the source starts.
+        queued: Vec<u64>,
+        line_server: Option<String>,
+    }
+
+    /// A running source task and what it sent so far.
+    struct Source {
+        data_dir: PathBuf,
+        counters: Arc<Counters>,
+        cmds: Option<mpsc::Sender<SourceCmd>>,
+        msgs_rx: mpsc::UnboundedReceiver<TmToJm>,
+        msgs: Vec<TmToJm>,
+        frames_rx: mpsc::UnboundedReceiver<(usize, Frame)>,
+        /// Per output, its frames so far.
+        frames: Vec<Vec<Frame>>,
+        addrs: Vec<String>,
+        task: tokio::task::JoinHandle<Result<(), String>>,
+        started: std::time::Instant,
+        /// From the start to the `SourceEnded` message.
+        ended_after: Option<Duration>,
+    }
+
+    /// A finished source: how it ended, and everything it sent.
+    struct Finished {
+        data_dir: PathBuf,
+        result: Result<(), String>,
+        msgs: Vec<TmToJm>,
+        frames: Vec<Vec<Frame>>,
+        /// The task's counters at the end (heartbeat metrics).
+        lines: u64,
+        words: u64,
+        ended_after: Option<Duration>,
+    }
+
+    impl Source {
+        /// Starts the source with one fake count task per pipeline of the job.
+        async fn start(data_dir: &Path, job: &JobSpec, o: Opts) -> Source {
+            let (tx, frames_rx) = mpsc::unbounded_channel();
+            let mut outputs = Vec::new();
+            for out in 0..job.parallelism as usize {
+                let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let data_address = l.local_addr().unwrap().to_string();
+                outputs.push(Assignment { subtask: out as u32, taskmanager: format!("tm-{out}"), data_address });
+                tokio::spawn(fake_count_task(l, out, tx.clone()));
+            }
+            Source::spawn(data_dir, job, o, outputs, frames_rx)
+        }
+
+        /// Starts the source against `outputs` (whose fake count tasks forward to `frames_rx`).
+        fn spawn(
+            data_dir: &Path,
+            job: &JobSpec,
+            o: Opts,
+            outputs: Vec<Assignment>,
+            frames_rx: mpsc::UnboundedReceiver<(usize, Frame)>,
+        ) -> Source {
+            let (outbox, msgs_rx) = mpsc::unbounded_channel();
+            let counters: Arc<Counters> = Arc::default();
+            let ctx = TaskCtx {
+                attempt: ATTEMPT,
+                job: Arc::new(job.clone()),
+                data_dir: data_dir.to_path_buf(),
+                outbox,
+                counters: counters.clone(),
+                line_server: o.line_server,
+                local_dir: None,
+                input_root: None,
+            };
+            let (cmd_tx, cmd_rx) = mpsc::channel(16);
+            for n in o.queued {
+                cmd_tx.try_send(SourceCmd::Trigger(n)).unwrap();
+            }
+            let addrs = outputs.iter().map(|a| a.data_address.clone()).collect();
+            let frames = vec![Vec::new(); outputs.len()];
+            let started = std::time::Instant::now();
+            let task = tokio::spawn(run(ctx, o.subtask, outputs, o.restore, o.catch_up, cmd_rx));
+            Source {
+                data_dir: data_dir.to_path_buf(),
+                counters,
+                cmds: Some(cmd_tx),
+                msgs_rx,
+                msgs: Vec::new(),
+                frames_rx,
+                frames,
+                addrs,
+                task,
+                started,
+                ended_after: None,
+            }
+        }
+
+        fn take_msg(&mut self, m: TmToJm) {
+            if matches!(m, TmToJm::SourceEnded { .. }) && self.ended_after.is_none() {
+                self.ended_after = Some(self.started.elapsed());
+            }
+            self.msgs.push(m);
+        }
+
+        /// Takes in frames and messages until `done` holds (failing the test if the source
+        /// stops first, or after the deadline).
+        async fn until(&mut self, what: &str, mut done: impl FnMut(&Source) -> bool) {
+            let deadline = tokio::time::Instant::now() + DEADLINE;
+            while !done(self) {
+                tokio::select! {
+                    Some((out, f)) = self.frames_rx.recv() => self.frames[out].push(f),
+                    Some(m) = self.msgs_rx.recv() => self.take_msg(m),
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {
+                        if self.task.is_finished() {
+                            while let Ok((out, f)) = self.frames_rx.try_recv() {
+                                self.frames[out].push(f);
+                            }
+                            while let Ok(m) = self.msgs_rx.try_recv() {
+                                self.take_msg(m);
+                            }
+                            if !done(self) {
+                                let r = (&mut self.task).await;
+                                panic!("the source stopped before {what}: {r:?}; frames {:?}, messages {:?}", self.frames, self.msgs);
+                            }
+                        }
+                    }
+                    _ = tokio::time::sleep_until(deadline) => {
+                        panic!("no {what} within {DEADLINE:?}: frames {:?}, messages {:?}", self.frames, self.msgs)
+                    }
+                }
+            }
+        }
+
+        async fn trigger(&self, n: u64) {
+            self.cmds.as_ref().unwrap().send(SourceCmd::Trigger(n)).await.unwrap();
+        }
+
+        fn ended(&self) -> bool {
+            self.msgs.iter().any(|m| matches!(m, TmToJm::SourceEnded { .. }))
+        }
+
+        fn acked(&self, checkpoint: u64) -> bool {
+            self.msgs.iter().any(|m| matches!(m, TmToJm::Ack { checkpoint: c, .. } | TmToJm::Decline { checkpoint: c, .. } if *c == checkpoint))
+        }
+
+        /// Closes the commands (the source then returns) and collects everything sent.
+        async fn finish(mut self) -> Finished {
+            drop(self.cmds.take());
+            let result = tokio::time::timeout(DEADLINE, &mut self.task)
+                .await
+                .expect("a source stops once its commands are closed")
+                .expect("the source task does not panic");
+            // A fake count task the source never reached still waits to accept: unblock it
+            // (one that was reached has the source's connection first in its queue).
+            for a in &self.addrs {
+                let _ = TcpStream::connect(a).await;
+            }
+            let (frames_rx, msgs_rx) = (&mut self.frames_rx, &mut self.msgs_rx);
+            let (mut frames, mut msgs) = (std::mem::take(&mut self.frames), Vec::new());
+            tokio::time::timeout(DEADLINE, async {
+                while let Some((out, f)) = frames_rx.recv().await {
+                    frames[out].push(f);
+                }
+                // Closed once the task and its snapshot writers are all done.
+                while let Some(m) = msgs_rx.recv().await {
+                    msgs.push(m);
+                }
+            })
+            .await
+            .expect("every connection and the outbox close after the source returned");
+            for m in msgs {
+                self.take_msg(m);
+            }
+            Finished {
+                data_dir: self.data_dir,
+                result,
+                msgs: self.msgs,
+                frames,
+                lines: self.counters.lines.load(Ordering::Relaxed),
+                words: self.counters.words.load(Ordering::Relaxed),
+                ended_after: self.ended_after,
+            }
+        }
+    }
+
+    impl Finished {
+        /// The lines of the one `SourceEnded` message (which must name this attempt and
+        /// subtask).
+        fn ended(&self, subtask: u32) -> u64 {
+            let ends: Vec<_> = self.msgs.iter().filter(|m| matches!(m, TmToJm::SourceEnded { .. })).collect();
+            assert_eq!(ends.len(), 1, "exactly one end: {:?}", self.msgs);
+            match ends[0] {
+                TmToJm::SourceEnded { attempt, subtask: s, lines } => {
+                    assert_eq!((*attempt, *s), (ATTEMPT, subtask), "the end names the attempt and subtask");
+                    *lines
+                }
+                _ => unreachable!(),
+            }
+        }
+
+        /// The acknowledged checkpoints as `(checkpoint, lines, snapshot)` in checkpoint
+        /// order, after checking that each names this task and attempt and that the
+        /// snapshot it points to holds the acknowledged position. No declines.
+        fn acks(&self, subtask: u32) -> Vec<(u64, u64, SourceState)> {
+            let mut acks = Vec::new();
+            for m in &self.msgs {
+                match m {
+                    TmToJm::Ack { attempt, checkpoint, task, handle, lines, .. } => {
+                        assert_eq!((*attempt, *task), (ATTEMPT, TaskId::Source(subtask)), "the ack names the attempt and task");
+                        let st: SourceState = snapshot::read_task_snapshot(&self.data_dir, handle).unwrap();
+                        assert_eq!(st.lines, *lines, "checkpoint {checkpoint}: the snapshot holds the acknowledged position");
+                        acks.push((*checkpoint, *lines, st));
+                    }
+                    TmToJm::Decline { .. } => panic!("a declined checkpoint: {m:?}"),
+                    _ => {}
+                }
+            }
+            acks.sort_by_key(|a| a.0);
+            acks
+        }
+
+        fn ack_positions(&self, subtask: u32) -> Vec<(u64, u64)> {
+            self.acks(subtask).into_iter().map(|(n, l, _)| (n, l)).collect()
+        }
+    }
+
+    /// The word of a key (a windowed job's keys are `<start>\t<word>`).
+    fn word_of_key(k: &str) -> &str {
+        window::split_key(k).map_or(k, |(_, w)| w)
+    }
+
+    /// The rules every data connection follows: a hello naming the channel first (and only
+    /// first); batches pre-aggregated (a key once per batch), never empty (an output with
+    /// no word in a chunk gets no frame), holding only keys of the output's own partition;
+    /// window keys and watermarks exactly when the job is windowed.
+    fn check_outputs(outs: &[Vec<Frame>], subtask: u32, windowed: bool) {
+        let p = outs.len() as u32;
+        for (o, frames) in outs.iter().enumerate() {
+            assert_eq!(frames.first(), Some(&Frame::Hello(ATTEMPT, subtask, o as u32)), "output {o}: the hello names the channel");
+            for f in &frames[1..] {
+                match f {
+                    Frame::Hello(..) => panic!("output {o}: a second hello"),
+                    Frame::Batch(entries) => {
+                        assert!(!entries.is_empty(), "output {o}: an empty batch frame");
+                        let mut keys = std::collections::HashSet::new();
+                        for (k, c) in entries {
+                            assert!(*c > 0 && keys.insert(k), "output {o}: {k:?} twice or with no count in one batch");
+                            assert_eq!(window::split_key(k).is_some(), windowed, "output {o}: {k:?}");
+                            assert_eq!(wire::partition(word_of_key(k), p), o as u32, "output {o}: {k:?} belongs to another count task");
+                        }
+                    }
+                    Frame::Watermark(_) => assert!(windowed, "output {o}: a watermark in a job without windows"),
+                    Frame::Barrier(_) => {}
+                }
+            }
+        }
+    }
+
+    /// The counts of one output's batches (those before barrier `until`, if given).
+    fn words_of(frames: &[Frame], until: Option<u64>) -> BTreeMap<String, u64> {
+        let mut m = BTreeMap::new();
+        let mut reached = until.is_none();
+        for f in frames {
+            match f {
+                Frame::Batch(entries) => {
+                    for (k, c) in entries {
+                        *m.entry(k.clone()).or_insert(0) += *c as u64;
+                    }
+                }
+                Frame::Barrier(n) if Some(*n) == until => {
+                    reached = true;
+                    break;
+                }
+                _ => {}
+            }
+        }
+        assert!(reached, "no barrier {until:?} in {frames:?}");
+        m
+    }
+
+    /// The counts over every output (before barrier `until` on each, if given).
+    fn all_words(outs: &[Vec<Frame>], until: Option<u64>) -> BTreeMap<String, u64> {
+        let mut m = BTreeMap::new();
+        for frames in outs {
+            for (k, c) in words_of(frames, until) {
+                *m.entry(k).or_insert(0) += c;
+            }
+        }
+        m
+    }
+
+    fn total(m: &BTreeMap<String, u64>) -> u64 {
+        m.values().sum()
+    }
+
+    /// The words in each batch of one output.
+    fn batch_sizes(frames: &[Frame]) -> Vec<u64> {
+        frames.iter().filter_map(|f| if let Frame::Batch(e) = f { Some(e.iter().map(|(_, c)| *c as u64).sum()) } else { None }).collect()
+    }
+
+    fn barriers(frames: &[Frame]) -> Vec<u64> {
+        frames.iter().filter_map(|f| if let Frame::Barrier(n) = f { Some(*n) } else { None }).collect()
+    }
+
+    fn watermarks(frames: &[Frame]) -> Vec<u64> {
+        frames.iter().filter_map(|f| if let Frame::Watermark(t) = f { Some(*t) } else { None }).collect()
+    }
+
+    /// The generated lines source `subtask` owns (`i % p == subtask`), from its `from`-th
+    /// owned line on, as `(global index, text)`.
+    fn owned_generated(job: &JobSpec, subtask: u32, from: u64) -> Vec<(u64, String)> {
+        let g = Generator::new(job.input.generate.as_ref().unwrap());
+        let p = job.parallelism as u64;
+        (subtask as u64 + from * p..g.lines()).step_by(p as usize).map(|i| (i, g.line(i))).collect()
+    }
+
+    /// The lines of a file source `subtask` of `p` owns, from its `from`-th on.
+    fn owned_file(path: &Path, subtask: u32, p: u32, from: usize) -> Vec<(u64, String)> {
+        let mut all = Vec::new();
+        crate::input::for_each_file_line(path, |l| all.push(l.to_string())).unwrap();
+        let owned = all.into_iter().enumerate().map(|(i, l)| (i as u64, l)).filter(|(i, _)| i % p as u64 == subtask as u64);
+        owned.skip(from).collect()
+    }
+
+    /// The oracle: each key's count over `lines`, keyed as the job keys it (a windowed
+    /// job: by the window of the line's event time).
+    fn oracle(job: &JobSpec, lines: &[(u64, String)]) -> BTreeMap<String, u64> {
+        let clock = job.window_clock();
+        let mut m = BTreeMap::new();
+        for (i, text) in lines {
+            for_each_token(text, |w| {
+                let k = match clock {
+                    Some(c) => window::key(c.window_of_line(*i), w),
+                    None => w.to_string(),
+                };
+                *m.entry(k).or_insert(0) += 1;
+            });
+        }
+        m
+    }
+
+    /// The part of `m` that count task `out` of `p` owns.
+    fn restrict(m: &BTreeMap<String, u64>, out: usize, p: u32) -> BTreeMap<String, u64> {
+        m.iter().filter(|(k, _)| wire::partition(word_of_key(k), p) == out as u32).map(|(k, c)| (k.clone(), *c)).collect()
+    }
+
+    const GEN: &str = "job_id: j\nparallelism: 2\ninput: { generate: { lines: 200, words_per_line: 8, vocabulary: 50, seed: 1 } }";
+
+    /// Unthrottled, a source sends the words of exactly the lines it owns (`i % p ==
+    /// subtask`), each to the count task `wire::partition` names, after a hello naming the
+    /// channel; it reports its end with the lines it read, counts lines and words for the
+    /// heartbeats, and returns cleanly once its commands close. A partition this small (a
+    /// few KiB, far below a chunk's 256 KiB) is one chunk: one batch per output.
+    #[tokio::test]
+    async fn a_source_sends_its_partitions_words_each_to_the_count_task_that_owns_it() {
+        for subtask in 0..2 {
+            let dir = tempfile::tempdir().unwrap();
+            let job = job(GEN);
+            let mut s = Source::start(dir.path(), &job, Opts { subtask, ..Default::default() }).await;
+            s.until("end of the input", Source::ended).await;
+            let f = s.finish().await;
+            f.result.clone().unwrap();
+            check_outputs(&f.frames, subtask, false);
+            let lines = owned_generated(&job, subtask, 0);
+            assert_eq!(lines.len(), 100);
+            assert_eq!(all_words(&f.frames, None), oracle(&job, &lines), "subtask {subtask}: exactly its lines' words");
+            for (o, frames) in f.frames.iter().enumerate() {
+                assert_eq!(batch_sizes(frames).len(), 1, "subtask {subtask}, output {o}: one chunk, one batch: {frames:?}");
+                assert!(barriers(frames).is_empty());
+            }
+            assert_eq!(f.ended(subtask), 100);
+            assert_eq!(f.msgs.len(), 1, "nothing but the end: {:?}", f.msgs);
+            assert_eq!((f.lines, f.words), (100, 800), "the counters: lines read, words sent");
+        }
+    }
+
+    /// A restored source resumes at its position in its own partition: its `k`-th owned
+    /// line is global line `subtask + k·p`. It sends the words from there on and ends at
+    /// the partition's full length (the position is absolute, not relative to the restore).
+    #[tokio::test]
+    async fn a_restored_source_resumes_at_its_position_in_its_partition() {
+        for subtask in 0..2 {
+            let dir = tempfile::tempdir().unwrap();
+            let job = job(GEN);
+            let restore = Some(SourceState { lines: 30, ..Default::default() });
+            let mut s = Source::start(dir.path(), &job, Opts { subtask, restore, ..Default::default() }).await;
+            s.until("end of the input", Source::ended).await;
+            let f = s.finish().await;
+            f.result.clone().unwrap();
+            check_outputs(&f.frames, subtask, false);
+            let lines = owned_generated(&job, subtask, 30);
+            assert_eq!(lines.len(), 70);
+            assert_eq!(all_words(&f.frames, None), oracle(&job, &lines), "subtask {subtask}: the lines from its 30th on");
+            assert_eq!(f.ended(subtask), 100);
+            assert_eq!((f.lines, f.words), (100, 70 * 8));
+        }
+    }
+
+    /// A trigger puts a barrier on every output between chunks, and acknowledges (after
+    /// writing the snapshot) exactly the position the barrier follows. One queued before
+    /// the source starts cuts before any word, at the restored position; one after the end
+    /// (an ended source still takes checkpoints) cuts after every word, at the partition's
+    /// full length.
+    #[tokio::test]
+    async fn triggers_cut_every_output_at_the_position_they_acknowledge() {
+        let dir = tempfile::tempdir().unwrap();
+        let job = job(GEN);
+        let restore = Some(SourceState { lines: 10, ..Default::default() });
+        let mut s = Source::start(dir.path(), &job, Opts { subtask: 1, restore, queued: vec![3], ..Default::default() }).await;
+        s.until("end of the input", Source::ended).await;
+        s.trigger(4).await;
+        s.until("ack of checkpoint 4", |s| s.acked(4)).await;
+        let f = s.finish().await;
+        f.result.clone().unwrap();
+        check_outputs(&f.frames, 1, false);
+        let expect = oracle(&job, &owned_generated(&job, 1, 10));
+        for (o, frames) in f.frames.iter().enumerate() {
+            assert_eq!(frames[1], Frame::Barrier(3), "output {o}: the queued trigger's barrier before any word");
+            assert_eq!(frames.last(), Some(&Frame::Barrier(4)), "output {o}: the barrier after the end follows every word");
+            assert_eq!(barriers(frames), vec![3, 4], "output {o}");
+            assert_eq!(words_of(frames, Some(4)), restrict(&expect, o, 2), "output {o}");
+        }
+        assert!(all_words(&f.frames, Some(3)).is_empty());
+        assert_eq!(all_words(&f.frames, Some(4)), expect);
+        assert_eq!(f.ack_positions(1), vec![(3, 10), (4, 100)], "acknowledged at the positions the barriers follow");
+        assert_eq!(f.ended(1), 100);
+    }
+
+    /// Catch-up barriers go out without a trigger once exactly their position in the
+    /// partition is consumed, on every output, in checkpoint order (two at one position
+    /// back to back, with nothing between), each acknowledged at its position; then the
+    /// rest of the input follows. A list out of order is refused before anything is read.
+    #[tokio::test]
+    async fn catch_up_barriers_cut_every_output_at_exactly_their_positions() {
+        let dir = tempfile::tempdir().unwrap();
+        let job = job(GEN);
+        let catch_up = vec![(5, 10), (6, 10), (7, 30)];
+        let mut s = Source::start(dir.path(), &job, Opts { subtask: 1, catch_up, ..Default::default() }).await;
+        s.until("end of the input", Source::ended).await;
+        let f = s.finish().await;
+        f.result.clone().unwrap();
+        check_outputs(&f.frames, 1, false);
+        let owned = owned_generated(&job, 1, 0);
+        let (first10, first30) = (oracle(&job, &owned[..10]), oracle(&job, &owned[..30]));
+        for (o, frames) in f.frames.iter().enumerate() {
+            assert_eq!(barriers(frames), vec![5, 6, 7], "output {o}");
+            let at5 = frames.iter().position(|f| *f == Frame::Barrier(5)).unwrap();
+            assert_eq!(frames[at5 + 1], Frame::Barrier(6), "output {o}: 5 and 6 share a position");
+            assert_eq!(words_of(frames, Some(5)), restrict(&first10, o, 2), "output {o}: 10 lines before 5");
+            assert_eq!(words_of(frames, Some(7)), restrict(&first30, o, 2), "output {o}: 30 lines before 7");
+        }
+        assert_eq!(all_words(&f.frames, None), oracle(&job, &owned));
+        assert_eq!(f.ack_positions(1), vec![(5, 10), (6, 10), (7, 30)]);
+        assert_eq!(f.ended(1), 100);
+
+        let s = Source::start(dir.path(), &job, Opts { catch_up: vec![(5, 10), (4, 20)], ..Default::default() }).await;
+        let f = s.finish().await;
+        let e = f.result.unwrap_err();
+        assert!(e.contains("out of order"), "{e}");
+        assert!(f.frames.iter().all(|o| o.is_empty()) && f.msgs.is_empty(), "nothing sent: {:?} {:?}", f.frames, f.msgs);
+    }
+
+    /// `input.rate` is lines per second over all subtasks: each subtask reads its share in
+    /// chunks of a hundredth of a second (2000/s over 2: 10 lines, one batch each) and never
+    /// ahead of its schedule, so its 200 lines take at least 190 ms (a lower bound only: a
+    /// slow machine is slower, never faster). A trigger arriving meanwhile cuts at a chunk
+    /// boundary and is acknowledged with that position. Every word here is the same one, so
+    /// one output gets every batch and the other gets no frame at all (never an empty one).
+    #[tokio::test]
+    async fn a_rate_limited_source_reads_chunks_of_a_hundredth_of_a_second_on_schedule() {
+        let dir = tempfile::tempdir().unwrap();
+        let job = job("parallelism: 2\ninput: { generate: { lines: 400, words_per_line: 8, vocabulary: 1 }, rate: 2000 }");
+        let mut s = Source::start(dir.path(), &job, Opts::default()).await;
+        s.until("a first batch", |s| s.frames.iter().flatten().any(|f| matches!(f, Frame::Batch(_)))).await;
+        s.trigger(9).await;
+        s.until("end and ack", |s| s.ended() && s.acked(9)).await;
+        let f = s.finish().await;
+        f.result.clone().unwrap();
+        check_outputs(&f.frames, 0, false);
+        let word = owned_generated(&job, 0, 0)[0].1.split(' ').next().unwrap().to_string();
+        let full = wire::partition(&word, 2) as usize;
+        assert_eq!(batch_sizes(&f.frames[full]), vec![80; 20], "chunks of 10 lines of 8 words");
+        assert!(batch_sizes(&f.frames[1 - full]).is_empty(), "no frame for an output without words");
+        let acks = f.ack_positions(0);
+        assert_eq!(acks.len(), 1);
+        let (n, lines) = acks[0];
+        assert!(n == 9 && lines % 10 == 0 && (10..=200).contains(&lines), "a chunk boundary after the first chunk: {acks:?}");
+        for frames in &f.frames {
+            assert_eq!(barriers(frames), vec![9]);
+        }
+        assert_eq!(total(&words_of(&f.frames[full], Some(9))), lines * 8, "the words of exactly the acknowledged lines");
+        assert_eq!(f.ended(0), 200);
+        let took = f.ended_after.unwrap();
+        assert!(took >= Duration::from_millis(180), "200 lines at 1000/s: the last chunk is due at 190 ms, not {took:?}");
+    }
+
+    /// A restored source paces from where it resumed: the schedule counts the lines read
+    /// since the start of this run, not the restored position (which would put it far in
+    /// the future). 10 lines/s is a chunk of one line every 100 ms: 5 lines take 400 ms.
+    #[tokio::test]
+    async fn a_restored_rate_limited_source_paces_from_its_restored_position() {
+        let dir = tempfile::tempdir().unwrap();
+        let job = job("parallelism: 1\ninput: { generate: { lines: 1005, words_per_line: 8, vocabulary: 1 }, rate: 10 }");
+        let restore = Some(SourceState { lines: 1000, ..Default::default() });
+        let mut s = Source::start(dir.path(), &job, Opts { restore, ..Default::default() }).await;
+        s.until("end of the input", Source::ended).await;
+        let f = s.finish().await;
+        f.result.clone().unwrap();
+        check_outputs(&f.frames, 0, false);
+        assert_eq!(batch_sizes(&f.frames[0]), vec![8; 5], "one line a chunk");
+        assert_eq!(f.ended(0), 1005);
+        let took = f.ended_after.unwrap();
+        assert!(took >= Duration::from_millis(380), "the fifth line is due at 400 ms, not {took:?}");
+    }
+
+    /// A windowed job's source keys each word by its line's event-time window (lines of one
+    /// chunk can span windows) and sends, before its first chunk and after every chunk, the
+    /// watermark of its position: the time of the next line it owns, the end of time once
+    /// none is left, never twice and never backwards. Subtask 1 of 2 at 1 ms a line owns
+    /// lines 1, 3, ..., 99; 2000 lines/s is 10 lines a chunk (20 ms of event time, two
+    /// 10-ms windows). The same for a generated input (whose length the source knows) and a
+    /// file of the same lines (where it looks ahead).
+    #[tokio::test]
+    async fn a_windowed_source_keys_words_by_window_and_sends_the_watermark_of_its_position() {
+        const GEN100: &str = "{ lines: 100, words_per_line: 8, vocabulary: 50, seed: 3 }";
+        for file in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let generated = job(&format!("parallelism: 2\ninput: {{ generate: {GEN100} }}"));
+            let owned = owned_generated(&generated, 1, 0);
+            let input = if file {
+                std::fs::create_dir_all(dir.path().join("input")).unwrap();
+                let mut w = std::fs::File::create(dir.path().join("input/gen.txt")).unwrap();
+                Generator::new(generated.input.generate.as_ref().unwrap()).write_all(&mut w).unwrap();
+                "file: { path: input/gen.txt }".to_string()
+            } else {
+                format!("generate: {GEN100}")
+            };
+            let job = job(&format!(
+                "kind: window-wordcount\nwindow: 10ms\nparallelism: 2\ninput: {{ {input}, rate: 2000, event_time_per_line: 1ms }}"
+            ));
+            assert_eq!(job.window_clock(), Some(WindowClock { width_ms: 10, per_line_ms: 1 }));
+            let mut s = Source::start(dir.path(), &job, Opts { subtask: 1, ..Default::default() }).await;
+            s.until("end of the input", Source::ended).await;
+            let f = s.finish().await;
+            f.result.clone().unwrap();
+            check_outputs(&f.frames, 1, true);
+            for (o, frames) in f.frames.iter().enumerate() {
+                assert_eq!(watermarks(frames), vec![1, 21, 41, 61, 81, END_OF_TIME], "file {file}, output {o}");
+                assert_eq!(frames[1], Frame::Watermark(1), "file {file}, output {o}: event time before the first chunk");
+                assert_eq!(frames.last(), Some(&Frame::Watermark(END_OF_TIME)), "file {file}, output {o}");
+                for pair in frames.windows(2) {
+                    assert!(!matches!(pair, [Frame::Batch(_), Frame::Batch(_)]), "file {file}, output {o}: a watermark after every chunk");
+                }
+            }
+            assert_eq!(all_words(&f.frames, None), oracle(&job, &owned), "file {file}: every word in its line's window");
+            assert_eq!(f.ended(1), 50);
+            assert_eq!((f.lines, f.words), (50, 400));
+        }
+    }
+
+    /// A file source reads the lines of the file it owns (`i % p == subtask`; a CRLF ending,
+    /// a blank line and a last line without newline included), snapshots its position in
+    /// the file (next line, byte offset) with each checkpoint, and a source restored from
+    /// that snapshot sends exactly the rest.
+    #[tokio::test]
+    async fn a_file_source_reads_its_lines_of_the_file_and_resumes_from_a_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut text = String::new();
+        for i in 0..20 {
+            match i {
+                5 => text.push_str("windows line\r\n"),
+                9 => text.push('\n'),
+                _ => text.push_str(&format!("w{} w{} common  x{}\n", i % 7, i % 3, i)),
+            }
+        }
+        text.push_str("last without newline");
+        std::fs::create_dir_all(dir.path().join("input")).unwrap();
+        let path = dir.path().join("input/words.txt");
+        std::fs::write(&path, &text).unwrap();
+        let job = job("parallelism: 2\ninput: { file: { path: input/words.txt } }");
+        for subtask in 0..2u32 {
+            let owned = owned_file(&path, subtask, 2, 0);
+            assert_eq!(owned.len(), 11 - subtask as usize);
+            let mut s = Source::start(dir.path(), &job, Opts { subtask, catch_up: vec![(1, 4)], ..Default::default() }).await;
+            s.until("end of the input", Source::ended).await;
+            let f = s.finish().await;
+            f.result.clone().unwrap();
+            check_outputs(&f.frames, subtask, false);
+            assert_eq!(all_words(&f.frames, None), oracle(&job, &owned), "subtask {subtask}");
+            assert_eq!(all_words(&f.frames, Some(1)), oracle(&job, &owned[..4]), "subtask {subtask}");
+            assert_eq!(f.ended(subtask), owned.len() as u64);
+            let acks = f.acks(subtask);
+            assert_eq!(acks.len(), 1);
+            let (_, _, state) = acks.into_iter().next().unwrap();
+            // After its 4th line (global line subtask + 6): the next line, and its offset.
+            let last = subtask as usize + 6;
+            let byte = text.match_indices('\n').nth(last).unwrap().0 as u64 + 1;
+            assert_eq!((state.lines, state.file), (4, FilePosition { line: last as u64 + 1, byte }), "subtask {subtask}");
+
+            let mut s = Source::start(dir.path(), &job, Opts { subtask, restore: Some(state), ..Default::default() }).await;
+            s.until("end of the input", Source::ended).await;
+            let f = s.finish().await;
+            f.result.clone().unwrap();
+            assert_eq!(all_words(&f.frames, None), oracle(&job, &owned[4..]), "subtask {subtask}: the rest");
+            assert_eq!(f.ended(subtask), owned.len() as u64);
+        }
+    }
+
+    /// Unthrottled, a chunk stops once it holds 256 KiB of text (newlines included): lines
+    /// of exactly 1 KiB make 256 a chunk, so 300 lines are two batches of 256 and 44.
+    #[tokio::test]
+    async fn an_unthrottled_chunk_holds_at_most_256_kib_of_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let line = "x".repeat(1023) + "\n";
+        std::fs::write(dir.path().join("big.txt"), line.repeat(300)).unwrap();
+        let job = job("parallelism: 1\ninput: { file: { path: big.txt } }");
+        let mut s = Source::start(dir.path(), &job, Opts::default()).await;
+        s.until("end of the input", Source::ended).await;
+        let f = s.finish().await;
+        f.result.clone().unwrap();
+        check_outputs(&f.frames, 0, false);
+        assert_eq!(batch_sizes(&f.frames[0]), vec![256, 44]);
+        assert_eq!(f.ended(0), 300);
+    }
+
+    /// A followed file (`follow: true`) is read as it grows, until its end marker
+    /// `<path>.end` ends the input. With nothing new the source waits (sleeping, not
+    /// spinning: on this single-threaded runtime a spinning source would starve every other
+    /// task, this test included).
+    #[tokio::test]
+    async fn a_followed_file_is_read_as_it_grows_until_its_end_marker() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.txt");
+        std::fs::write(&path, "a b\nb c\nc d\n").unwrap();
+        let job = job("parallelism: 1\ninput: { file: { path: f.txt, follow: true } }");
+        let mut s = Source::start(dir.path(), &job, Opts::default()).await;
+        s.until("the first 3 lines", |s| total(&all_words(&s.frames, None)) == 6).await;
+        assert!(!s.ended());
+        {
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+            f.write_all(b"d e\ne f\n").unwrap();
+        }
+        std::fs::write(crate::input::end_marker(&path), "").unwrap();
+        s.until("end of the input", Source::ended).await;
+        let f = s.finish().await;
+        f.result.clone().unwrap();
+        assert_eq!(all_words(&f.frames, None), oracle(&job, &owned_file(&path, 0, 1, 0)));
+        assert_eq!(f.ended(0), 5);
+    }
+
+    /// Socket input is non-parallel (Flink's socketTextStream). Subtask 0 connects to the
+    /// line server as its attempt with its restored position, and takes each line's global
+    /// index from the server's header (lines lost meanwhile are skipped): its position, its
+    /// watermark and its windows follow that index. When the server ends the input after a
+    /// pause, the watermark still reaches the end of time. Subtask 1 reads nothing (it
+    /// never connects: here the line server address refuses, so it would retry forever)
+    /// and ends at once, at the end of event time.
+    #[tokio::test]
+    async fn a_socket_source_reads_the_line_server_on_subtask_0_only() {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+        let job = job(
+            "kind: window-wordcount\nwindow: 10ms\nparallelism: 2\ninput: { socket: { port: 9 }, event_time_per_line: 1ms }",
+        );
+        let texts = ["to be or", "not to be", "be quick", "or not", "to be to"];
+        let server = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let server_addr = server.local_addr().unwrap().to_string();
+        let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            let (stream, _) = server.accept().await.unwrap();
+            let (r, mut w) = stream.into_split();
+            let mut hello = String::new();
+            tokio::io::BufReader::new(r).read_line(&mut hello).await.unwrap();
+            let mut out = String::from("lines 7\n");
+            for t in texts {
+                out.push_str(t);
+                out.push('\n');
+            }
+            w.write_all(out.as_bytes()).await.unwrap();
+            go_rx.await.unwrap();
+            w.write_all(format!("{}\n", crate::lines::END).as_bytes()).await.unwrap();
+            w.flush().await.unwrap();
+            hello
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let restore = Some(SourceState { lines: 3, ..Default::default() });
+        let opts = Opts { subtask: 0, restore, line_server: Some(server_addr), ..Default::default() };
+        let mut s = Source::start(dir.path(), &job, opts).await;
+        s.until("the watermark after line 11", |s| s.frames.iter().all(|f| f.contains(&Frame::Watermark(12)))).await;
+        go_tx.send(()).unwrap();
+        s.until("end of the input", Source::ended).await;
+        let f = s.finish().await;
+        f.result.clone().unwrap();
+        assert_eq!(server.await.unwrap(), "hello 7 3\n", "the attempt and the restored position");
+        check_outputs(&f.frames, 0, true);
+        for (o, frames) in f.frames.iter().enumerate() {
+            let w = watermarks(frames);
+            assert_eq!(w[0], 3, "output {o}: the restored position's time first");
+            assert!(w.windows(2).all(|p| p[0] < p[1]), "output {o}: {w:?}");
+            assert_eq!(w[w.len() - 2..], [12, END_OF_TIME], "output {o}: {w:?}");
+        }
+        let lines: Vec<(u64, String)> = texts.iter().enumerate().map(|(k, t)| (7 + k as u64, t.to_string())).collect();
+        assert_eq!(all_words(&f.frames, None), oracle(&job, &lines), "lines 7..12: windows 0 and 10");
+        assert_eq!(f.ended(0), 12, "the server's next index, not the restored position plus the lines read");
+        assert_eq!(f.lines, 12);
+
+        // Subtask 1: a line server address that refuses connections.
+        let refused = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap().to_string();
+        let restore = Some(SourceState { lines: 3, ..Default::default() });
+        let mut s = Source::start(dir.path(), &job, Opts { subtask: 1, restore, line_server: Some(refused), ..Default::default() }).await;
+        s.until("end of the input", Source::ended).await;
+        let f = s.finish().await;
+        f.result.clone().unwrap();
+        check_outputs(&f.frames, 1, true);
+        for frames in &f.frames {
+            assert_eq!(frames[1..], [Frame::Watermark(END_OF_TIME)]);
+        }
+        assert_eq!(f.ended(1), 3);
+    }
+
+    /// A count task whose taskmanager is still deploying (not listening yet) is retried
+    /// until it listens.
+    #[tokio::test]
+    async fn a_source_retries_a_count_task_that_is_not_listening_yet() {
+        let dir = tempfile::tempdir().unwrap();
+        let job = job("parallelism: 1\ninput: { generate: { lines: 20, words_per_line: 4, vocabulary: 10 } }");
+        // A free port, closed until the count task "deploys".
+        let addr = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap().to_string();
+        let (tx, frames_rx) = mpsc::unbounded_channel();
+        let outputs = vec![Assignment { subtask: 0, taskmanager: "tm".into(), data_address: addr.clone() }];
+        let mut s = Source::spawn(dir.path(), &job, Opts::default(), outputs, frames_rx);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::spawn(fake_count_task(TcpListener::bind(&addr).await.unwrap(), 0, tx));
+        s.until("end of the input", Source::ended).await;
+        let f = s.finish().await;
+        f.result.clone().unwrap();
+        check_outputs(&f.frames, 0, false);
+        assert_eq!(all_words(&f.frames, None), oracle(&job, &owned_generated(&job, 0, 0)));
+        assert_eq!(f.ended(0), 20);
+    }
+
+    /// A count task that never listens fails the source after its 10-s deadline (not at the
+    /// first refusal, and not never). On tokio's paused clock: the 10 s pass at once.
+    #[tokio::test(start_paused = true)]
+    async fn a_source_gives_up_on_a_count_task_that_never_listens_after_10_s() {
+        let dir = tempfile::tempdir().unwrap();
+        let job = job("parallelism: 1\ninput: { generate: { lines: 20 } }");
+        let addr = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap().to_string();
+        let (outbox, _out_rx) = mpsc::unbounded_channel();
+        let ctx = TaskCtx {
+            attempt: ATTEMPT,
+            job: Arc::new(job),
+            data_dir: dir.path().to_path_buf(),
+            outbox,
+            counters: Arc::default(),
+            line_server: None,
+            local_dir: None,
+            input_root: None,
+        };
+        let outputs = vec![Assignment { subtask: 0, taskmanager: "tm".into(), data_address: addr.clone() }];
+        let (_cmd_tx, cmd_rx) = mpsc::channel(1);
+        let start = tokio::time::Instant::now();
+        let mut task = tokio::spawn(run(ctx, 0, outputs, None, vec![], cmd_rx));
+        // Short ticks, not one long timeout: the paused clock jumps to the next timer
+        // whenever the runtime idles, and that must be the source's own retry timer.
+        let result = loop {
+            tokio::select! {
+                r = &mut task => break r.unwrap(),
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {
+                    assert!(start.elapsed() < Duration::from_secs(60), "the source never gave up");
+                }
+            }
+        };
+        let e = result.unwrap_err();
+        assert!(e.contains(&format!("cannot connect to count-0 at {addr}")), "{e}");
+        let took = start.elapsed();
+        assert!(took >= Duration::from_secs(10) && took < Duration::from_secs(11), "gave up after {took:?}");
     }
 }
