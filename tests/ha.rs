@@ -15,7 +15,7 @@
 
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -351,7 +351,8 @@ async fn with_etcd_down_past_the_lease_the_leader_steps_down_and_a_leader_return
 struct Etcd {
     child: Child,
     url: String,
-    _dir: tempfile::TempDir,
+    peer: String,
+    dir: tempfile::TempDir,
 }
 
 impl Etcd {
@@ -363,25 +364,38 @@ impl Etcd {
             .iter()
             .map(|l| l.local_addr().unwrap().port())
             .collect();
-        let (client, peer) = (format!("http://127.0.0.1:{}", ports[0]), format!("http://127.0.0.1:{}", ports[1]));
-        let child = Command::new(etcd())
+        let (url, peer) = (format!("http://127.0.0.1:{}", ports[0]), format!("http://127.0.0.1:{}", ports[1]));
+        let child = Etcd::spawn(dir.path(), &url, &peer);
+        Etcd { child, url, peer, dir }
+    }
+
+    fn spawn(dir: &Path, client: &str, peer: &str) -> Child {
+        Command::new(etcd())
             .args(["--name", "fence", "--data-dir"])
-            .arg(dir.path().join("etcd"))
-            .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
-            .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+            .arg(dir.join("etcd"))
+            .args(["--listen-client-urls", client, "--advertise-client-urls", client])
+            .args(["--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer])
             .args(["--initial-cluster", &format!("fence={peer}"), "--log-level", "warn"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("starting etcd");
-        Etcd { child, url: client, _dir: dir }
+            .expect("starting etcd")
+    }
+
+    /// SIGKILL, then the same member again on the same ports and data.
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn start_again(&mut self) {
+        self.child = Etcd::spawn(self.dir.path(), &self.url, &self.peer);
     }
 }
 
 impl Drop for Etcd {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
     }
 }
 
@@ -430,3 +444,86 @@ async fn a_deposed_leader_cannot_publish_a_checkpoint() {
     let lc = tokio::time::timeout(Duration::from_secs(1), a.campaign(&candidate("jm-a"))).await.expect("no TTL wait after a resignation");
     assert!(lc.unwrap().epoch() > epoch_a);
 }
+
+/// The store itself on a bare etcd: each record lands under its own key and a new leader
+/// reads every one back; the first leader's job spec wins over a later one; a write or a
+/// spec under an epoch that does not lead is not stored.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_store_keeps_each_record_under_its_key_and_the_first_job_spec() {
+    let etcd = Etcd::start();
+    let cfg = HaConfig::new(vec![etcd.url.clone()]);
+    let s = Store::connect(cfg.clone(), "records").await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let empty = loop {
+        match s.recover().await {
+            Ok(r) => break r,
+            Err(_) => assert!(Instant::now() < deadline, "etcd did not come up"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(empty.job.is_none() && empty.checkpoint.is_none() && empty.status.is_none() && empty.checkpoint_counter == 0);
+    let leader = s.campaign(&candidate("jm-a")).await.unwrap();
+    let e = leader.epoch();
+    let status = streamd::ha::JobStatusRecord {
+        leader: "jm-a".into(),
+        epoch: e,
+        state: JobState::Running,
+        attempt: 3,
+        restarts: 2,
+        start_ms: 11,
+        failure_cause: Some("lost taskmanager-2".into()),
+        history: vec![],
+        failures: vec![],
+    };
+    s.guarded_put(e, &[Record::CheckpointCounter(7), pointer(5, e), Record::Status(Box::new(status))]).await.unwrap();
+    let job = |lines: u64| -> JobSpec { serde_yaml::from_str(&format!("parallelism: 2\ninput: {{ generate: {{ lines: {lines} }} }}")).unwrap() };
+    s.publish_job(e, &job(100)).await.unwrap();
+    s.publish_job(e, &job(200)).await.unwrap();
+    // Not leading: neither the write nor the spec is stored.
+    assert!(matches!(s.guarded_put(e + 1000, &[Record::CheckpointCounter(99)]).await, Err(HaError::NotLeader(_))));
+    let other = Store::connect(cfg, "records-other").await.unwrap();
+    other.publish_job(e, &job(300)).await.unwrap();
+    assert!(other.recover().await.unwrap().job.is_none(), "no leader key for that job: nothing stored");
+
+    let r = s.recover().await.unwrap();
+    assert_eq!(r.checkpoint_counter, 7);
+    assert_eq!(r.checkpoint, Some(CheckpointPointer { checkpoint: 5, epoch: e, completed_ms: 0 }));
+    let st = r.status.expect("the status");
+    assert_eq!((st.leader.as_str(), st.epoch, st.state, st.attempt, st.restarts, st.start_ms), ("jm-a", e, JobState::Running, 3, 2, 11));
+    assert_eq!(st.failure_cause.as_deref(), Some("lost taskmanager-2"));
+    let stored = r.job.expect("the job spec");
+    assert_eq!(stored.input.generate.as_ref().map(|g| g.lines), Some(100), "the first spec wins");
+}
+
+/// etcd killed and started again (same member, same data): the store's requests fail
+/// while it is down and work again once it is back, with what was written before. The
+/// store replaces its client after a failed request; a client that kept a connection
+/// wedged by the restart would fail from then on, and a leader could never be elected.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_store_works_again_after_etcd_restarts() {
+    let mut etcd = Etcd::start();
+    let cfg = HaConfig::new(vec![etcd.url.clone()]);
+    let s = Store::connect(cfg, "restart").await.unwrap();
+    let until_ok = |what: &'static str| {
+        let s = s.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                match s.recover().await {
+                    Ok(r) => return r,
+                    Err(e) => assert!(Instant::now() < deadline, "{what}: {e}"),
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    until_ok("etcd did not come up").await;
+    let leader = s.campaign(&candidate("jm-a")).await.unwrap();
+    s.guarded_put(leader.epoch(), &[Record::CheckpointCounter(3)]).await.unwrap();
+    etcd.kill();
+    assert!(s.recover().await.is_err(), "a request with etcd down fails");
+    etcd.start_again();
+    let r = until_ok("the store did not reach etcd again").await;
+    assert_eq!(r.checkpoint_counter, 3, "what was written before the restart");
+}
+

@@ -487,9 +487,13 @@ mod tests {
         assert!(k.status().starts_with(k.prefix()) && k.job().starts_with(k.prefix()));
     }
 
+    /// History and failures are each bounded, the newest kept: a job restarting for days
+    /// must not outgrow etcd's value size limit.
     #[test]
-    fn status_history_is_bounded() {
-        let h = StateChange { state: JobState::Running, at_ms: 1, attempt: 1, reason: String::new() };
+    fn status_history_and_failures_are_bounded_to_the_newest() {
+        let h = |at_ms| StateChange { state: JobState::Running, at_ms, attempt: 1, reason: String::new() };
+        let f = |at_ms| FailureEvent { at_ms, attempt: 1, taskmanager: None, jobmanager: None, cause: String::new() };
+        let n = STATUS_HISTORY_LIMIT as u64;
         let mut s = JobStatusRecord {
             leader: "jm".into(),
             epoch: 1,
@@ -498,10 +502,16 @@ mod tests {
             restarts: 0,
             start_ms: 0,
             failure_cause: None,
-            history: vec![h; STATUS_HISTORY_LIMIT + 10],
-            failures: vec![],
+            history: (0..n + 10).map(h).collect(),
+            failures: (0..n + 3).map(f).collect(),
         };
         s.truncate();
         assert_eq!(s.history.len(), STATUS_HISTORY_LIMIT);
+        assert_eq!((s.history[0].at_ms, s.history.last().unwrap().at_ms), (10, n + 9));
+        assert_eq!(s.failures.len(), STATUS_HISTORY_LIMIT);
+        assert_eq!((s.failures[0].at_ms, s.failures.last().unwrap().at_ms), (3, n + 2));
+        // At the limit nothing is dropped.
+        s.truncate();
+        assert_eq!((s.history.len(), s.failures[0].at_ms), (STATUS_HISTORY_LIMIT, 3));
     }
 }

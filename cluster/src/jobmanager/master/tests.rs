@@ -444,3 +444,231 @@ async fn the_master_heartbeats_while_the_restore_point_is_checked() {
     assert_eq!((d.attempt, d.restore.map(|r| r.checkpoint)), (1, Some(3)));
     assert_eq!(jm.source_lines.get(&0), Some(&42), "the restored source position");
 }
+
+fn recorded(attempt: u64, state: JobState) -> ha::Recovered {
+    ha::Recovered {
+        job: None,
+        checkpoint: None,
+        checkpoint_counter: 0,
+        status: Some(JobStatusRecord {
+            leader: "jobmanager-2".into(),
+            epoch: 3,
+            state,
+            attempt,
+            restarts: 0,
+            start_ms: 1,
+            failure_cause: Some("recorded cause".into()),
+            history: vec![],
+            failures: vec![],
+        }),
+    }
+}
+
+/// What a new leader resumes depends on what the old one recorded: a status from before
+/// any deployment (attempt 0, CREATED) is no failover; one that carries the attempt about
+/// to be deployed (still CREATED: its deployments may be out) is; and a leader whose own
+/// start failed (its input is missing) stays FAILED with its own reason.
+#[tokio::test]
+async fn a_new_leader_restarts_only_a_job_that_was_deployed_and_keeps_its_own_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut never = unregistered_master(dir.path());
+    never.resume(&recorded(0, JobState::Created));
+    assert_eq!((never.state, never.restarts), (JobState::Created, 0));
+    assert!(never.failures.is_empty());
+
+    let mut recorded_attempt = unregistered_master(dir.path());
+    recorded_attempt.resume(&recorded(1, JobState::Created));
+    assert_eq!((recorded_attempt.state, recorded_attempt.restarts, recorded_attempt.attempt), (JobState::Restarting, 1, 1));
+
+    let mut failed = unregistered_master(dir.path());
+    failed.state = JobState::Failed;
+    failed.failure_cause = Some("cannot open input file".into());
+    failed.resume(&recorded(2, JobState::Running));
+    assert_eq!(failed.state, JobState::Failed);
+    assert_eq!(failed.failure_cause.as_deref(), Some("cannot open input file"));
+}
+
+/// A deployed, running master with no heartbeat due for a minute.
+fn running_master(data: &std::path::Path) -> (JobMaster, mpsc::UnboundedReceiver<JmToTm>) {
+    let (mut jm, mut rx) = master(data);
+    settle(&mut jm, true);
+    jm.handle_event(Event::Message { conn: 1, msg: TmToJm::Deployed { attempt: 1, restores: vec![] } });
+    settle(&mut jm, true);
+    drain(&mut rx);
+    jm.last_hb_sent = Instant::now() + Duration::from_secs(60);
+    (jm, rx)
+}
+
+fn triggered(op: &HaOp) -> u64 {
+    match op.then {
+        Then::Trigger { checkpoint, .. } => checkpoint,
+        _ => panic!("not a trigger: {op:?}"),
+    }
+}
+
+/// A checkpoint whose id cannot be reserved is aborted and never triggered; a reservation
+/// that lands after its checkpoint was aborted (and the next one triggered) sends no stale
+/// trigger.
+#[tokio::test]
+async fn only_the_pending_checkpoint_is_triggered_once_its_id_is_reserved() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut jm, mut rx) = running_master(dir.path());
+    jm.ckpt.last_trigger = None;
+    jm.tick();
+    assert!(jm.ckpt.pending.is_some());
+    settle(&mut jm, false);
+    assert!(jm.ckpt.pending.is_none(), "a checkpoint whose id could not be reserved is aborted");
+    assert!(!drain(&mut rx).iter().any(|m| matches!(m, JmToTm::Trigger { .. })));
+
+    jm.ckpt.last_trigger = None;
+    jm.tick();
+    let stale = jm.next_op().expect("a reservation");
+    jm.ckpt.abort("timed out");
+    jm.ckpt.last_trigger = None;
+    jm.tick();
+    let fresh = jm.next_op().expect("the next reservation");
+    let (stale_id, fresh_id) = (triggered(&stale), triggered(&fresh));
+    assert!(fresh_id > stale_id);
+    jm.op_done(stale, Ok(()));
+    jm.op_done(fresh, Ok(()));
+    let sent: Vec<u64> = drain(&mut rx).into_iter().filter_map(|m| if let JmToTm::Trigger { checkpoint, .. } = m { Some(checkpoint) } else { None }).collect();
+    assert_eq!(sent, vec![fresh_id]);
+}
+
+/// A deployment goes out only once its attempt is recorded: a refused record is retried
+/// after a delay (not in a busy loop against an unavailable etcd), and an attempt that
+/// failed while its record was being written is not sent at all.
+#[tokio::test]
+async fn a_deployment_goes_out_only_for_the_live_attempt_once_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut jm, mut rx) = master(dir.path());
+    drain(&mut rx);
+    let op = jm.next_op().expect("the first deployment");
+    jm.op_done(op, Err(HaError::Timeout(Duration::from_secs(1))));
+    assert!(!drain(&mut rx).iter().any(|m| matches!(m, JmToTm::Deploy(_))));
+    assert!(jm.restart_at.is_some_and(|t| t > Instant::now()), "retried after a delay");
+
+    jm.restart_at = None;
+    jm.last_hb_sent = Instant::now() + Duration::from_secs(60);
+    jm.tick();
+    let op = jm.next_op().expect("the deployment again");
+    jm.fail(Some("taskmanager-1".into()), "lost taskmanager-1".into());
+    jm.op_done(op, Ok(()));
+    assert!(!drain(&mut rx).iter().any(|m| matches!(m, JmToTm::Deploy(_))), "a failed attempt's deployment was sent");
+}
+
+/// The published pointer follows every newer published checkpoint, and the final
+/// checkpoint of the live attempt is the one the job finishes on.
+#[tokio::test]
+async fn the_pointer_moves_forward_and_the_final_checkpoint_finishes_the_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut jm, mut rx) = running_master(dir.path());
+    checkpoint(&mut jm, &mut rx, 1);
+    settle(&mut jm, true);
+    drain(&mut rx);
+    assert_eq!(jm.published.map(|p| p.checkpoint), Some(1));
+    checkpoint(&mut jm, &mut rx, 2);
+    settle(&mut jm, true);
+    drain(&mut rx);
+    assert_eq!(jm.published.map(|p| p.checkpoint), Some(2));
+    assert_eq!(jm.final_checkpoint, None);
+
+    jm.handle_event(Event::Message { conn: 1, msg: TmToJm::SourceEnded { attempt: 1, subtask: 0, lines: 10 } });
+    // All sources ended: the final checkpoint is triggered at once.
+    jm.tick();
+    assert!(drain(&mut rx).is_empty(), "a trigger went out before its id was reserved");
+    settle(&mut jm, true);
+    let sent = drain(&mut rx);
+    assert!(sent.iter().any(|m| matches!(m, JmToTm::Trigger { checkpoint: 3, .. })), "{sent:?}");
+    ack_both(&mut jm, 1, 3, 10);
+    settle(&mut jm, true);
+    assert_eq!(jm.final_checkpoint, Some(3));
+}
+
+/// A catch-up checkpoint whose cut line is missing (its first append failed) gets it
+/// now; one whose line is there does not get a second.
+#[tokio::test]
+async fn a_catch_up_checkpoint_records_its_cut_only_when_it_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    real_checkpoint(dir.path(), 3, 30, false);
+    real_checkpoint(dir.path(), 4, 40, true);
+    let cuts_path = crate::cuts::path(dir.path(), "j");
+    std::fs::remove_file(&cuts_path).unwrap();
+    crate::cuts::append(&cuts_path, &crate::cuts::Cut { checkpoint: 3, positions: vec![30] }).unwrap();
+    let (mut jm, mut rx) = master_without_ha(dir.path(), 1);
+    settle(&mut jm, true);
+    drain(&mut rx);
+    let attempt = jm.attempt;
+    jm.handle_event(Event::Message { conn: 1, msg: TmToJm::Deployed { attempt, restores: vec![] } });
+    ack_both(&mut jm, attempt, 4, 40);
+    settle(&mut jm, true);
+    let cuts = crate::cuts::read(&cuts_path).unwrap();
+    assert_eq!(cuts.iter().map(|c| (c.checkpoint, c.positions.clone())).collect::<Vec<_>>(), vec![(3, vec![30]), (4, vec![40])]);
+}
+
+/// HA: a catch-up checkpoint that cannot be published fails the attempt (regular
+/// checkpoints must not follow an unfinished catch-up); the next attempt redoes it.
+#[tokio::test]
+async fn an_unpublished_catch_up_checkpoint_fails_the_attempt() {
+    let dir = tempfile::tempdir().unwrap();
+    real_checkpoint(dir.path(), 3, 30, false);
+    real_checkpoint(dir.path(), 4, 40, true);
+    let (mut jm, mut rx) = master(dir.path());
+    settle(&mut jm, true);
+    let d = drain(&mut rx).into_iter().find_map(|m| if let JmToTm::Deploy(d) = m { Some(d) } else { None }).expect("deployed");
+    let first = d.catch_up.first().expect("a catch-up checkpoint").clone();
+    jm.handle_event(Event::Message { conn: 1, msg: TmToJm::Deployed { attempt: d.attempt, restores: vec![] } });
+    settle(&mut jm, true);
+    ack_both(&mut jm, d.attempt, first.checkpoint, first.positions[0]);
+    // Refused once (settling every op as refused would not end: a refused status write
+    // is retried).
+    let op = jm.next_op().expect("the catch-up checkpoint's publication");
+    jm.op_done(op, Err(HaError::Timeout(Duration::from_secs(1))));
+    assert_eq!(jm.state, JobState::Restarting);
+    let why = format!("catch-up checkpoint {} could not be published", first.checkpoint);
+    assert!(jm.failure_cause.as_deref().is_some_and(|c| c.contains(&why)), "{:?}", jm.failure_cause);
+}
+
+/// A master without HA for `yaml`, with no taskmanager registered.
+fn master_for(data: &std::path::Path, yaml: &str) -> JobMaster {
+    let cfg = JmConfig {
+        id: "jobmanager-1".into(),
+        job: serde_yaml::from_str(yaml).unwrap(),
+        data_dir: data.to_path_buf(),
+        rpc_bind: "127.0.0.1:0".into(),
+        rest_bind: "127.0.0.1:0".into(),
+        rpc_advertise: "127.0.0.1:1".into(),
+        rest_url: "http://127.0.0.1:2".into(),
+        ha: None,
+    };
+    JobMaster::new(cfg, 1)
+}
+
+fn register_as(jm: &mut JobMaster, conn: u64, id: &str) -> mpsc::UnboundedReceiver<JmToTm> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let reader = tokio::spawn(std::future::pending::<()>()).abort_handle();
+    jm.handle_event(Event::Registered { conn, id: id.into(), data_address: "x".into(), slots: 1, tx, reader });
+    rx
+}
+
+/// A deployment waits for a free slot for every pipeline, and a restart for its delay.
+#[tokio::test]
+async fn a_deployment_waits_for_enough_slots_and_a_restart_for_its_delay() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = "job_id: j\nparallelism: 2\nwait_for_taskmanagers: 1\n\
+                restart: { strategy: fixed-delay, attempts: 5, delay: 10s }\ninput: { generate: { lines: 1000 } }";
+    let mut jm = master_for(dir.path(), yaml);
+    let _one = register_as(&mut jm, 1, "taskmanager-1");
+    jm.tick();
+    assert!(jm.next_op().is_none(), "deployed two pipelines on one slot");
+    let _two = register_as(&mut jm, 2, "taskmanager-2");
+    jm.tick();
+    let op = jm.next_op().expect("deployed once two slots are there");
+    jm.op_done(op, Ok(()));
+    assert_eq!(jm.attempt, 1);
+    jm.fail(Some("taskmanager-2".into()), "task failed".into());
+    assert_eq!(jm.state, JobState::Restarting);
+    jm.tick();
+    assert!(jm.next_op().is_none(), "redeployed before the restart delay of 10 s");
+    assert_eq!(jm.attempt, 1);
+}
