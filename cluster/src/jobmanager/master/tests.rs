@@ -138,20 +138,8 @@ async fn a_deposed_leader_discards_its_unpublished_metadata() {
 /// wants `wait_for` taskmanagers at first.
 fn master_without_ha(data: &std::path::Path, wait_for: u32) -> (JobMaster, mpsc::UnboundedReceiver<JmToTm>) {
     let yaml = format!("job_id: j\nparallelism: 1\nwait_for_taskmanagers: {wait_for}\ninput: {{ generate: {{ lines: 1000 }} }}");
-    let cfg = JmConfig {
-        id: "jobmanager-1".into(),
-        job: serde_yaml::from_str(&yaml).unwrap(),
-        data_dir: data.to_path_buf(),
-        rpc_bind: "127.0.0.1:0".into(),
-        rest_bind: "127.0.0.1:0".into(),
-        rpc_advertise: "127.0.0.1:1".into(),
-        rest_url: "http://127.0.0.1:2".into(),
-        ha: None,
-    };
-    let mut jm = JobMaster::new(cfg, 1);
-    let (tx, rx) = mpsc::unbounded_channel();
-    let reader = tokio::spawn(std::future::pending::<()>()).abort_handle();
-    jm.handle_event(Event::Registered { conn: 1, id: "taskmanager-1".into(), data_address: "x".into(), slots: 1, tx, reader });
+    let mut jm = master_for(data, &yaml);
+    let rx = register_as(&mut jm, 1, "taskmanager-1");
     (jm, rx)
 }
 
