@@ -286,6 +286,50 @@ mod tests {
         assert!(matches!(r.restore(&[4], 1), Err(SinkError::Lost { epoch: 4, .. })));
     }
 
+    /// An older attempt's staging that cannot be removed fails the commit: left behind, it
+    /// would be found by the verdict as staged output after FINISHED.
+    #[test]
+    fn an_older_attempts_staging_that_cannot_be_removed_fails_the_commit() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("0");
+        let mut s = FileSink::open(dir.clone(), 2).unwrap();
+        // A directory under a staged file's name: removing it as a file fails (EISDIR).
+        std::fs::create_dir(dir.join("staged-3-1.tsv")).unwrap();
+        s.pre_commit(4, [("a", 1)]).unwrap();
+        let err = s.commit_up_to(4).unwrap_err();
+        assert!(matches!(&err, SinkError::Io { path, .. } if path.ends_with("staged-3-1.tsv")), "{err}");
+    }
+
+    /// A commit whose rename fails for another reason than a missing file reports that
+    /// failure, not a lost epoch (which would send whoever reads the log looking for a
+    /// bug in the engine instead of at the disk).
+    #[test]
+    fn a_rename_that_fails_otherwise_is_an_io_error_not_a_lost_epoch() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("0");
+        let mut s = FileSink::open(dir.clone(), 1).unwrap();
+        s.pre_commit(3, [("a", 1)]).unwrap();
+        // The output directory replaced by a file: every path under it is ENOTDIR.
+        std::fs::rename(&dir, d.path().join("moved")).unwrap();
+        std::fs::write(&dir, "").unwrap();
+        let err = s.commit_up_to(3).unwrap_err();
+        assert!(matches!(&err, SinkError::Io { source, .. } if source.kind() != io::ErrorKind::NotFound), "{err}");
+    }
+
+    /// A committed file that exists but cannot be opened (here a symbolic link to itself)
+    /// fails the commit with that file named: it is neither kept nor overwritten unread.
+    #[test]
+    fn an_unreadable_committed_file_fails_the_commit_naming_it() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("0");
+        let mut s = FileSink::open(dir.clone(), 1).unwrap();
+        s.pre_commit(3, [("a", 1)]).unwrap();
+        std::os::unix::fs::symlink("committed-3.tsv", dir.join("committed-3.tsv")).unwrap();
+        let err = s.commit_up_to(3).unwrap_err();
+        assert!(matches!(&err, SinkError::Io { path, .. } if path.ends_with("committed-3.tsv")), "{err}");
+        assert!(dir.join("staged-3-1.tsv").exists(), "the staged epoch is kept for a retry");
+    }
+
     /// A stale deployment (attempt 1) restoring after a newer attempt
     /// (2) staged an epoch in the same directory must not delete the newer one's file.
     #[test]
