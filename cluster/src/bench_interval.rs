@@ -5,9 +5,13 @@
 //! with one slot each, parallelism 2) on the same generated input, read as fast as
 //! possible. A kill is a real SIGKILL of one taskmanager process, which is started again at
 //! once (same id, fresh process), as a supervisor would; the job restarts from its latest
-//! completed checkpoint. Kill times are drawn from an exponential distribution with the
-//! row's MTBF (seeded: every interval of a row sees the same kills at the same offsets
-//! from RUNNING).
+//! completed checkpoint. Kill offsets are drawn from an exponential distribution with the
+//! row's MTBF (seeded). By default (`--kill-clock progress`) an offset is turned into an
+//! input position with the fault-free rate, measured first by a calibration run, and the
+//! kill fires when the job's input position first reaches it: every interval of a row
+//! meets the same kills at the same input. With `--kill-clock time` it fires at that
+//! offset from RUNNING, so a run slowed by anything meets more kills of the schedule,
+//! which makes single runs differ by more than the intervals do.
 //!
 //! Measured per cell: the time from RUNNING to FINISHED, the checkpoints completed and the
 //! time they took (sum of trigger-to-complete), the restarts, and the replayed input lines:
@@ -46,9 +50,29 @@ pub struct BenchIntervalArgs {
     /// Repetitions of every cell (each with the next seed); the median time counts.
     #[arg(long, default_value_t = 1)]
     pub reps: usize,
+    /// What the kill schedule counts in: `progress` (input position, converted from
+    /// seconds with the fault-free rate of a calibration run) or `time` (wall time from
+    /// RUNNING).
+    #[arg(long, value_enum, default_value_t = KillClock::Progress)]
+    pub kill_clock: KillClock,
     /// Print one JSON array instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KillClock {
+    Progress,
+    Time,
+}
+
+/// When one kill of a schedule fires.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum KillAt {
+    /// This long after RUNNING.
+    After(Duration),
+    /// When the job's input position (the highest seen across attempts) reaches this line.
+    Line(u64),
 }
 
 /// One cell: one interval under one kill schedule.
@@ -107,12 +131,31 @@ pub async fn run(a: BenchIntervalArgs) -> anyhow::Result<()> {
     let mut intervals: Vec<String> = vec![a.adaptive.clone()];
     intervals.extend(a.fixed.iter().cloned());
     let mut cells = Vec::new();
+    // Lines per second without kills, at the last fixed interval (5 s by default: the
+    // fewest checkpoints): what turns a schedule's seconds into input positions.
+    let rate = match a.kill_clock {
+        KillClock::Time => None,
+        KillClock::Progress => {
+            let calib = a.fixed.last().cloned().unwrap_or_else(|| "5s".into());
+            eprintln!("calibration: interval {calib}, no kills ...");
+            let c = cell(&dir, a.lines, a.vocabulary, &calib, &[]).await?;
+            let r = a.lines as f64 / c.seconds;
+            eprintln!("  {:.1} s: {:.0} lines/s", c.seconds, r);
+            Some(r)
+        }
+    };
     for mtbf in &a.mtbf {
         let m = crate::duration::parse_duration(mtbf).map_err(|e| anyhow::anyhow!("--mtbf: {e}"))?;
         for rep in 0..a.reps.max(1) {
             let seed = a.seed + rep as u64;
             // The schedule covers far more than a run; kills after FINISHED never happen.
-            let kills = kill_schedule(m, seed, Duration::from_secs(600));
+            let kills: Vec<(KillAt, usize)> = kill_schedule(m, seed, Duration::from_secs(600))
+                .into_iter()
+                .map(|(at, tm)| match rate {
+                    Some(r) => (KillAt::Line((at.as_secs_f64() * r) as u64), tm),
+                    None => (KillAt::After(at), tm),
+                })
+                .collect();
             for interval in &intervals {
                 eprintln!("MTBF {mtbf}, seed {seed}, interval {interval} ...");
                 let c = cell(&dir, a.lines, a.vocabulary, interval, &kills).await?;
@@ -198,8 +241,40 @@ pub fn table(cells: &[Cell], mtbfs: &[String], intervals: &[String]) -> String {
                 (ad / worst - 1.0) * 100.0
             );
         }
+        if let Some((best, worst)) = paired(cells, m, intervals) {
+            let _ = writeln!(
+                s,
+                "{:<6} paired by seed (median of adaptive / fixed per seed): vs best fixed {:+.1} %, vs worst fixed {:+.1} %",
+                m,
+                (best - 1.0) * 100.0,
+                (worst - 1.0) * 100.0
+            );
+        }
     }
     s
+}
+
+/// The adaptive interval against each fixed one paired by seed: per fixed interval, the
+/// median over seeds of adaptive time / fixed time, run under the same kills one after the
+/// other. A slow spell of the machine (runs without any kill of the same interval differ
+/// by up to 13 % here) then weighs on both sides of a ratio instead of on one cell of a
+/// median. Returns the ratios against the fixed interval the adaptive one did worst and
+/// best against (the best and the worst fixed interval), `None` with fewer than two seeds.
+fn paired(cells: &[Cell], mtbf: &str, intervals: &[String]) -> Option<(f64, f64)> {
+    let of = |i: &str, seed: u64| cells.iter().find(|c| c.mtbf == mtbf && c.interval == i && c.seed == seed).map(|c| c.seconds);
+    let mut seeds: Vec<u64> = cells.iter().filter(|c| c.mtbf == mtbf).map(|c| c.seed).collect();
+    seeds.sort_unstable();
+    seeds.dedup();
+    if seeds.len() < 2 {
+        return None;
+    }
+    let ratios: Vec<f64> = intervals
+        .iter()
+        .filter(|i| i.as_str() != "adaptive")
+        .map(|i| median(seeds.iter().filter_map(|&seed| Some(of("adaptive", seed)? / of(i, seed)?)).collect()))
+        .filter(|r| r.is_finite())
+        .collect();
+    Some((ratios.iter().copied().reduce(f64::max)?, ratios.iter().copied().reduce(f64::min)?))
 }
 
 struct Cluster {
@@ -220,7 +295,7 @@ fn spawn_tm(exe: &Path, dir: &Path, rpc: u16, n: usize) -> anyhow::Result<Child>
 }
 
 /// One run of the job with `interval` under `kills`.
-async fn cell(root: &Path, lines: u64, vocabulary: u32, interval: &str, kills: &[(Duration, usize)]) -> anyhow::Result<Cell> {
+async fn cell(root: &Path, lines: u64, vocabulary: u32, interval: &str, kills: &[(KillAt, usize)]) -> anyhow::Result<Cell> {
     let dir = root.join("run");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
@@ -254,6 +329,8 @@ async fn cell(root: &Path, lines: u64, vocabulary: u32, interval: &str, kills: &
     let mut running_at: Option<Instant> = None;
     let mut next_kill = 0;
     let (mut high, mut attempt, mut replayed) = (0u64, 0u64, 0u64);
+    // The input position reached, across attempts (a replay does not move it).
+    let mut progress = 0u64;
     let details = loop {
         if Instant::now() > deadline {
             anyhow::bail!("the bench job did not finish in 15 minutes");
@@ -276,13 +353,18 @@ async fn cell(root: &Path, lines: u64, vocabulary: u32, interval: &str, kills: &
             attempt = d.attempt;
         }
         high = high.max(d.records_in);
+        progress = progress.max(d.records_in);
         match d.state {
             JobState::Finished => break d,
             JobState::Failed => anyhow::bail!("the bench job failed: {:?}", d.failure_cause),
             _ => {}
         }
         if let (Some(t0), Some(&(at, victim))) = (running_at, kills.get(next_kill)) {
-            if t0.elapsed() >= at {
+            let due = match at {
+                KillAt::After(after) => t0.elapsed() >= after,
+                KillAt::Line(line) => progress >= line,
+            };
+            if due {
                 next_kill += 1;
                 // kids[1 + victim] is that taskmanager's live process: SIGKILL, then a new one.
                 let slot = 1 + victim;
@@ -351,6 +433,39 @@ mod tests {
         assert!(a.windows(2).all(|w| w[1].0 >= w[0].0 + Duration::from_secs(1)));
         let rare = kill_schedule(Duration::from_secs(60), 7, h);
         assert!((130..210).contains(&rare.len()), "{}", rare.len());
+    }
+
+    #[test]
+    fn paired_ratios_compare_runs_of_the_same_seed() {
+        let c = |interval: &str, seed, seconds| Cell {
+            mtbf: "5s".into(),
+            interval: interval.into(),
+            seed,
+            kills: 0,
+            restarts: 0,
+            seconds,
+            down_seconds: 0.0,
+            checkpoints: 0,
+            checkpoint_seconds: 0.0,
+            replayed_lines: 0,
+            interval_ms: None,
+        };
+        // Seed 2 ran in a slow spell: every interval took twice as long.
+        let cells = [
+            c("adaptive", 1, 10.0),
+            c("1s", 1, 10.0),
+            c("5s", 1, 20.0),
+            c("adaptive", 2, 20.0),
+            c("1s", 2, 20.0),
+            c("5s", 2, 40.0),
+            c("adaptive", 3, 11.0),
+            c("1s", 3, 10.0),
+            c("5s", 3, 20.0),
+        ];
+        let iv = ["adaptive".to_string(), "1s".into(), "5s".into()];
+        // Against 1s: ratios 1.0, 1.0, 1.1, median 1.0; against 5s: 0.5, 0.5, 0.55.
+        assert_eq!(paired(&cells, "5s", &iv), Some((1.0, 0.5)));
+        assert_eq!(paired(&cells[..3], "5s", &iv), None, "one seed: nothing to pair");
     }
 
     #[test]

@@ -29,7 +29,7 @@
 //!   `job.checkpoint_interval: { adaptive: { min: 200ms, max: 5s, target_recovery: 3s,
 //!   mtbf: 30s } }`. `min` and `max` are required (`0 < min <= max`); `target_recovery`
 //!   (none) bounds the expected replay after a failure, `interval / 2 + latency`; `mtbf` (1m)
-//!   is the prior mean time between failures, worth one observed failure. The jobmanager
+//!   is the prior mean time between failures, worth 10 s of running at that rate. The jobmanager
 //!   chooses `sqrt(2 · cost · MTBF)` as it runs (see `streamd::jobmanager::interval`).
 //!   Checkpoint triggers and `chaos lint` take the interval to be `min`.
 //! - **Task-local recovery** (streamd only): `job.local_recovery: true` (default `false`).

@@ -133,7 +133,7 @@ pub struct AdaptiveInterval {
     /// to complete) within this.
     #[serde(default, with = "dur_opt", skip_serializing_if = "Option::is_none")]
     pub target_recovery: Option<Duration>,
-    /// The prior mean time between failures, worth one observed failure: what the
+    /// The prior mean time between failures, worth 10 s of running at that rate: what the
     /// estimate starts from before the job has failed.
     #[serde(default = "default_prior_mtbf", with = "dur")]
     pub mtbf: Duration,

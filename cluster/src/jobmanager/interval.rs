@@ -12,8 +12,8 @@
 //!   where failures are rare, and the interval then too short. L is how long a newer
 //!   recovery point is not there yet, so it adds to the replay.
 //! - [`FailureRate`]: the failure rate as a Gamma-Poisson posterior: the configured prior
-//!   MTBF counts as one failure observed over that long; every job failure and every second
-//!   of the run update it. Its mean gives the MTBF estimate M.
+//!   MTBF weighs as much as [`PRIOR_WEIGHT`] of running at that rate; every job failure and
+//!   every second of the run update it. Its mean gives the MTBF estimate M.
 //! - [`choose`]: the interval: Young/Daly's `sqrt(2·C·M)`, capped so that the expected
 //!   replay after a failure, `interval / 2 + L`, stays within `target_recovery`, then
 //!   clamped to `[min, max]`.
@@ -52,19 +52,30 @@ impl CostEstimate {
     }
 }
 
+/// How much the prior MTBF weighs: as much as this long of running at the prior's rate.
+/// It was one whole failure over the prior MTBF (a minute by default), which held the
+/// estimate near the prior for minutes: at a true MTBF of 5 s it still said 11 s after
+/// 50 s and nine failures, and the interval was half as long again as Young/Daly's. Ten
+/// seconds is enough that one early failure does not shorten the interval for good (one
+/// failure in the first 2 s: M = 10 s, back above 30 s after 30 s without another), and
+/// little enough that a run's own failures decide within a few of them.
+pub const PRIOR_WEIGHT: Duration = Duration::from_secs(10);
+
 /// The failure rate λ as a Gamma(shape α, rate β) posterior over a Poisson process: the
-/// prior is α = 1, β = the prior MTBF (one failure seen over that long); after n failures
-/// in a run of T, α = 1 + n and β = prior + T, and the estimate of the MTBF is
-/// 1 / E[λ] = β / α.
+/// prior is β = [`PRIOR_WEIGHT`] of exposure with α = β / (the prior MTBF) failures in it;
+/// after n failures in a run of T, α + n and β + T, and the estimate of the MTBF is
+/// 1 / E[λ] = (β + T) / (α + n).
 #[derive(Debug, Clone)]
 pub struct FailureRate {
-    prior_mtbf: f64,
+    /// α and β of the prior, in failures and seconds.
+    prior: (f64, f64),
     failures: u64,
 }
 
 impl FailureRate {
     pub fn new(prior_mtbf: Duration) -> Self {
-        FailureRate { prior_mtbf: prior_mtbf.as_secs_f64(), failures: 0 }
+        let beta = PRIOR_WEIGHT.as_secs_f64();
+        FailureRate { prior: (beta / prior_mtbf.as_secs_f64().max(1e-3), beta), failures: 0 }
     }
 
     pub fn failed(&mut self) {
@@ -77,8 +88,8 @@ impl FailureRate {
 
     /// The MTBF estimate after `exposure` of running.
     pub fn mtbf(&self, exposure: Duration) -> Duration {
-        let beta = self.prior_mtbf + exposure.as_secs_f64();
-        Duration::from_secs_f64(beta / (1 + self.failures) as f64)
+        let (alpha, beta) = self.prior;
+        Duration::from_secs_f64((beta + exposure.as_secs_f64()) / (alpha + self.failures as f64))
     }
 }
 
@@ -217,12 +228,20 @@ mod tests {
     #[test]
     fn the_failure_rate_starts_at_the_prior_and_follows_the_observations() {
         let mut f = FailureRate::new(Duration::from_secs(60));
-        assert_eq!(f.mtbf(Duration::ZERO), Duration::from_secs(60));
-        // No failure in a minute: the MTBF estimate grows (β / α = 120 s / 1).
-        assert_eq!(f.mtbf(Duration::from_secs(60)), Duration::from_secs(120));
-        // Nine failures in 90 s: (60 + 90) / 10 = 15 s, close to the observed 10 s.
+        assert_eq!(f.mtbf(Duration::ZERO).as_millis(), 60_000);
+        // The prior is 1/6 of a failure in 10 s. No failure in a minute: the estimate
+        // grows fast, (10 + 60) / (1/6) = 420 s.
+        assert_eq!(f.mtbf(Duration::from_secs(60)).as_millis(), 420_000);
+        // Nine failures in 90 s: (10 + 90) / (9 + 1/6) = 10.9 s, close to the observed
+        // 10 s (one whole failure over the prior minute would have said 15 s).
         (0..9).for_each(|_| f.failed());
-        assert_eq!(f.mtbf(Duration::from_secs(90)), Duration::from_secs(15));
+        assert_eq!(f.mtbf(Duration::from_secs(90)).as_millis(), 10_909);
+        // One early failure: (10 + 2) / (1 + 1/6) = 10.3 s, and 30 s later without
+        // another, (10 + 32) / (1 + 1/6) = 36 s.
+        let mut early = FailureRate::new(Duration::from_secs(60));
+        early.failed();
+        assert_eq!(early.mtbf(Duration::from_secs(2)).as_millis(), 10_285);
+        assert_eq!(early.mtbf(Duration::from_secs(32)).as_millis(), 36_000);
     }
 
     #[test]
@@ -246,7 +265,7 @@ mod tests {
         a.cost.observe(ms(50));
         assert_eq!(a.update(Duration::from_secs(1), 3).as_millis(), 200, "no latency yet");
         a.latency.observe(ms(300));
-        assert_eq!(a.update(Duration::from_secs(1), 3).as_millis(), 2469); // sqrt(2·0.05·61)
+        assert_eq!(a.update(Duration::from_secs(1), 3).as_millis(), 2569); // sqrt(2·0.05·66)
         assert_eq!(a.history.len(), 2);
         a.update(Duration::from_secs(1), 3);
         assert_eq!(a.history.len(), 2, "nothing changed");
@@ -254,7 +273,7 @@ mod tests {
         a.failures.failed();
         a.failures.failed();
         let i = a.update(Duration::from_secs(2), 4);
-        assert!(i < ms(2469), "failures shorten the interval: {i:?}");
+        assert!(i < ms(2569), "failures shorten the interval: {i:?}");
         let last = a.history.last().unwrap();
         assert_eq!((last.at_ms, last.failures, last.limit), (4, 2, IntervalLimit::Optimum));
         assert_eq!(a.history.len(), 3);
