@@ -229,6 +229,15 @@ mod tests {
     use super::*;
     use crate::output::read_committed;
 
+    /// A sink of attempt `attempt` writing to `<tempdir>/0`, as a sink task's directory
+    /// sits under the output root; the temporary directory lives as long as the test holds it.
+    fn sink_in_tempdir(attempt: u64) -> (tempfile::TempDir, std::path::PathBuf, FileSink) {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("0");
+        let s = FileSink::open(dir.clone(), attempt).unwrap();
+        (d, dir, s)
+    }
+
     fn names(dir: &std::path::Path) -> Vec<String> {
         let mut v: Vec<String> =
             std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
@@ -238,9 +247,7 @@ mod tests {
 
     #[test]
     fn commit_subsumes_earlier_epochs_and_is_idempotent() {
-        let d = tempfile::tempdir().unwrap();
-        let dir = d.path().join("0");
-        let mut s = FileSink::open(dir.clone(), 1).unwrap();
+        let (_d, dir, mut s) = sink_in_tempdir(1);
         s.pre_commit(3, [("a", 1)]).unwrap();
         s.pre_commit(4, [("a", 2)]).unwrap();
         s.pre_commit(5, [("b", 1)]).unwrap();
@@ -253,9 +260,7 @@ mod tests {
 
     #[test]
     fn restore_commits_covered_epochs_and_aborts_the_rest() {
-        let d = tempfile::tempdir().unwrap();
-        let dir = d.path().join("0");
-        let mut s = FileSink::open(dir.clone(), 1).unwrap();
+        let (d, dir, mut s) = sink_in_tempdir(1);
         s.pre_commit(6, [("a", 1)]).unwrap();
         s.pre_commit(7, [("a", 2)]).unwrap();
         // Crash: checkpoint 6 completed (its snapshot says pending [6]), 7 did not.
@@ -273,9 +278,7 @@ mod tests {
     /// write failed) must not be dropped with a warning at the next commit.
     #[test]
     fn a_pending_epoch_without_its_staged_file_fails_the_commit() {
-        let d = tempfile::tempdir().unwrap();
-        let dir = d.path().join("0");
-        let mut s = FileSink::open(dir.clone(), 1).unwrap();
+        let (_d, dir, mut s) = sink_in_tempdir(1);
         s.pre_commit(3, [("a", 1)]).unwrap();
         s.will_stage(4); // the staging write of epoch 4 failed: no file
         s.pre_commit(5, [("a", 3)]).unwrap();
@@ -290,9 +293,7 @@ mod tests {
     /// would be found by the verdict as staged output after FINISHED.
     #[test]
     fn an_older_attempts_staging_that_cannot_be_removed_fails_the_commit() {
-        let d = tempfile::tempdir().unwrap();
-        let dir = d.path().join("0");
-        let mut s = FileSink::open(dir.clone(), 2).unwrap();
+        let (_d, dir, mut s) = sink_in_tempdir(2);
         // A directory under a staged file's name: removing it as a file fails (EISDIR).
         std::fs::create_dir(dir.join("staged-3-1.tsv")).unwrap();
         s.pre_commit(4, [("a", 1)]).unwrap();
@@ -305,9 +306,7 @@ mod tests {
     /// bug in the engine instead of at the disk).
     #[test]
     fn a_rename_that_fails_otherwise_is_an_io_error_not_a_lost_epoch() {
-        let d = tempfile::tempdir().unwrap();
-        let dir = d.path().join("0");
-        let mut s = FileSink::open(dir.clone(), 1).unwrap();
+        let (d, dir, mut s) = sink_in_tempdir(1);
         s.pre_commit(3, [("a", 1)]).unwrap();
         // The output directory replaced by a file: every path under it is ENOTDIR.
         std::fs::rename(&dir, d.path().join("moved")).unwrap();
@@ -320,9 +319,7 @@ mod tests {
     /// fails the commit with that file named: it is neither kept nor overwritten unread.
     #[test]
     fn an_unreadable_committed_file_fails_the_commit_naming_it() {
-        let d = tempfile::tempdir().unwrap();
-        let dir = d.path().join("0");
-        let mut s = FileSink::open(dir.clone(), 1).unwrap();
+        let (_d, dir, mut s) = sink_in_tempdir(1);
         s.pre_commit(3, [("a", 1)]).unwrap();
         std::os::unix::fs::symlink("committed-3.tsv", dir.join("committed-3.tsv")).unwrap();
         let err = s.commit_up_to(3).unwrap_err();
@@ -334,9 +331,7 @@ mod tests {
     /// (2) staged an epoch in the same directory must not delete the newer one's file.
     #[test]
     fn a_stale_restore_leaves_a_newer_attempts_staged_files_alone() {
-        let d = tempfile::tempdir().unwrap();
-        let dir = d.path().join("0");
-        let mut old = FileSink::open(dir.clone(), 1).unwrap();
+        let (d, dir, mut old) = sink_in_tempdir(1);
         old.pre_commit(2, [("a", 1)]).unwrap(); // attempt 1's, never completed
         let mut newer = FileSink::open(dir.clone(), 2).unwrap();
         newer.restore(&[], 0).unwrap();
@@ -394,9 +389,7 @@ mod tests {
     /// had restored; the file was left after FINISHED (`epochs_complete` failed).
     #[test]
     fn a_stale_attempts_staging_after_the_restore_is_aborted_at_the_next_commit() {
-        let d = tempfile::tempdir().unwrap();
-        let dir = d.path().join("0");
-        let mut newer = FileSink::open(dir.clone(), 2).unwrap();
+        let (_d, dir, mut newer) = sink_in_tempdir(2);
         newer.restore(&[], 1).unwrap();
         let mut stale = FileSink::open(dir.clone(), 1).unwrap();
         stale.pre_commit(3, [("a", 9)]).unwrap(); // wakes up after the restore
@@ -428,9 +421,7 @@ mod tests {
 
     #[test]
     fn the_forget_sabotage_commits_nothing_for_its_epoch() {
-        let d = tempfile::tempdir().unwrap();
-        let dir = d.path().join("0");
-        let mut s = FileSink::open(dir.clone(), 1).unwrap();
+        let (_d, dir, mut s) = sink_in_tempdir(1);
         s.forget_at_commit(4);
         s.pre_commit(3, [("a", 1)]).unwrap();
         s.pre_commit(4, [("a", 2)]).unwrap();
@@ -443,9 +434,7 @@ mod tests {
     /// any other failure to rename is an error.
     #[test]
     fn a_rename_that_fails_otherwise_is_an_error_even_if_committed_exists() {
-        let d = tempfile::tempdir().unwrap();
-        let dir = d.path().join("0");
-        let mut s = FileSink::open(dir.clone(), 1).unwrap();
+        let (_d, dir, mut s) = sink_in_tempdir(1);
         s.will_stage(5);
         std::fs::create_dir(dir.join(staged_name(5, 1))).unwrap(); // not a file
         std::fs::write(dir.join(committed_name(5, 0)), "\t#end\t0\n").unwrap();
